@@ -1,0 +1,28 @@
+# The two commands of the README: `make demo` (whole notebook pipeline on the embedded model, CPU)
+# and `make test`. Both bootstrap .venv/ first.
+PY := .venv/bin/python
+PARAMS ?= params/demo.yaml
+
+.PHONY: venv demo test test-fast lint bench clean-runs
+
+venv:
+	@bash scripts/bootstrap.sh
+
+demo: venv
+	$(PY) -m medr1 pipeline -f $(PARAMS)
+
+test: venv
+	$(PY) -m ruff check medr1 tests benchmarks
+	$(PY) -m pytest tests
+
+test-fast: venv
+	$(PY) -m pytest tests -m "not slow"
+
+lint: venv
+	$(PY) -m ruff check medr1 tests benchmarks
+
+bench: venv
+	$(PY) benchmarks/run_cpu.py
+
+clean-runs:
+	rm -rf runs/

@@ -1,0 +1,3 @@
+from medr1.cli import main
+
+raise SystemExit(main())

