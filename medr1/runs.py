@@ -33,6 +33,7 @@ TRACKED_PACKAGES = ("medr1", "torch", "transformers", "trl", "peft", "accelerate
 # Substrings of environment/param keys never written into manifests or logs.
 SECRET_MARKERS = ("token", "secret", "password", "api_key", "apikey", "credential")
 MIN_FREE_BYTES = 200 * 1024**2
+LOCK_TOKEN_ENV = "MEDR1_LOCK_TOKEN"
 
 
 class RunLockedError(RuntimeError):
@@ -157,7 +158,10 @@ class RunDir:
         """Hold the run directory for one job. A lock left by a dead process (kill -9) is taken over;
         a live owner makes the second job refuse, naming the owner."""
         self.path.mkdir(parents=True, exist_ok=True)
-        me = {"pid": os.getpid(), "host": socket.gethostname(), "job": job, "started": time.time()}
+        # A pipeline exports MEDR1_LOCK_TOKEN so the notebooks it runs (child kernels) may enter its lock.
+        token = os.environ.get(LOCK_TOKEN_ENV)
+        me = {"pid": os.getpid(), "host": socket.gethostname(), "job": job, "started": time.time(),
+              "token": token}
         for _ in range(2):
             try:
                 fd = os.open(self.lock_path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
@@ -167,8 +171,8 @@ class RunDir:
                 if owner and same_host and isinstance(owner.get("pid"), int) and not _pid_alive(owner["pid"]):
                     self.lock_path.unlink(missing_ok=True)  # stale: its owner died without cleaning up
                     continue
-                if owner.get("pid") == os.getpid():
-                    yield self  # re-entrant within one process (a notebook that trains then evaluates)
+                if owner.get("pid") == os.getpid() or (token and owner.get("token") == token):
+                    yield self  # re-entrant: same process, or a child of the pipeline holding the lock
                     return
                 raise RunLockedError(
                     f"{self.path} is in use by {owner.get('job', '?')} (pid {owner.get('pid', '?')} on "

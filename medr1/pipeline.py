@@ -1,0 +1,130 @@
+"""The notebook pipeline: papermill runs the numbered notebooks in order into the run directory.
+
+Each notebook is executed with the run's resolved params file (`params_file`) plus the params it declares
+in its `parameters` cell, so a notebook run alone (`papermill -f params/X.yaml`) and the pipeline see
+the same values. A finished notebook leaves a marker holding the params hash: rerunning skips it unless
+the params changed or `force` is set, so an interrupted pipeline continues from the notebook that failed.
+A forced rerun deletes the run's old artifacts first, so nothing from an earlier run is mixed in.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from medr1.config import Params, load_params
+from medr1.paths import NOTEBOOKS_DIR, REPO_ROOT
+from medr1.runs import LOCK_TOKEN_ENV, RunDir, atomic_write_json, atomic_write_text, check_writable
+
+NOTEBOOKS = ("01_data_preparation", "02_reward_design", "03_grpo_training", "04_evaluation", "05_figures")
+# Artifacts a forced rerun removes; anything else a user put in the run directory stays.
+RUN_ARTIFACTS = ("train", "eval", "notebooks", "figures", "data", "rewards", "results.md", "results.csv",
+                 "manifest.json", "params.yaml")
+
+
+class PipelineError(RuntimeError):
+    """A notebook failed; the message names the notebook, the cell and papermill's error."""
+
+
+@dataclass
+class StepResult:
+    notebook: str
+    status: str  # "ran" | "skipped"
+    seconds: float
+    output: Path
+
+
+def params_hash(params: Params) -> str:
+    # `force` and `resume` change how a run starts, not what it computes.
+    values = {k: v for k, v in params.to_dict().items() if k not in ("force", "resume")}
+    return hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def notebook_parameters(path: Path) -> list[str]:
+    """Names declared in a notebook's `parameters` cell (papermill's own parser)."""
+    import papermill
+
+    return list(papermill.inspect_notebook(str(path)).keys())
+
+
+def _done_marker(run: RunDir, name: str) -> Path:
+    return run.notebooks_dir / f".{name}.done.json"
+
+
+def clean_run(run: RunDir) -> None:
+    for name in RUN_ARTIFACTS:
+        target = run.path / name
+        if target.is_dir():
+            shutil.rmtree(target)
+        elif target.exists():
+            target.unlink()
+
+
+def run_pipeline(params_file: str | Path | None = None, overrides=None, *, notebooks=NOTEBOOKS,
+                 force: bool | None = None, log=print, kernel_name: str = "python3") -> list[StepResult]:
+    """Execute the notebooks in order; stop at the first failure with papermill's error.
+
+    Args:
+        params_file: YAML params (e.g. params/demo.yaml).
+        overrides: dict or `key=value` strings applied on top.
+        notebooks: names (without .ipynb) to run, in order.
+        force: rerun every notebook from a clean run directory (default: the params' `force`).
+    """
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    params = load_params(params_file, overrides)
+    force = params.force if force is None else force
+    run = RunDir(params.run_dir)
+    check_writable(run.path.parent)
+    os.environ.setdefault(LOCK_TOKEN_ENV, uuid.uuid4().hex)
+    results = []
+    with run.lock("pipeline"):
+        if force:
+            clean_run(run)
+        run.notebooks_dir.mkdir(parents=True, exist_ok=True)
+        resolved = run.path / "params.yaml"
+        # Children see the resolved params with force off: the pipeline has already cleaned up.
+        atomic_write_text(resolved, params.replace(force=False).to_yaml())
+        digest = params_hash(params)
+        for i, name in enumerate(notebooks, 1):
+            source = NOTEBOOKS_DIR / f"{name}.ipynb"
+            output = run.notebooks_dir / f"{name}.ipynb"
+            marker = _done_marker(run, name)
+            prefix = f"[{i}/{len(notebooks)}] {name}"
+            if not force and marker.is_file() and json.loads(marker.read_text()).get("params_hash") == digest:
+                log(f"{prefix}: done earlier, skipped (force: true reruns it)")
+                results.append(StepResult(name, "skipped", 0.0, output))
+                continue
+            declared = notebook_parameters(source)
+            values = {k: v for k, v in params.replace(force=False).to_dict().items() if k in declared}
+            if "params_file" in declared:
+                values["params_file"] = str(resolved)
+            log(f"{prefix}: running ...")
+            start = time.time()
+            try:
+                papermill.execute_notebook(str(source), str(output), parameters=values, kernel_name=kernel_name,
+                                           cwd=str(REPO_ROOT), progress_bar=False, log_output=False)
+            except PapermillExecutionError as e:
+                marker.unlink(missing_ok=True)
+                raise PipelineError(
+                    f"{prefix} failed in cell {e.exec_count} ({e.ename}: {e.evalue}).\n"
+                    f"Executed notebook with the traceback: {output}\n"
+                    f"Fix the cause and rerun the same command: finished notebooks are skipped.") from None
+            seconds = time.time() - start
+            atomic_write_json(marker, {"params_hash": digest, "seconds": round(seconds, 1),
+                                       "finished": time.strftime("%Y-%m-%dT%H:%M:%S")})
+            log(f"{prefix}: done in {seconds:.0f} s -> {output.relative_to(REPO_ROOT) if output.is_relative_to(REPO_ROOT) else output}")
+            results.append(StepResult(name, "ran", seconds, output))
+    return results
+
+
+if __name__ == "__main__":  # pragma: no cover
+    run_pipeline(sys.argv[1] if len(sys.argv) > 1 else None)
