@@ -1,0 +1,93 @@
+"""Params: loading, overrides and validation that fails fast, naming the key."""
+
+import dataclasses
+
+import pytest
+import yaml
+
+from medr1.config import Params, ParamsError, load_params, params_from_namespace, parse_override
+from medr1.paths import PARAMS_DIR
+
+BAD_OVERRIDES = [
+    # (overrides, words the message must contain)
+    (["lora_rr=4"], ["unknown param", "'lora_rr'", "did you mean 'lora_r'"]),  # typo gets a suggestion
+    (["lora_r=0"], ["'lora_r'", "> 0"]),  # LoRA rank 0 adapts nothing
+    (["lora_r=abc"], ["'lora_r'", "integer", "'abc'"]),  # wrong type
+    (["num_generations=3"], ["'num_generations'", "divide", "8"]),  # 3 does not divide the batch of 8
+    (["num_generations=1"], ["'num_generations'", ">= 2"]),  # a group of one has no spread
+    (["max_completion_length=-5"], ["'max_completion_length'", "> 0"]),  # negative length
+    (["backend=tensorflow"], ["'backend'", "auto", "trl", "unsloth"]),  # lists allowed values
+    (["run_name=../../etc"], ["'run_name'", "plain directory name"]),  # cannot escape runs_dir
+    (["reward_weights=[1.0]"], ["'reward_weights'", "one weight per reward"]),  # 2 rewards, 1 weight
+    (["learning_rate=.nan"], ["'learning_rate'", "finite"]),  # NaN learning rate
+    (["device=cpu", "backend=unsloth"], ["'backend'", "CUDA"]),  # unsloth needs a GPU
+    (["device=cpu", "use_vllm=true"], ["'use_vllm'", "CUDA"]),  # vLLM needs a GPU
+    (["eval_num_samples=4"], ["'eval_num_samples'", "temperature"]),  # greedy samples are identical
+    (["resume=maybe"], ["'resume'", "true/false"]),  # not a boolean
+    (["deepspeed=zero3"], ["'deepspeed'", "multi-GPU"]),  # ZeRO on one process
+]
+
+
+@pytest.mark.parametrize(("overrides", "words"), BAD_OVERRIDES)
+def test_bad_params_fail_naming_the_key(overrides, words):
+    with pytest.raises(ParamsError) as err:
+        load_params(None, overrides)
+    for word in words:
+        assert word in str(err.value)
+
+
+def test_overrides_are_parsed_as_yaml():
+    p = load_params(None, ["lora_r=16", "reward_funcs=[accuracy, format]", "train_limit=null", "beta=0.04"])
+    assert (p.lora_r, p.reward_funcs, p.train_limit, p.beta) == (16, ["accuracy", "format"], None, 0.04)
+
+
+def test_int_given_for_float_is_accepted():
+    assert load_params(None, ["learning_rate=1"]).learning_rate == 1.0
+
+
+def test_override_without_equals_sign():
+    with pytest.raises(ParamsError, match="key=value"):
+        parse_override("lora_r")
+
+
+def test_yaml_round_trip():
+    p = load_params(None, ["lora_r=4", "eval_benchmarks=[medqa, mmlu-pro]"])
+    assert Params.from_dict(yaml.safe_load(p.to_yaml())) == p
+
+
+@pytest.mark.parametrize("path", sorted(PARAMS_DIR.glob("*.yaml")), ids=lambda p: p.name)
+def test_every_params_file_is_valid(path):
+    if path.name == "reference_results.yaml":
+        pytest.skip("published numbers, not run params")
+    params = load_params(path)
+    assert params.run_name
+
+
+@pytest.mark.parametrize("name", ["demo.yaml", "smoke.yaml"])
+def test_cpu_params_files_set_every_key(name):
+    # `papermill -f params/X.yaml` must set every param, so no notebook default leaks into a run.
+    values = yaml.safe_load((PARAMS_DIR / name).read_text())
+    assert set(values) == {f.name for f in dataclasses.fields(Params)}
+
+
+def test_params_file_errors_name_the_file(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("lora_r: [unclosed\n")
+    with pytest.raises(ParamsError, match="bad.yaml.*not valid YAML"):
+        load_params(bad)
+    bad.write_text("- a list\n")
+    with pytest.raises(ParamsError, match="must be a mapping"):
+        load_params(bad)
+    with pytest.raises(ParamsError, match="does not exist"):
+        load_params(tmp_path / "missing.yaml")
+    bad.write_text("lora_r: 4\nlearning_rat: 0.1\n")
+    with pytest.raises(ParamsError, match=r"bad.yaml: unknown param.*'learning_rat'"):
+        load_params(bad)
+
+
+def test_notebook_namespace_overrides_params_file(tmp_path):
+    f = tmp_path / "p.yaml"
+    f.write_text("run_name: from_file\nlora_r: 4\n")
+    namespace = {"params_file": str(f), "run_name": "from_notebook", "unrelated_variable": 1}
+    p = params_from_namespace(namespace)
+    assert (p.run_name, p.lora_r) == ("from_notebook", 4)
