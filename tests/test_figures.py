@@ -1,0 +1,374 @@
+"""Tests for medr1/figures.py: every figure from a tiny synthetic run directory, no model, Agg backend.
+
+The fake run mirrors the artifact formats of medr1.train (metrics.csv with `reward/<name>` columns) and
+medr1.evaluate / medr1.scoring (predictions.jsonl rows, summary.json per-benchmark dicts, results.csv).
+Counts are chosen so that every asserted number (bars, pairs, p-values) can be checked by hand.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import sys
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from medr1 import figures  # noqa: E402
+from medr1.paths import REPO_ROOT  # noqa: E402
+
+# medqa: 4 options, 6 questions; pubmedqa: 3 options, 4 questions. Verdicts per question id:
+BASE_CORRECT = {"medqa": [1, 1, 0, 0, 0, 1], "pubmedqa": [1, 0, 0, 1]}
+TRAINED_CORRECT = {"medqa": [1, 1, 1, 1, 1, 0], "pubmedqa": [1, 1, 0, 1]}
+OPTIONS = {"medqa": {"A": "a", "B": "b", "C": "c", "D": "d"}, "pubmedqa": {"A": "yes", "B": "no", "C": "maybe"}}
+
+
+@pytest.fixture(autouse=True)
+def _close_figures():
+    yield
+    plt.close("all")
+
+
+def _metrics(n_steps: int = 30, kl: bool = False) -> pd.DataFrame:
+    """medr1.train's metrics.csv layout: fixed columns, then reward/<name> per reward function."""
+    steps = np.arange(1, n_steps + 1)
+    return pd.DataFrame({
+        "step": steps, "epoch": steps / n_steps, "loss": 0.01, "reward": np.linspace(0.2, 0.9, n_steps),
+        "reward_std": 0.3, "frac_reward_zero_std": np.linspace(0.5, 0.1, n_steps),
+        "kl": np.linspace(0, 0.05, n_steps) if kl else np.nan, "entropy": 1.0,
+        "completion_length": np.linspace(100, 60, n_steps), "clipped_ratio": 0.05, "learning_rate": 1e-5,
+        "grad_norm": 0.5, "step_time": 2.0,
+        "reward/accuracy": np.linspace(0.1, 0.6, n_steps), "reward/answer_parsable": np.linspace(0.1, 0.3, n_steps),
+    })
+
+
+def _prediction_rows(correct: dict[str, list[int]], unparsed_every: int) -> list[dict]:
+    rows = []
+    for bench, verdicts in correct.items():
+        for i, ok in enumerate(verdicts):
+            gold = "A"
+            unparsed = not ok and i % unparsed_every == 0
+            extracted = None if unparsed else ("A" if ok else "B")
+            rule = "none" if unparsed else ("answer_tag" if i % 2 else "answer_statement")
+            rows.append({"id": f"{bench}-{i}", "benchmark": bench, "extracted": extracted, "rule": rule,
+                         "gold": gold, "correct": bool(ok), "options": OPTIONS[bench],
+                         "completion": f"Answer: {extracted}"})
+    return rows
+
+
+def _summary(rows: list[dict]) -> dict:
+    """The shape of medr1.evaluate's summary.json: {"scores": {scorer: {benchmark: {...}}}, ...}."""
+    df = pd.DataFrame(rows)
+    per_bench = {b: {"scorer": "strict", "benchmark": b, "n": len(sub), "n_correct": int(sub["correct"].sum()),
+                     "accuracy": float(sub["correct"].mean()), "unparsed": int(sub["extracted"].isna().sum()),
+                     "by_rule": sub["rule"].value_counts().to_dict()}
+                 for b, sub in df.groupby("benchmark", sort=False)}
+    return {"model": "embedded:smollm2-135m", "settings": {"max_new_tokens": 16},
+            "generation": {b: {"mean_completion_tokens": 12.0} for b in per_bench}, "scores": {"strict": per_bench}}
+
+
+def _write_jsonl(path: Path, rows: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def make_fake_run(root: Path, name: str = "fake", *, train: bool = True, evaluate: bool = True,
+                  results_csv: bool = True, kl: bool = False) -> Path:
+    run = root / name
+    run.mkdir(parents=True)
+    (run / "params.yaml").write_text(f"run_name: {name}\nbeta: {0.04 if kl else 0.0}\n")
+    if train:
+        (run / "train").mkdir()
+        _metrics(kl=kl).to_csv(run / "train" / "metrics.csv", index=False)
+    if evaluate:
+        for label, correct, every in (("base", BASE_CORRECT, 2), ("trained", TRAINED_CORRECT, 5)):
+            rows = _prediction_rows(correct, every)
+            _write_jsonl(run / "eval" / label / "predictions.jsonl", rows)
+            (run / "eval" / label / "summary.json").write_text(json.dumps(_summary(rows)))
+    if results_csv:
+        pd.DataFrame([
+            # ours: two models x two scorers on medqa, one scorer on pubmedqa
+            {"model": "base", "benchmark": "medqa", "accuracy": 0.5, "ci_low": 0.1, "ci_high": 0.9,
+             "source": "measured here", "scorer": "strict", "n": 6},
+            {"model": "trained", "benchmark": "medqa", "accuracy": 0.833, "ci_low": 0.4, "ci_high": 1.0,
+             "source": "measured here", "scorer": "strict", "n": 6},
+            {"model": "trained", "benchmark": "medqa", "accuracy": 0.9, "ci_low": 0.5, "ci_high": 1.0,
+             "source": "measured here", "scorer": "huatuo", "n": 6},
+            {"model": "trained", "benchmark": "pubmedqa", "accuracy": 0.75, "ci_low": 0.25, "ci_high": 1.0,
+             "source": "measured here", "scorer": "strict", "n": 4},
+            # published, in percent as the paper tables print them; MMLU-Pro was not measured here
+            {"model": "Qwen2.5-7B-Instruct", "benchmark": "MedQA", "accuracy": 57.0,
+             "source": "reported by Med-R1 README", "scorer": "huatuo"},
+            {"model": "HuatuoGPT-o1-8B", "benchmark": "medqa", "accuracy": 72.6,
+             "source": "reported by Med-R1 README", "scorer": "huatuo"},
+            {"model": "Qwen2.5-7B-Instruct", "benchmark": "MMLU-Pro med", "accuracy": 53.2,
+             "source": "reported by Med-R1 README", "scorer": "huatuo"},
+        ]).to_csv(run / "results.csv", index=False)
+    return run
+
+
+def _legend_texts(fig: Figure) -> list[str]:
+    legends = [*fig.legends, *(ax.get_legend() for ax in fig.axes)]
+    return [t.get_text() for lg in legends if lg is not None for t in lg.get_texts()]
+
+
+# --- loaders -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("columns, expected", [
+    (["reward", "reward_std", "reward/accuracy", "reward/format"], {"accuracy": "reward/accuracy",
+                                                                    "format": "reward/format"}),  # medr1.train
+    (["reward", "rewards/accuracy/mean", "rewards/accuracy/std"], {"accuracy": "rewards/accuracy/mean"}),  # TRL raw
+    (["reward", "rewards/format"], {"format": "rewards/format"}),  # older TRL: no /mean suffix
+    (["reward", "reward_std", "frac_reward_zero_std"], {}),  # aggregate columns are not reward functions
+])
+def test_reward_columns(columns, expected):
+    assert figures.reward_columns(pd.DataFrame(columns=columns)) == expected
+
+
+def test_load_metrics_renames_trl_keys_and_dedupes_resumed_steps(tmp_path):
+    path = tmp_path / "metrics.csv"
+    # step 2 logged twice (a resume re-logged it): the later row wins; TRL's raw length key is renamed
+    path.write_text("step,reward,completions/mean_length,completions/clipped_ratio\n"
+                    "1,0.1,50,0\n2,0.2,60,0\n2,0.3,70,0.5\n3,0.4,80,0\n")
+    df = figures.load_metrics(path)
+    assert df["step"].tolist() == [1, 2, 3]
+    assert df["completion_length"].tolist() == [50, 70, 80]
+    assert "clipped_ratio" in df
+
+
+def test_load_predictions_tolerates_a_cut_last_line_and_fills_rules(tmp_path, caplog):
+    path = tmp_path / "predictions.jsonl"
+    path.write_text(
+        '{"id": 1, "benchmark": "medqa", "letter": null, "gold": "A", "options": {"A": "x", "B": "y"}}\n'
+        '{"id": 2, "benchmark": "medqa", "letter": "A", "rule": "answer_tag", "gold": "A", "options": {"A": "x"}}\n'
+        '{"id": 3, "bench')  # a crash mid-write
+    with caplog.at_level(logging.WARNING, logger="medr1.figures"):
+        df = figures.load_predictions(path)
+    assert df["rule"].tolist() == ["unparsed", "answer_tag"]  # no letter, no rule -> "unparsed"
+    assert df["correct"].tolist() == [False, True]  # computed from letter vs gold when absent
+    assert df["n_options"].tolist() == [2, 1]
+    assert "line 3" in caplog.text
+
+
+@pytest.mark.parametrize("text", [
+    # flat rows, percent
+    "- {model: Qwen2.5-7B-Instruct, benchmark: MedQA, accuracy: 57.0, source: Med-R1 README}\n",
+    # per-model mapping under a container with a shared source
+    "source: Med-R1 README\nmodels:\n  Qwen2.5-7B-Instruct: {MedQA: 57.0}\n",
+    # list of models with nested results, fractions
+    "- model: Qwen2.5-7B-Instruct\n  source: reported by Med-R1 README\n  results: {MedQA: 0.57}\n",
+])
+def test_load_reference_formats(tmp_path, text):
+    path = tmp_path / "ref.yaml"
+    path.write_text(text)
+    df = figures.load_reference(path)
+    assert df[["model", "benchmark", "source"]].values.tolist() == [
+        ["Qwen2.5-7B-Instruct", "MedQA", "reported by Med-R1 README"]]
+    assert df["accuracy"].tolist() == pytest.approx([0.57])
+
+
+@pytest.mark.parametrize("summary", [
+    # medr1.evaluate: nested under "scores", scorer then benchmark
+    {"settings": {}, "scores": {"strict": {"medqa": {"n": 10, "accuracy": 0.4}},
+                                "huatuo": {"medqa": {"n": 10, "accuracy": 0.5}}}},
+    # medr1.scoring.ScoreResult.summary() of each scorer, concatenated: scorer and benchmark inside
+    [{"scorer": "strict", "benchmark": "medqa", "n": 10, "accuracy": 0.4},
+     {"scorer": "huatuo", "benchmark": "medqa", "n": 10, "accuracy": 0.5}],
+])
+def test_load_summaries_layouts(tmp_path, summary):
+    path = tmp_path / "eval" / "base" / "summary.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps(summary))
+    df = figures.load_summaries(tmp_path)
+    assert df[["model", "benchmark", "scorer", "accuracy"]].values.tolist() == [
+        ["base", "medqa", "strict", 0.4], ["base", "medqa", "huatuo", 0.5]]
+
+
+def test_load_results_falls_back_to_summaries_plus_reference(tmp_path):
+    run = make_fake_run(tmp_path, train=False, results_csv=False)
+    ref = tmp_path / "ref.yaml"
+    ref.write_text("source: Med-R1 README\nmodels:\n  Qwen2.5-7B-Instruct: {MedQA: 57.0}\n")
+    df = figures.load_results(run, reference=ref)
+    ours = df[df["source"] == "measured here"]
+    assert sorted(zip(ours["model"], ours["benchmark"], strict=True)) == [
+        ("base", "medqa"), ("base", "pubmedqa"), ("trained", "medqa"), ("trained", "pubmedqa")]
+    # no CI in summary.json: Wilson from n, around the estimate
+    assert ((ours["ci_low"] <= ours["accuracy"]) & (ours["accuracy"] <= ours["ci_high"])).all()
+    assert df.loc[df["source"] != "measured here", "accuracy"].tolist() == pytest.approx([0.57])
+
+
+# --- figures -----------------------------------------------------------------------------------------
+
+
+def test_training_curves_panels_and_legend():
+    fig = figures.plot_training_curves(_metrics())
+    assert [ax.get_ylabel() for ax in fig.axes] == [
+        "reward (mean per completion)", "reward std within group", "groups with zero\nreward std (%)"]
+    assert fig.axes[-1].get_xlabel() == "training step"
+    assert _legend_texts(fig) == ["total (weighted sum)", "accuracy", "answer_parsable"]
+    # 30 steps -> rolling mean over 3: one faint raw line and one mean line per curve
+    assert len(fig.axes[0].lines) == 6
+
+
+def test_completion_length_with_and_without_clipped_ratio():
+    fig = figures.plot_completion_length(_metrics())
+    assert [ax.get_ylabel() for ax in fig.axes] == ["completion length (tokens)", "cut at max length (%)"]
+    fig = figures.plot_completion_length(_metrics().drop(columns="clipped_ratio"))
+    assert len(fig.axes) == 1
+
+
+@pytest.mark.parametrize("kl, beta, drawn", [
+    (True, 0.04, True),  # KL logged: a curve
+    (False, 0.0, False),  # beta = 0: TRL logs no KL; the figure says so instead of a flat line
+])
+def test_kl(kl, beta, drawn):
+    fig = figures.plot_kl(_metrics(kl=kl), beta=beta)
+    ax = fig.axes[0]
+    assert bool(ax.lines) is drawn
+    assert f"beta = {beta:g}" in ax.get_title()
+    if not drawn:
+        assert "beta = 0" in ax.texts[0].get_text()
+
+
+def test_accuracy_bars_legend_and_chance(tmp_path):
+    results = figures.load_results(make_fake_run(tmp_path), reference=None)
+    fig = figures.plot_accuracy(results)
+    axes = [ax for ax in fig.axes if ax.get_visible()]
+    assert [ax.get_title() for ax in axes] == ["medqa (n = 6)", "pubmedqa (n = 4)"]  # MMLU-Pro: not measured
+    # medqa: 3 bars of ours + 2 published (MedQA and medqa match); pubmedqa: 1 of ours
+    assert [len(ax.patches) for ax in axes] == [5, 1]
+    assert [t.get_text() for t in axes[0].get_yticklabels()] == [
+        "base · strict", "trained · strict", "trained · huatuo", "HuatuoGPT-o1-8B", "Qwen2.5-7B-Instruct"]
+    assert [p.get_hatch() or "" for p in axes[0].patches] == ["", "", "", "//", "//"]
+    assert axes[0].patches[4].get_width() == pytest.approx(57.0)  # percent in, percent drawn
+    chance = [ln.get_xdata()[0] for ax in axes for ln in ax.lines if ln.get_linestyle() == "--"]
+    assert chance == pytest.approx([25.0, 100 / 3])
+    legend = _legend_texts(fig)
+    assert legend[:2] == ["measured here, strict scorer", "measured here, huatuo scorer"]
+    assert "reported by Med-R1 README" in legend
+    assert "chance (1 / number of options)" in legend
+    assert all(ax.get_xlabel() == "accuracy (%)" for ax in axes)
+
+
+def test_extraction_rules_shares():
+    preds = {"base": pd.DataFrame(_prediction_rows(BASE_CORRECT, 2)),
+             "trained": pd.DataFrame(_prediction_rows(TRAINED_CORRECT, 5))}
+    fig = figures.plot_extraction_rules(preds)
+    ax = fig.axes[0]
+    assert _legend_texts(fig) == ["answer_tag", "answer_statement", "none (unparsed)"]
+    assert len(ax.patches) == 3 * 2  # one segment per rule and label
+    widths = np.array([p.get_width() for p in ax.patches]).reshape(3, 2)
+    assert widths.sum(axis=0) == pytest.approx([100, 100])
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["base (n = 10)", "trained (n = 10)"]
+
+
+def test_paired_counts_pair_by_id_not_row_order():
+    base = pd.DataFrame(_prediction_rows(BASE_CORRECT, 2))
+    trained = pd.DataFrame(_prediction_rows(TRAINED_CORRECT, 5)).iloc[::-1]  # reversed: ids must pair
+    table = figures.paired_table(base, trained).set_index("benchmark")
+    # medqa: base 110001 vs trained 111110 -> both right 2, only base 1, only trained 3, both wrong 0
+    assert table.loc["medqa", list(figures._PAIR_CATEGORIES)].tolist() == [2, 1, 3, 0]
+    assert table.loc["medqa", "p_value"] == pytest.approx(0.625)  # exact binomial, 1 vs 3 discordant
+    assert table.loc["pubmedqa", list(figures._PAIR_CATEGORIES)].tolist() == [2, 0, 1, 1]
+    fig = figures.plot_paired(base, trained)
+    ax = fig.axes[0]
+    assert len(ax.patches) == 4 * 2
+    assert "McNemar p = 0.625" in ax.texts[-2].get_text()
+    assert _legend_texts(fig) == list(figures._PAIR_CATEGORIES)
+
+
+# --- make_all_figures ------------------------------------------------------------------------------
+
+
+def test_make_all_figures_writes_png_and_pdf(tmp_path, caplog):
+    run = make_fake_run(tmp_path)
+    with caplog.at_level(logging.WARNING, logger="medr1.figures"):
+        paths = figures.make_all_figures(run)
+    names = ["training_curves", "completion_length", "accuracy", "extraction_rules", "paired_base_vs_trained"]
+    assert sorted(p.name for p in paths) == sorted(f"{n}.{ext}" for n in names for ext in ("png", "pdf"))
+    assert all(p.parent == run / "figures" and p.stat().st_size > 0 for p in paths)
+    assert "skipped figure 'kl': no KL logged (beta = 0.0)" in caplog.text
+    assert not plt.get_fignums()  # every figure closed after saving
+
+
+@pytest.mark.parametrize("kwargs, made, skipped", [
+    # nothing at all: every figure skipped, nothing written, no exception
+    ({"train": False, "evaluate": False, "results_csv": False}, [],
+     ["training_curves", "completion_length", "kl", "accuracy", "extraction_rules", "paired_base_vs_trained"]),
+    # training only (evaluation not run yet), KL logged
+    ({"evaluate": False, "results_csv": False, "kl": True}, ["training_curves", "completion_length", "kl"],
+     ["accuracy", "extraction_rules", "paired_base_vs_trained"]),
+    # evaluation only: accuracy comes from summary.json when results.csv is missing
+    ({"train": False, "results_csv": False}, ["accuracy", "extraction_rules", "paired_base_vs_trained"],
+     ["training_curves", "completion_length", "kl"]),
+])
+def test_make_all_figures_skips_missing_artifacts(tmp_path, caplog, kwargs, made, skipped):
+    run = make_fake_run(tmp_path, **kwargs)
+    with caplog.at_level(logging.WARNING, logger="medr1.figures"):
+        paths = figures.make_all_figures(run, tmp_path / "out", reference=tmp_path / "absent.yaml")
+    assert sorted({p.stem for p in paths}) == sorted(made)
+    assert sorted(r.args[0] for r in caplog.records) == sorted(skipped)
+
+
+def test_make_all_figures_skips_pairing_without_trained(tmp_path, caplog):
+    run = make_fake_run(tmp_path, train=False)
+    (run / "eval" / "trained" / "predictions.jsonl").unlink()
+    with caplog.at_level(logging.WARNING, logger="medr1.figures"):
+        paths = figures.make_all_figures(run)
+    assert "paired_base_vs_trained" not in {p.stem for p in paths}
+    assert "found ['base']" in caplog.text
+
+
+def test_make_all_figures_survives_an_empty_metrics_file(tmp_path, caplog):
+    run = make_fake_run(tmp_path, evaluate=False, results_csv=False)
+    (run / "train" / "metrics.csv").write_text("step,reward\n")  # header written, no step logged yet
+    with caplog.at_level(logging.WARNING, logger="medr1.figures"):
+        assert figures.make_all_figures(run) == []
+    assert "has no rows yet" in caplog.text
+
+
+def test_save_and_copy_to_report(tmp_path):
+    fig, _ = plt.subplots()
+    paths = figures.save_figure(fig, tmp_path / "run_figs", "demo")
+    assert [p.name for p in paths] == ["demo.png", "demo.pdf"]
+    assert paths[0].read_bytes()[:4] == b"\x89PNG" and paths[1].read_bytes()[:4] == b"%PDF"
+    copied = figures.copy_to_report(paths, tmp_path / "report")
+    assert [p.name for p in copied] == ["demo.png"]  # PNGs only: PDFs stay with the run
+
+
+def test_figures_never_imports_model_code():
+    code = "import sys, medr1.figures; print(sorted(m for m in ('torch', 'medr1.train', 'medr1.evaluate', " \
+           "'medr1.generation') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+# --- notebook --------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_notebook_runs_headless_on_a_fake_run(tmp_path):
+    make_fake_run(tmp_path / "runs", "fake")
+    out = tmp_path / "out.ipynb"
+    papermill = Path(sys.executable).with_name("papermill")
+    subprocess.run([str(papermill), str(REPO_ROOT / "notebooks" / "05_figures.ipynb"), str(out),
+                    "-p", "runs_dir", str(tmp_path / "runs"), "-p", "run_name", "fake",
+                    "--cwd", str(REPO_ROOT), "-k", "python3"],
+                   check=True, capture_output=True, text=True, timeout=300)
+    cells = json.loads(out.read_text())["cells"]
+    images = [o for c in cells if c["cell_type"] == "code" for o in c.get("outputs", [])
+              if "image/png" in o.get("data", {})]
+    assert len(images) == 6  # training curves, length, KL (annotated), accuracy, rules, paired
+    assert sorted(p.name for p in (tmp_path / "runs" / "fake" / "figures").glob("*.png")) == sorted(
+        f"{n}.png" for n in ("training_curves", "completion_length", "accuracy", "extraction_rules",
+                             "paired_base_vs_trained"))
