@@ -1,0 +1,221 @@
+"""The results table: our measured accuracies beside published ones, and paired base-vs-trained tests.
+
+Readers compare our numbers with the papers', so the table makes the provenance of every row explicit:
+rows we computed say "measured here" and carry their scorer, n and 95 % bootstrap interval; rows copied
+from publications say "reported by" and carry the citation, the scorer those authors used and the
+evaluation set behind the number (which is not always ours). Nothing here generates or scores text: it
+reads `eval/<label>/summary.json` and `predictions.jsonl` written by `medr1.evaluate`, and
+`params/reference_results.yaml`.
+
+Comparisons between two of our models are paired (same questions): exact McNemar for "is there a
+difference" and a paired bootstrap interval for "how large" (`medr1.stats`), aligned by question id so
+a partially evaluated model is compared only on the questions both answered.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from medr1.runs import RunDir, atomic_write_text
+
+MEASURED = "measured here"
+REPORTED = "reported by"
+COLUMNS = ["provenance", "model", "label", "benchmark", "scorer", "accuracy", "ci_low", "ci_high", "n",
+           "unparsed", "eval_set", "source"]
+
+
+def load_reference(path: str | Path) -> dict:
+    """The reference YAML (see params/reference_results.yaml), checked for the fields the table needs."""
+    path = Path(path)
+    try:
+        ref = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise FileNotFoundError(f"reference results file {path} cannot be read: {e}") from None
+    if not isinstance(ref, dict) or not isinstance(ref.get("models"), list) or "citation" not in ref:
+        raise ValueError(f"{path}: expected a mapping with 'citation' and a list 'models'")
+    for i, m in enumerate(ref["models"]):
+        if not isinstance(m, dict) or "model" not in m or not isinstance(m.get("accuracy"), dict):
+            raise ValueError(f"{path}: models[{i}] needs 'model' and an 'accuracy' mapping")
+    return ref
+
+
+def _summaries(items: Iterable) -> list[tuple[str, dict]]:
+    """(label, summary) pairs from run directories, eval directories, summary.json paths or dicts."""
+    out = []
+    for item in items:
+        if isinstance(item, dict):
+            out.append((item.get("label") or item.get("model", "?"), item))
+            continue
+        path = Path(item)
+        if path.is_file():
+            out.append((path.parent.name, json.loads(path.read_text())))
+        elif (path / "summary.json").is_file():
+            out.append((path.name, json.loads((path / "summary.json").read_text())))
+        elif RunDir(path).eval_dir.is_dir():
+            for s in sorted(RunDir(path).eval_dir.glob("*/summary.json")):
+                out.append((s.parent.name, json.loads(s.read_text())))
+        else:
+            raise FileNotFoundError(f"{path}: neither a run directory with eval/*/summary.json, an eval "
+                                    f"directory, nor a summary.json")
+    return out
+
+
+def _pct(x) -> float:
+    return math.nan if x is None else 100.0 * x
+
+
+def results_table(run_dirs_or_summaries: Iterable | str | Path | dict,
+                  reference_yaml: str | Path | None = None) -> pd.DataFrame:
+    """Measured rows (ours) and reported rows (published), one row per model x benchmark x scorer.
+
+    Args:
+        run_dirs_or_summaries: run directories, eval directories, summary.json paths or summary dicts.
+        reference_yaml: published numbers to add (None: none).
+
+    Returns:
+        DataFrame with `COLUMNS`; accuracies and CI bounds in percent; `provenance` is "measured here"
+        or "reported by"; `source` is the model spec/adapter for ours and the citation for theirs.
+
+    >>> df = results_table([], "params/reference_results.yaml")  # doctest: +SKIP
+    >>> set(df.provenance)  # doctest: +SKIP
+    {'reported by'}
+    """
+    if isinstance(run_dirs_or_summaries, str | Path | dict):
+        run_dirs_or_summaries = [run_dirs_or_summaries]
+    rows = []
+    for label, summary in _summaries(run_dirs_or_summaries):
+        model = summary.get("model", "?")
+        if summary.get("adapter"):
+            model = f"{model} + LoRA ({label})"
+        source = f"{summary.get('model')}" + (f" + {summary['adapter']}" if summary.get("adapter") else "")
+        for scorer, per_bench in summary.get("scores", {}).items():
+            for bench, s in per_bench.items():
+                rows.append({"provenance": MEASURED, "model": model, "label": label, "benchmark": bench,
+                             "scorer": scorer, "accuracy": _pct(s.get("accuracy")), "ci_low": _pct(s.get("ci_low")),
+                             "ci_high": _pct(s.get("ci_high")), "n": s.get("n"), "unparsed": s.get("unparsed"),
+                             "eval_set": f"{bench} {summary.get('settings', {}).get('split', '')}".strip(),
+                             "source": source})
+    if reference_yaml is not None:
+        ref = load_reference(reference_yaml)
+        citation = " ".join(str(ref["citation"]).split())
+        scorer = "huatuo (theirs)"
+        for m in ref["models"]:
+            for bench, acc in m["accuracy"].items():
+                rows.append({"provenance": REPORTED, "model": m["model"], "label": None, "benchmark": bench,
+                             "scorer": scorer, "accuracy": float(acc), "ci_low": math.nan, "ci_high": math.nan,
+                             "n": None, "unparsed": None, "eval_set": ref.get("eval_sets", {}).get(bench),
+                             "source": citation})
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def paired_comparison(run_dir: str | Path, a: str = "base", b: str = "trained", scorer: str = "strict", *,
+                      seed: int = 0) -> pd.DataFrame:
+    """Model `b` vs model `a` of one run on the questions both answered, per benchmark.
+
+    Args:
+        run_dir: the run directory (reads eval/<a>/ and eval/<b>/predictions.jsonl).
+        a, b: eval labels; positive differences mean b is better.
+        scorer: scorer both are scored with.
+        seed: bootstrap seed.
+
+    Returns:
+        DataFrame with benchmark, n (paired questions), acc_a, acc_b, difference (b - a) and its 95 % paired-bootstrap
+        interval (percentage points), McNemar b01 (a wrong, b right), b10, p_value.
+    """
+    from medr1.evaluate import read_predictions
+    from medr1.scoring import score
+    from medr1.stats import mcnemar_exact, paired_bootstrap_diff
+
+    run = RunDir(run_dir)
+    verdicts = {}
+    for label in (a, b):
+        path = run.eval_dir / label / "predictions.jsonl"
+        if not path.is_file():
+            raise FileNotFoundError(f"no predictions for {label!r} at {path}; evaluate it first")
+        verdicts[label] = {(v.benchmark, v.id): v for v in score(read_predictions(path, repair=False), scorer).rows
+                           if v.counted}
+    rows = []
+    for bench in dict.fromkeys(k[0] for k in verdicts[a]):
+        keys = [k for k in verdicts[a] if k[0] == bench and k in verdicts[b]]
+        xa = [verdicts[a][k].correct for k in keys]
+        xb = [verdicts[b][k].correct for k in keys]
+        mc = mcnemar_exact(xa, xb)
+        diff = paired_bootstrap_diff(xa, xb, seed=seed)
+        n = len(keys)
+        rows.append({"benchmark": bench, "scorer": scorer, "a": a, "b": b, "n": n,
+                     "acc_a": 100 * sum(xa) / n if n else math.nan, "acc_b": 100 * sum(xb) / n if n else math.nan,
+                     "difference": 100 * diff.estimate, "diff_low": 100 * diff.low, "diff_high": 100 * diff.high,
+                     "b01": mc.b01, "b10": mc.b10, "p_value": mc.p_value})
+    return pd.DataFrame(rows, columns=["benchmark", "scorer", "a", "b", "n", "acc_a", "acc_b", "difference", "diff_low",
+                                       "diff_high", "b01", "b10", "p_value"])
+
+
+def _fmt(x, digits=1) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return ""
+    return f"{x:.{digits}f}" if isinstance(x, float) else str(x)
+
+
+def _markdown(df: pd.DataFrame) -> str:
+    """A GitHub table without the optional `tabulate` dependency of DataFrame.to_markdown."""
+    cells = [[_fmt(v, 3 if c == "p_value" else 1) for c, v in row.items()] for _, row in df.iterrows()]
+    lines = ["| " + " | ".join(map(str, df.columns)) + " |", "|" + "---|" * len(df.columns)]
+    lines += ["| " + " | ".join(c.replace("|", "/") for c in r) + " |" for r in cells]
+    return "\n".join(lines)
+
+
+def write_results(run_dir: str | Path, reference_yaml: str | Path | None = "params/reference_results.yaml",
+                  *, pairs: Iterable[tuple[str, str]] = (("base", "trained"),)) -> pd.DataFrame:
+    """Write `results.csv` (the long table) and `results.md` (readable tables) into the run directory.
+
+    Args:
+        run_dir: the run directory, with eval/<label>/summary.json files.
+        reference_yaml: published numbers (relative paths are relative to the repo root); None: omit.
+        pairs: (a, b) eval labels compared with `paired_comparison` when both were evaluated.
+
+    Returns:
+        The results table written to results.csv.
+    """
+    from medr1.paths import resolve_repo_path
+
+    run = RunDir(run_dir)
+    ref_path = resolve_repo_path(reference_yaml) if reference_yaml is not None else None
+    table = results_table([run.path] if run.eval_dir.is_dir() else [], ref_path)
+    atomic_write_text(run.path / "results.csv", table.to_csv(index=False))
+
+    md = [f"# Results: {run.path.name}", ""]
+    ours = table[table.provenance == MEASURED]
+    if len(ours):
+        shown = ours.assign(**{"accuracy (95% CI)": [
+            f"{r.accuracy:.1f} [{r.ci_low:.1f}, {r.ci_high:.1f}]" if not math.isnan(r.ci_low) else _fmt(r.accuracy)
+            for r in ours.itertuples()]})
+        md += ["## Measured here", "",
+               "Accuracy (%) with a 95 % bootstrap interval; `strict` is our scorer (unparsed = wrong), `huatuo` "
+               "reproduces HuatuoGPT-o1's optimistic scorer for comparison with published numbers.", "",
+               _markdown(shown[["model", "benchmark", "scorer", "accuracy (95% CI)", "n", "unparsed"]]), ""]
+    else:
+        md += ["No evaluation summaries found under eval/.", ""]
+    for a, b in pairs:
+        if all((run.eval_dir / x / "predictions.jsonl").is_file() for x in (a, b)):
+            for scorer in dict.fromkeys(ours.scorer) or ["strict"]:
+                md += [f"## Paired comparison: {b} vs {a} ({scorer} scorer)", "",
+                       "Same questions; difference = accuracy(b) - accuracy(a) in points with a paired-bootstrap 95 % "
+                       "interval; exact McNemar p-value over the discordant questions (b01: a wrong, b right).",
+                       "", _markdown(paired_comparison(run.path, a, b, scorer)), ""]
+    theirs = table[table.provenance == REPORTED]
+    if len(theirs):
+        ref = load_reference(ref_path)
+        wide = theirs.pivot_table(index="model", columns="benchmark", values="accuracy", sort=False).reset_index()
+        md += ["## Reported by others (not measured here)", "",
+               f"Source: {' '.join(str(ref['citation']).split())}", "",
+               f"Scorer: {' '.join(str(ref.get('scorer', '')).split())}", "",
+               _markdown(wide), "", "Evaluation sets behind these numbers:", ""]
+        md += [f"- {k}: {v}" for k, v in ref.get("eval_sets", {}).items()] + [""]
+    atomic_write_text(run.path / "results.md", "\n".join(md))
+    return table

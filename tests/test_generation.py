@@ -1,0 +1,198 @@
+"""Tests for medr1.generation: batching, order, early stopping, skipping, seeding, backends.
+
+Fast tests use a tiny randomly initialised Llama (a few thousand parameters) with a byte-level tokenizer,
+so the decoding loop itself (cache, padding, dropping finished rows) is exercised in milliseconds; the
+slow tests check batched against unbatched greedy decoding on the embedded SmolLM2-135M.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from medr1.generation import (
+    PROMPT_TOO_LONG,
+    VLLM_HINT,
+    generate,
+    generate_vllm,
+    length_batches,
+    pick_backend,
+)
+
+# --------------------------------------------------------------------------------------------------
+# A tiny model and a byte tokenizer
+# --------------------------------------------------------------------------------------------------
+
+
+class ByteTokenizer:
+    """Bytes + 3 as ids; 0 pad, 1 bos, `eos` configurable. Enough of the HF tokenizer API for generate()."""
+
+    pad_token_id = 0
+
+    def __init__(self, eos=2):
+        self.eos_token_id = eos
+
+    def __call__(self, text, add_special_tokens=True):
+        return {"input_ids": ([1] if add_special_tokens else []) + [b + 3 for b in text.encode()]}
+
+    def apply_chat_template(self, messages, add_generation_prompt, tokenize):
+        assert add_generation_prompt and not tokenize
+        return "".join(f"<{m['role']}>{m['content']}" for m in messages) + "<assistant>"
+
+    def decode(self, ids, skip_special_tokens=True):
+        return " ".join(str(i) for i in ids if not (skip_special_tokens and i in (0, 1, self.eos_token_id)))
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=259, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=96)
+    model = LlamaForCausalLM(config).eval()
+    model.generation_config.eos_token_id = None  # the tokenizer's EOS is the one under test
+    model.generation_config.pad_token_id = 0
+    # One thread: a model this small gains nothing from more, and they spin when the test machine is busy.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield model
+    torch.set_num_threads(threads)
+
+
+PROMPTS = ["hi", "a much longer prompt here", "mid length", "x", "another one of some length", "ok"]
+
+
+def _texts(gens):
+    return [g.text for g in gens]
+
+
+def _common_token(model):
+    """A token the random model emits often, used as EOS so rows finish at different steps."""
+    gens = generate(model, ByteTokenizer(eos=258), PROMPTS, max_new_tokens=12, batch_size=6)
+    ids = [int(t) for g in gens for t in g.text.split()]
+    return max(set(ids), key=ids.count)
+
+
+# --------------------------------------------------------------------------------------------------
+# Fast tests
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("lengths, batch_size, expected", [
+    ([3, 9, 1, 8, 2], 2, [[1, 3], [0, 4], [2]]),   # longest first, neighbours together
+    ([5, 5, 5], 2, [[0, 1], [2]]),                 # ties keep input order
+    ([4], 8, [[0]]),                               # one short batch
+    ([], 4, []),                                   # nothing to do
+])
+def test_length_batches(lengths, batch_size, expected):
+    assert length_batches(lengths, batch_size) == expected
+
+
+def test_batched_equals_unbatched_and_order_is_kept(tiny):
+    eos = _common_token(tiny)
+    tok = ByteTokenizer(eos=eos)
+    one = generate(tiny, tok, PROMPTS, max_new_tokens=10, batch_size=1)
+    for batch_size in (2, 6):
+        many = generate(tiny, tok, PROMPTS, max_new_tokens=10, batch_size=batch_size)
+        assert _texts(many) == _texts(one)
+    # Results come back in input order whatever the length sort did.
+    assert [g.index for g in one] == list(range(len(PROMPTS)))
+    assert [g.prompt_tokens for g in one] == [len(p) + 1 for p in PROMPTS]
+    # Some rows stopped early (EOS) and some hit the cap, so row dropping was exercised.
+    reasons = {g.finish_reason for g in one}
+    assert reasons == {"stop", "length"}
+    for g in one:
+        assert g.completion_tokens[0] == (10 if g.finish_reason == "length" else len(g.text.split()) + 1)
+
+
+def test_compact_loop_matches_hf_generate(tiny):
+    tok = ByteTokenizer(eos=_common_token(tiny))
+    ours = generate(tiny, tok, PROMPTS, max_new_tokens=10, batch_size=3, decode="compact")
+    theirs = generate(tiny, tok, PROMPTS, max_new_tokens=10, batch_size=3, decode="hf")
+    assert _texts(ours) == _texts(theirs)
+    assert [g.finish_reason for g in ours] == [g.finish_reason for g in theirs]
+
+
+def test_chat_messages_and_on_batch_streaming(tiny):
+    seen = []
+    messages = [[{"role": "user", "content": p}] for p in PROMPTS]
+    gens = generate(tiny, ByteTokenizer(), messages, max_new_tokens=3, batch_size=4, on_batch=seen.append)
+    assert [len(b) for b in seen] == [4, 2]
+    assert sorted(g.index for b in seen for g in b) == list(range(len(PROMPTS)))
+    assert gens[0].prompt_tokens == len("<user>hi<assistant>")  # template applied, no extra BOS
+
+
+def test_too_long_prompts_are_skipped_not_truncated(tiny):
+    prompts = ["short", "y" * 200, "also short"]  # the model context is 96 tokens
+    seen = []
+    gens = generate(tiny, ByteTokenizer(), prompts, max_new_tokens=4, batch_size=2, on_batch=seen.append)
+    assert [g.finish_reason for g in gens] == ["length", PROMPT_TOO_LONG, "length"]
+    assert gens[1].text == "" and gens[1].skipped and gens[1].prompt_tokens == 201
+    assert sum(len(b) for b in seen) == 3
+
+
+def test_sampling_is_seeded(tiny):
+    kw = {"max_new_tokens": 6, "batch_size": 4, "temperature": 1.0, "top_p": 0.9, "num_samples": 2}
+    a = generate(tiny, ByteTokenizer(eos=258), PROMPTS, seed=1, **kw)
+    b = generate(tiny, ByteTokenizer(eos=258), PROMPTS, seed=1, **kw)
+    c = generate(tiny, ByteTokenizer(eos=258), PROMPTS, seed=2, **kw)
+    assert [g.texts for g in a] == [g.texts for g in b]
+    assert [g.texts for g in a] != [g.texts for g in c]
+    assert all(len(g.texts) == 2 for g in a)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"max_new_tokens": 0}, "max_new_tokens"),            # nothing to generate
+    ({"max_new_tokens": 4, "num_samples": 0}, "num_samples"),
+    ({"max_new_tokens": 4, "temperature": -1}, "temperature"),
+    ({"max_new_tokens": 4, "decode": "fast"}, "decode"),  # unknown loop
+])
+def test_bad_arguments(tiny, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        generate(tiny, ByteTokenizer(), ["x"], **kwargs)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only behaviour")
+def test_vllm_without_gpu_says_what_to_do():
+    with pytest.raises(RuntimeError, match=r"vLLM needs a CUDA GPU and `pip install -e \.\[gpu\]`"):
+        generate_vllm("embedded:smollm2-135m", ["hi"], max_new_tokens=4)
+    with pytest.raises(RuntimeError, match="CUDA"):
+        pick_backend("vllm")
+    assert pick_backend("auto") == "hf"
+    assert VLLM_HINT.startswith("vLLM needs a CUDA GPU")
+
+
+# --------------------------------------------------------------------------------------------------
+# Slow: the embedded model
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def smol():
+    from medr1.models import load_model
+
+    return load_model("embedded:smollm2-135m", device="cpu", torch_dtype="float32")
+
+
+SMOL_PROMPTS = [
+    [{"role": "user", "content": "What is the capital of France?"}],
+    [{"role": "user", "content": "Which organ produces insulin? Answer with one word."}],
+    [{"role": "system", "content": "You are a careful medical assistant."},
+     {"role": "user", "content": "A 45-year-old man has crushing chest pain radiating to the left arm and "
+                                 "sweating. What is the most likely diagnosis?\nA. Myocardial infarction\n"
+                                 "B. Gastritis\nC. Pneumonia\nD. Migraine"}],
+    [{"role": "user", "content": "Hi"}],
+]
+
+
+@pytest.mark.slow
+def test_embedded_batched_matches_unbatched(smol):
+    model, tok = smol
+    one = generate(model, tok, SMOL_PROMPTS, max_new_tokens=16, batch_size=1)
+    many = generate(model, tok, SMOL_PROMPTS, max_new_tokens=16, batch_size=4)
+    hf = generate(model, tok, SMOL_PROMPTS, max_new_tokens=16, batch_size=4, decode="hf")
+    # fp32 on CPU: padding changes matmul shapes, not results beyond rounding; greedy texts agree.
+    assert _texts(many) == _texts(one) == _texts(hf)
+    assert [g.prompt_tokens for g in many] == [g.prompt_tokens for g in one]
+    assert all(g.text.strip() for g in many)

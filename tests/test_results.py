@@ -1,0 +1,94 @@
+"""Tests for medr1.results: provenance labels, reference rows, paired comparisons, written files."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from medr1.paths import REPO_ROOT
+from medr1.results import MEASURED, REPORTED, load_reference, paired_comparison, results_table, write_results
+
+REFERENCE = REPO_ROOT / "params" / "reference_results.yaml"
+OPTIONS = {"A": "yes", "B": "no", "C": "maybe"}
+
+
+def _write_eval(run, label, answers, golds, adapter=None):
+    """An eval directory as medr1.evaluate writes it: predictions plus a summary computed from them."""
+    from medr1.evaluate import score_predictions
+
+    d = run / "eval" / label
+    d.mkdir(parents=True)
+    rows = [{"id": str(i), "benchmark": "pubmedqa", "options": OPTIONS, "gold": g,
+             "completion": f"<answer>{a}</answer>"} for i, (a, g) in enumerate(zip(answers, golds, strict=True))]
+    (d / "predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    summary = {"model": "org/model", "adapter": adapter, "settings": {"split": "test"},
+               "scores": score_predictions(rows, ["strict", "huatuo"])}
+    (d / "summary.json").write_text(json.dumps(summary))
+    return summary
+
+
+@pytest.fixture
+def run(tmp_path):
+    run = tmp_path / "run"
+    golds = ["A", "B", "C", "A"] * 5
+    _write_eval(run, "base", ["B"] * 20, golds)                       # right on the 5 "B" questions
+    # Right on the first 16 and on the "C" among the last four (A, B, C, A): 17 of 20.
+    _write_eval(run, "trained", golds[:16] + ["C"] * 4, golds, "x")
+    return run
+
+
+def test_reference_file_has_the_required_models():
+    ref = load_reference(REFERENCE)
+    names = [m["model"] for m in ref["models"]]
+    for required in ("Med-R1-α-8B", "HuatuoGPT-o1-8B (SFT only)", "HuatuoGPT-o1-8B (SFT + RL)",
+                     "Llama-3.1-8B-Instruct", "Qwen2.5-7B-Instruct"):
+        assert required in names
+    assert "Med-R1" in ref["citation"] and "medqa" in ref["eval_sets"]
+
+
+def test_measured_and_reported_rows_are_labelled(run):
+    df = results_table([run], REFERENCE)
+    ours, theirs = df[df.provenance == MEASURED], df[df.provenance == REPORTED]
+    assert set(df.provenance) == {MEASURED, REPORTED}
+    # Ours: one row per label x scorer, with n and an interval around the accuracy.
+    assert len(ours) == 4 and set(ours.scorer) == {"strict", "huatuo"}
+    trained = ours[(ours.label == "trained") & (ours.scorer == "strict")].iloc[0]
+    assert trained.accuracy == pytest.approx(85.0) and trained.n == 20
+    assert trained.ci_low <= 85.0 <= trained.ci_high
+    # Theirs: the published number, its citation and eval set, no n and no interval.
+    row = theirs[(theirs.model == "Med-R1-α-8B") & (theirs.benchmark == "medqa")].iloc[0]
+    assert row.accuracy == 71.5 and "Med-R1" in row.source and "1,273" in row.eval_set
+    assert theirs.ci_low.isna().all() and theirs.n.isna().all()
+
+
+def test_results_table_accepts_summary_dicts():
+    summary = {"model": "m", "scores": {"strict": {"medqa": {"accuracy": 0.5, "ci_low": 0.4, "ci_high": 0.6,
+                                                             "n": 100, "unparsed": 3}}}}
+    df = results_table(summary)
+    assert df.iloc[0].provenance == MEASURED and df.iloc[0].accuracy == 50.0
+
+
+def test_paired_comparison(run):
+    df = paired_comparison(run, "base", "trained", "strict")
+    row = df.iloc[0]
+    assert (row.n, row.acc_a, row.acc_b) == (20, 25.0, 85.0)
+    assert row.difference == pytest.approx(60.0)
+    # b10 (base right, trained wrong): the "B" among the last four. b01: trained's 17 minus the 4 "B"s
+    # among the first 16 that base also got.
+    assert (row.b01, row.b10) == (13, 1)
+    assert row.p_value < 0.01 and row.diff_low > 0
+
+
+def test_paired_comparison_needs_both(run):
+    with pytest.raises(FileNotFoundError, match="evaluate it first"):
+        paired_comparison(run, "base", "missing")
+
+
+def test_write_results(run):
+    write_results(run, REFERENCE)
+    md = (run / "results.md").read_text()
+    assert "## Measured here" in md and "## Reported by others (not measured here)" in md
+    assert "Paired comparison: trained vs base" in md and "Qwen2.5-7B-Instruct" in md
+    csv = (run / "results.csv").read_text()
+    assert MEASURED in csv and REPORTED in csv
