@@ -9,8 +9,10 @@ A forced rerun deletes the run's old artifacts first, so nothing from an earlier
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import logging
 import os
 import shutil
 import sys
@@ -20,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from medr1.config import Params, load_params
+from medr1.models import check_model_spec
 from medr1.paths import NOTEBOOKS_DIR, REPO_ROOT
 from medr1.runs import LOCK_TOKEN_ENV, RunDir, atomic_write_json, atomic_write_text, check_writable
 
@@ -67,6 +70,19 @@ def clean_run(run: RunDir) -> None:
             target.unlink()
 
 
+@contextlib.contextmanager
+def _lock_token():
+    """Export a token for the pipeline's lifetime: its notebook kernels inherit it and may enter its lock.
+    Restored afterwards, so a later job in the same process is not mistaken for one of ours."""
+    previous = os.environ.get(LOCK_TOKEN_ENV)
+    os.environ[LOCK_TOKEN_ENV] = previous or uuid.uuid4().hex
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(LOCK_TOKEN_ENV, None)
+
+
 def run_pipeline(params_file: str | Path | None = None, overrides=None, *, notebooks=NOTEBOOKS,
                  force: bool | None = None, log=print, kernel_name: str = "python3") -> list[StepResult]:
     """Execute the notebooks in order; stop at the first failure with papermill's error.
@@ -81,12 +97,17 @@ def run_pipeline(params_file: str | Path | None = None, overrides=None, *, noteb
     from papermill.exceptions import PapermillExecutionError
 
     params = load_params(params_file, overrides)
+    # Checked here, not in a notebook: a typo must fail in a second, not after the notebooks before it ran,
+    # and a notebook name is a path (an unknown one could read or write outside the run directory).
+    if unknown := [n for n in notebooks if n not in NOTEBOOKS]:
+        raise PipelineError(f"unknown notebook(s) {unknown}; choose from {list(NOTEBOOKS)}")
+    check_model_spec(params.model)
+    logging.getLogger("papermill").setLevel(logging.WARNING)  # our one line per notebook is the progress
     force = params.force if force is None else force
     run = RunDir(params.run_dir)
     check_writable(run.path.parent)
-    os.environ.setdefault(LOCK_TOKEN_ENV, uuid.uuid4().hex)
     results = []
-    with run.lock("pipeline"):
+    with _lock_token(), run.lock("pipeline"):
         if force:
             clean_run(run)
         run.notebooks_dir.mkdir(parents=True, exist_ok=True)

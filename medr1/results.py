@@ -159,12 +159,16 @@ def paired_comparison(run_dir: str | Path, a: str = "base", b: str = "trained", 
 def _fmt(x, digits=1) -> str:
     if x is None or (isinstance(x, float) and math.isnan(x)):
         return ""
+    if isinstance(x, float) and x.is_integer() and digits == 0:
+        return str(int(x))
     return f"{x:.{digits}f}" if isinstance(x, float) else str(x)
 
 
 def _markdown(df: pd.DataFrame) -> str:
     """A GitHub table without the optional `tabulate` dependency of DataFrame.to_markdown."""
-    cells = [[_fmt(v, 3 if c == "p_value" else 1) for c, v in row.items()] for _, row in df.iterrows()]
+    counts = {"n", "unparsed", "b01", "b10"}  # counts print as integers even after a float round trip
+    cells = [[_fmt(v, 3 if c == "p_value" else 0 if c in counts else 1) for c, v in row.items()]
+             for _, row in df.iterrows()]
     lines = ["| " + " | ".join(map(str, df.columns)) + " |", "|" + "---|" * len(df.columns)]
     lines += ["| " + " | ".join(c.replace("|", "/") for c in r) + " |" for r in cells]
     return "\n".join(lines)

@@ -14,7 +14,7 @@ import pandas as pd
 
 from medr1.config import Params
 from medr1.data import Question
-from medr1.prompts import build_messages
+from medr1.prompts import build_messages, get_template
 from medr1.rewards import REWARD_FUNCS, extract_choice_with_rule
 
 EXAMPLE_QUESTION = Question(
@@ -54,24 +54,32 @@ def score_examples(reward_names: list[str], question: Question = EXAMPLE_QUESTIO
     return table
 
 
+def rewards_for(params: Params, template: str) -> tuple[list[str], list[float]]:
+    """The rewards a template is trained with: the run's own for its template, else the template's defaults
+    (each weighted 1): `r1` is judged by accuracy + format, `letter` by accuracy + answer_parsable."""
+    if template == params.prompt_template:
+        return list(params.reward_funcs), list(params.reward_weights or [1.0] * len(params.reward_funcs))
+    names = list(get_template(template).reward_funcs)
+    return names, [1.0] * len(names)
+
+
 def sample_rewards(params: Params, questions: list[Question], *, num_samples: int = 4,
-                   max_new_tokens: int | None = None, templates: list[str] | None = None,
-                   reward_names: list[str] | None = None) -> pd.DataFrame:
+                   max_new_tokens: int | None = None, templates: list[str] | None = None) -> pd.DataFrame:
     """Sample the model on `questions` as GRPO would (temperature, group size) and score every sample.
 
     Returns:
-        one row per (template, question, sample) with the completion, extraction and each reward,
-        plus `group_std`: the spread of the total reward within that question's group.
+        one row per (template, question, sample) with the completion, extraction, each reward of that
+        template (see `rewards_for`) and their weighted `total`, plus `group_std`: the spread of the total
+        within that question's group, which is what GRPO learns from.
     """
     from medr1.generation import generate
     from medr1.models import load_model
 
     model, tokenizer = load_model(params.model, device=params.device, torch_dtype=params.torch_dtype,
                                   trust_remote_code=params.trust_remote_code)
-    reward_names = reward_names or list(params.reward_funcs)
-    weights = params.reward_weights or [1.0] * len(reward_names)
     rows = []
     for template in templates or [params.prompt_template]:
+        names, weights = rewards_for(params, template)
         prompts = [build_messages(q, template) for q in questions]
         outputs = generate(model, tokenizer, prompts, max_new_tokens=max_new_tokens or params.max_completion_length,
                            temperature=params.temperature, top_p=params.top_p, num_samples=num_samples,
@@ -80,13 +88,14 @@ def sample_rewards(params: Params, questions: list[Question], *, num_samples: in
             texts = out.texts
             kwargs = {"answer": [q.answer] * len(texts), "options_json": [json.dumps(q.options)] * len(texts)}
             scores = {n: REWARD_FUNCS[n]([[{"role": "assistant", "content": t}] for t in texts], **kwargs)
-                      for n in reward_names}
+                      for n in names}
             for i, text in enumerate(texts):
                 found = extract_choice_with_rule(text, q.options)
-                row = {"template": template, "question": q.id, "sample": i, "completion": text,
-                       "extracted": found.letter, "rule": found.rule, "gold": q.answer}
-                row.update({n: scores[n][i] for n in reward_names})
-                row["total"] = sum(w * scores[n][i] for n, w in zip(reward_names, weights, strict=True))
+                row = {"template": template, "rewards": " + ".join(f"{w:g}*{n}" for n, w in zip(names, weights, strict=True)),
+                       "question": q.id, "sample": i, "completion": text, "extracted": found.letter,
+                       "rule": found.rule, "gold": q.answer}
+                row.update({n: scores[n][i] for n in names})
+                row["total"] = sum(w * scores[n][i] for n, w in zip(names, weights, strict=True))
                 rows.append(row)
     table = pd.DataFrame(rows)
     if len(table):
@@ -98,6 +107,7 @@ def group_summary(samples: pd.DataFrame) -> pd.DataFrame:
     """Per template: mean reward, parse rate, and the share of groups with zero reward spread (no signal)."""
     groups = samples.groupby(["template", "question"])["total"].std().fillna(0).reset_index()
     return pd.DataFrame({
+        "rewards": samples.groupby("template")["rewards"].first(),
         "mean_total_reward": samples.groupby("template")["total"].mean(),
         "parsed": samples.assign(parsed=samples["extracted"].notna()).groupby("template")["parsed"].mean(),
         "accuracy": samples.assign(ok=samples["extracted"] == samples["gold"]).groupby("template")["ok"].mean(),

@@ -38,6 +38,7 @@ import shutil
 import struct
 import sys
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,6 +49,9 @@ from medr1.launch import build_launch_command, inside_launch, run_launch
 from medr1.runs import RunDir, atomic_write_json, atomic_write_text, check_writable, write_manifest
 
 log = logging.getLogger(__name__)
+# transformers 5 renamed gradient checkpointing and TRL 1.16 still calls the old names once per step:
+# noise the user cannot act on.
+warnings.filterwarnings("ignore", message=r".*gradient_checkpointing.* is deprecated", category=FutureWarning)
 
 CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
 # Weight files a finished `save_pretrained` leaves in a checkpoint (LoRA adapter first).
