@@ -16,11 +16,14 @@ import sys
 def _user_errors() -> tuple[type[BaseException], ...]:
     from medr1.config import ParamsError
     from medr1.data import DataError
+    from medr1.evaluate import EvalSettingsError
     from medr1.models import ModelSpecError
     from medr1.pipeline import PipelineError
     from medr1.runs import OutputDirError, RunLockedError
+    from medr1.train import TrainSetupError
 
-    return (ParamsError, DataError, ModelSpecError, RunLockedError, OutputDirError, PipelineError)
+    return (ParamsError, DataError, ModelSpecError, RunLockedError, OutputDirError, PipelineError,
+            EvalSettingsError, TrainSetupError)
 
 
 def _add_params_args(p: argparse.ArgumentParser) -> None:

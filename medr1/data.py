@@ -21,6 +21,7 @@ loading needs no second return value and strict callers can ignore it.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -988,7 +989,8 @@ def build_training_pool(
     sources. Decontamination is against the evaluation split of every eval set ("name" means its
     "test" split, "name:split" another one); an eval set's own training split is not held out. The
     shuffle uses `random.Random(seed)` and `limit` applies after decontamination, so a limited pool is
-    a prefix of the full pool for the same seed.
+    a prefix of the full pool for the same seed. Ids stay unique: a question whose id an earlier source
+    already used gets the id `source:id`.
 
     Args:
         sources: benchmark names whose `split` is trained on.
@@ -1006,6 +1008,7 @@ def build_training_pool(
         raise ValueError(f"limit must be >= 0 or None, got {limit}")
     pool: list[Question] = []
     seen: set[str] = set()
+    pool_ids: set[str] = set()
     n_duplicates = 0
     for source in sources:
         for q in load_benchmark(source, split, data_dir, on_error=on_error, hub_loader=hub_loader):
@@ -1016,6 +1019,11 @@ def build_training_pool(
                 n_duplicates += 1
                 continue
             seen.add(key)
+            if q.id in pool_ids:
+                # Two sources may number their questions alike ("1", "2", ...); ids key the training dataset
+                # and samples.jsonl, so the later one is namespaced by its source instead of shadowing.
+                q = dataclasses.replace(q, id=f"{q.source}:{q.id}")
+            pool_ids.add(q.id)
             pool.append(q)
     eval_questions: list[Question] = []
     for eval_set in eval_sets:

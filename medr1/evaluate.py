@@ -331,6 +331,7 @@ def evaluate_model(
         The summary dict also written to summary.json.
 
     Raises:
+        ParamsError, ModelSpecError: bad settings or model/adapter path, before anything is read or written.
         EvalSettingsError: existing predictions made with other settings (without force).
         RunLockedError: another live process is evaluating into `out_dir`.
 
@@ -338,16 +339,29 @@ def evaluate_model(
     ...                max_new_tokens=64)["scores"]["strict"]["medqa"]["n"]  # doctest: +SKIP
     4
     """
+    from medr1.config import ParamsError
     from medr1.data import load_benchmark, questions_hash
     from medr1.prompts import build_messages, get_template
     from medr1.scoring import SCORERS, score
 
+    # ParamsError (a ValueError) so that `medr1 eval` reports these in one line, like any bad param.
     if num_samples > 1 and temperature == 0:
-        raise ValueError("num_samples > 1 needs temperature > 0 (greedy samples are identical)")
+        raise ParamsError("num_samples > 1 needs temperature > 0 (greedy samples are identical)")
     unknown = [s for s in scorers if s not in SCORERS]
     if unknown:
-        raise ValueError(f"unknown scorer(s) {unknown}; choose from {sorted(SCORERS)}")
-    get_template(template)  # unknown template names fail here, before data or model loading
+        raise ParamsError(f"unknown scorer(s) {unknown}; choose from {sorted(SCORERS)}")
+    try:
+        get_template(template)  # unknown template names fail here, before data or model loading
+    except ValueError as e:
+        raise ParamsError(str(e)) from None
+    if generate_fn is None:
+        from medr1.models import check_model_spec
+
+        check_model_spec(model_spec)  # a typo'd model or adapter path fails before data, files or weights
+        if adapter is not None and not (Path(adapter) / "adapter_config.json").is_file():
+            from medr1.models import ModelSpecError
+
+            raise ModelSpecError(f"adapter {str(adapter)!r} has no adapter_config.json")
     out_dir = Path(out_dir)
     check_writable(out_dir)
     adapter = str(Path(adapter).resolve()) if adapter else None
@@ -509,6 +523,11 @@ def evaluate_params(params, run_dir: str | Path | None = None, *, progress: bool
             jobs.append(("trained", params.model, str(run.adapter_dir)))
         else:
             jobs.append((_label_for(entry), entry, None))
+    if generate_fn is None:
+        from medr1.models import check_model_spec
+
+        for _, spec, _ in jobs:  # every spec before the first evaluation: a typo in the last one costs seconds
+            check_model_spec(spec)
     summaries = {}
     for label, spec, adapter in jobs:
         summaries[label] = evaluate_model(

@@ -14,6 +14,7 @@ import errno
 import json
 import os
 import platform
+import re
 import shutil
 import socket
 import subprocess
@@ -32,6 +33,8 @@ TRACKED_PACKAGES = ("medr1", "torch", "transformers", "trl", "peft", "accelerate
                     "unsloth", "unsloth_zoo", "vllm", "papermill", "seaborn")
 # Substrings of environment/param keys never written into manifests or logs.
 SECRET_MARKERS = ("token", "secret", "password", "api_key", "apikey", "credential")
+# Hugging Face and OpenAI-style access tokens, wherever they appear in a string.
+_TOKEN_RE = re.compile(r"(?<![A-Za-z0-9])(?:hf_[A-Za-z0-9]{20,}|sk-[A-Za-z0-9_-]{20,})")
 MIN_FREE_BYTES = 200 * 1024**2
 LOCK_TOKEN_ENV = "MEDR1_LOCK_TOKEN"
 
@@ -238,8 +241,9 @@ def redact(values: Any) -> Any:
                 for k, v in values.items()}
     if isinstance(values, list):
         return [redact(v) for v in values]
-    if isinstance(values, str) and values.startswith(("hf_", "sk-")) and len(values) > 20:
-        return "<redacted>"
+    if isinstance(values, str):
+        # Anywhere in the string: the recorded command line can carry a token inside a URL or an argument.
+        return _TOKEN_RE.sub("<redacted>", values)
     return values
 
 

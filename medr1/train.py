@@ -70,6 +70,11 @@ RESUME_SAFE_KEYS = {"resume", "force", "max_steps", "num_train_epochs", "save_st
                     "logging_steps", "sample_every", "merge_adapter", "reference_results"}
 
 
+class TrainSetupError(RuntimeError):
+    """A training cannot start as asked (no GPU for Unsloth, an earlier training in the way, too few GPUs);
+    the message says what to change. The CLI prints it as one line."""
+
+
 @dataclass
 class TrainResult:
     """What `train` did.
@@ -130,10 +135,10 @@ def select_backend(requested: str, *, cuda: bool, unsloth_importable: Callable[[
         return "trl"
     if requested == "unsloth":
         if not cuda:
-            raise RuntimeError("backend 'unsloth' needs a CUDA GPU and none is available (or device: cpu was "
+            raise TrainSetupError("backend 'unsloth' needs a CUDA GPU and none is available (or device: cpu was "
                                "set); use backend: trl (or backend: auto) on this machine")
         if not unsloth_importable():
-            raise RuntimeError("backend 'unsloth' was requested but `import unsloth` fails; install the GPU "
+            raise TrainSetupError("backend 'unsloth' was requested but `import unsloth` fails; install the GPU "
                                "extra (pip install -e '.[gpu]') or use backend: trl")
         return "unsloth"
     if requested == "auto":
@@ -617,7 +622,7 @@ def train(params: Params, *, progress: bool = True, reward_funcs: list[Callable]
                                adapter_dir=run.adapter_dir, n_questions=done.get("n_questions"),
                                n_dropped_long=done.get("n_dropped_long"))
         elif not params.resume and (run.train_dir.exists() and any(run.train_dir.iterdir())):
-            raise RuntimeError(f"{run.train_dir} holds an earlier training and resume is false; set "
+            raise TrainSetupError(f"{run.train_dir} holds an earlier training and resume is false; set "
                                f"resume: true to continue it or force: true to start over")
         if params.resume and not params.force:
             _warn_changed_params(run, params)
@@ -631,7 +636,7 @@ def _train_launched(params: Params, run: RunDir, *, progress: bool, echo) -> Tra
     import torch
 
     if torch.cuda.device_count() < params.num_processes:
-        raise RuntimeError(f"num_processes={params.num_processes} needs as many CUDA GPUs; "
+        raise TrainSetupError(f"num_processes={params.num_processes} needs as many CUDA GPUs; "
                            f"found {torch.cuda.device_count()}. Set num_processes: 1.")
     run.train_dir.mkdir(parents=True, exist_ok=True)
     cmd = build_launch_command(params, run.path / "params.yaml", progress=progress)
