@@ -88,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="hub id, local path, adapter dir or embedded:smollm2-135m")
     p.add_argument("--adapter", help="LoRA adapter directory applied on top of --model")
     p.add_argument("--benchmarks", default="medqa", help="comma-separated benchmark names")
-    p.add_argument("--limit", type=int, help="first N questions of each benchmark")
+    p.add_argument("--limit", type=int, help="N questions of each benchmark (a subset seeded by --seed; a prefix would be biased)")
     p.add_argument("--out", required=True, help="output directory (predictions.jsonl, summary.json)")
     p.add_argument("--template", default="r1", help="prompt template name")
     p.add_argument("--max-new-tokens", type=int, default=1024)

@@ -103,7 +103,7 @@ class Params:
     # --- evaluation ------------------------------------------------------------------------------
     eval_benchmarks: list = _f(["medqa", "pubmedqa"], "Benchmarks to evaluate.", "eval")
     eval_split: str = _f("test", "Split to evaluate.", "eval")
-    eval_limit: int | None = _f(None, "First N questions of each benchmark (None: all).", "eval")
+    eval_limit: int | None = _f(None, "N questions of each benchmark, a seeded random subset in file order (None: all).", "eval")
     eval_prompt_template: str = _f("r1", "Prompt template for evaluation.", "eval")
     eval_backend: str = _f("auto", "Generation backend: auto picks vllm on GPU when installed, else hf.", "eval", EVAL_BACKENDS)
     eval_batch_size: int = _f(16, "Prompts per generation batch (hf backend).", "eval")

@@ -728,6 +728,7 @@ def load_benchmark(
     *,
     on_error: OnError = "raise",
     limit: int | None = None,
+    sample_seed: int | None = None,
     hub_loader: HubLoader | None = None,
 ) -> LoadedQuestions:
     """Load a benchmark split by name.
@@ -741,7 +742,10 @@ def load_benchmark(
         split: "test", "train", ... (the file stem).
         data_dir: overrides `resolve_data_dir`.
         on_error: as in `load_jsonl`; the skipped records are in `.report`.
-        limit: keep the first `limit` questions (file order), for smoke runs.
+        limit: keep `limit` questions: the first ones in file order, or with `sample_seed` a seeded random
+            subset (see `sample_questions`). Evaluations sample: a prefix is biased wherever a file is
+            sorted (PubMedQA's test file lists its 276 "yes" questions first).
+        sample_seed: seed of the subset when `limit` is set.
         hub_loader: passed to `load_from_hub`.
 
     Returns:
@@ -787,8 +791,28 @@ def load_benchmark(
         raise DataError(f"unknown benchmark {name!r}; known: {', '.join(KNOWN_BENCHMARKS)}; "
                         f"searched: {searched}", path=name, kind="unknown_benchmark")
     if limit is not None:
-        questions = LoadedQuestions(questions[:limit], questions.report)
+        kept = questions[:limit] if sample_seed is None else sample_questions(questions, limit, sample_seed)
+        questions = LoadedQuestions(kept, questions.report)
     return questions
+
+
+def sample_questions(questions: Sequence[Question], n: int, seed: int) -> list[Question]:
+    """`n` questions picked by a seeded shuffle, returned in file order.
+
+    Nested by construction: for one seed, a smaller `n` picks a subset of a larger `n`'s questions, so an
+    evaluation resumed with a larger limit only adds questions.
+
+    >>> qs = [Question(str(i), "q?", {"A": "x", "B": "y"}, "A", "toy") for i in range(10)]
+    >>> [q.id for q in sample_questions(qs, 3, seed=0)] == [q.id for q in sample_questions(qs, 3, seed=0)]
+    True
+    >>> {q.id for q in sample_questions(qs, 3, 0)} <= {q.id for q in sample_questions(qs, 5, 0)}
+    True
+    """
+    if n >= len(questions):
+        return list(questions)
+    order = list(range(len(questions)))
+    random.Random(seed).shuffle(order)
+    return [questions[i] for i in sorted(order[:n])]
 
 
 # --------------------------------------------------------------------------------------------------

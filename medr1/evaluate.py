@@ -315,7 +315,8 @@ def evaluate_model(
         template: prompt template name (`medr1.prompts.TEMPLATES`).
         max_new_tokens, batch_size, temperature, top_p, num_samples, seed: decoding (see
             `medr1.generation.generate`); num_samples > 1 needs temperature > 0.
-        limit: first N questions of each benchmark.
+        limit: N questions of each benchmark, a seeded random subset (`seed`) kept in file order: a prefix
+            would be biased where a file is sorted by answer (PubMedQA's test file).
         split, data_dir: passed to `load_benchmark`.
         backend: "auto", "hf" or "vllm" (`medr1.generation.pick_backend`).
         scorers: scorers for summary.json.
@@ -385,7 +386,7 @@ def evaluate_model(
         # --- questions and prompts --------------------------------------------------------------
         questions, data_hashes = [], {}
         for name in benchmarks:
-            qs = load_benchmark(name, split=split, data_dir=data_dir, limit=limit)
+            qs = load_benchmark(name, split=split, data_dir=data_dir, limit=limit, sample_seed=seed)
             data_hashes[name] = questions_hash(qs)
             questions += [(name, q) for q in qs]
         ids = [(b, q.id) for b, q in questions]

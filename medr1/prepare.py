@@ -47,7 +47,7 @@ def prepare_data(params: Params, *, write: bool = True) -> PreparedData:
         over both, and sha256 hashes for the manifest.
     """
     data_dir = data_dir_of(params)
-    evals = {name: load_benchmark(name, params.eval_split, data_dir, limit=params.eval_limit)
+    evals = {name: load_benchmark(name, params.eval_split, data_dir, limit=params.eval_limit, sample_seed=params.seed)
              for name in params.eval_benchmarks}
     pool, report = build_training_pool(params.train_sources, eval_sets=params.decontaminate_against,
                                        seed=params.seed, limit=params.train_limit, data_dir=data_dir,
