@@ -360,6 +360,8 @@ def load_results(run_dir: str | Path, reference: str | Path | None = REFERENCE_F
 def normalise_results(df: pd.DataFrame) -> pd.DataFrame:
     """Fractions everywhere, CI columns present (Wilson from n where a measured row lacks them)."""
     df = df.copy()
+    if "provenance" in df.columns:  # results.csv: `provenance` says measured/reported, `source` cites
+        df["source"] = df["provenance"].fillna(df.get("source", ""))
     for col in ("accuracy", "ci_low", "ci_high"):
         df[col] = df[col].map(_as_fraction) if col in df.columns else np.nan
     for col in ("scorer", "n"):
@@ -537,8 +539,10 @@ def plot_kl(metrics: pd.DataFrame, beta: float | None = None) -> Figure:
 
 
 def _measured_label(row: pd.Series) -> str:
+    # The eval label ("base", "trained") is short and is what the run calls it; the model spec is long.
+    name = row.get("label") if isinstance(row.get("label"), str) and row.get("label") else row["model"]
     scorer = row.get("scorer")
-    return f"{row['model']} · {scorer}" if isinstance(scorer, str) and scorer else str(row["model"])
+    return f"{name} · {scorer}" if isinstance(scorer, str) and scorer else str(name)
 
 
 def plot_accuracy(results: pd.DataFrame, chance: Mapping[str, float] | None = None,

@@ -114,6 +114,36 @@ def results_table(run_dirs_or_summaries: Iterable | str | Path | dict,
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
+def answer_distribution(run_dir: str | Path) -> pd.DataFrame:
+    """Per eval label and benchmark: the most frequent extracted answer and its share, beside the best
+    accuracy a constant answer could get on these questions (the largest share of one gold letter).
+
+    A small model under RL can collapse to answering one letter whatever the question, and its accuracy
+    then equals that letter's share of the gold answers: an "improvement" that is letter bias, not
+    medicine. This table makes that visible next to every accuracy.
+    """
+    from medr1.evaluate import read_predictions
+
+    run = RunDir(run_dir)
+    rows = []
+    for path in sorted(run.eval_dir.glob("*/predictions.jsonl")):
+        frame = pd.DataFrame(read_predictions(path, repair=False))
+        if frame.empty:
+            continue
+        if "extracted" not in frame:  # rows written by hand or by an older version: extract as evaluation does
+            from medr1.rewards import extract_choice
+
+            frame["extracted"] = [extract_choice(c, o) for c, o in zip(frame["completion"], frame["options"], strict=True)]
+        for bench, sub in frame.groupby("benchmark", sort=False):
+            answers = sub["extracted"].fillna("(unparsed)").value_counts()
+            rows.append({"label": path.parent.name, "benchmark": bench, "n": len(sub),
+                         "most_common_answer": answers.index[0], "share": 100 * answers.iloc[0] / len(sub),
+                         "constant_answer_baseline": 100 * sub["gold"].value_counts().iloc[0] / len(sub),
+                         "distinct_answers": int(sub["extracted"].nunique())})
+    return pd.DataFrame(rows, columns=["label", "benchmark", "n", "most_common_answer", "share",
+                                       "constant_answer_baseline", "distinct_answers"])
+
+
 def paired_comparison(run_dir: str | Path, a: str = "base", b: str = "trained", scorer: str = "strict", *,
                       seed: int = 0) -> pd.DataFrame:
     """Model `b` vs model `a` of one run on the questions both answered, per benchmark.
@@ -166,7 +196,7 @@ def _fmt(x, digits=1) -> str:
 
 def _markdown(df: pd.DataFrame) -> str:
     """A GitHub table without the optional `tabulate` dependency of DataFrame.to_markdown."""
-    counts = {"n", "unparsed", "b01", "b10"}  # counts print as integers even after a float round trip
+    counts = {"n", "unparsed", "b01", "b10", "distinct_answers"}  # counts print as integers even after a float round trip
     cells = [[_fmt(v, 3 if c == "p_value" else 0 if c in counts else 1) for c, v in row.items()]
              for _, row in df.iterrows()]
     lines = ["| " + " | ".join(map(str, df.columns)) + " |", "|" + "---|" * len(df.columns)]
@@ -212,6 +242,12 @@ def write_results(run_dir: str | Path, reference_yaml: str | Path | None = "para
                        "Same questions; difference = accuracy(b) - accuracy(a) in points with a paired-bootstrap 95 % "
                        "interval; exact McNemar p-value over the discordant questions (b01: a wrong, b right).",
                        "", _markdown(paired_comparison(run.path, a, b, scorer)), ""]
+    spread = answer_distribution(run.path)
+    if len(spread):
+        md += ["## Answer distribution", "",
+               "Most frequent extracted answer and its share (%); `constant_answer_baseline` is the accuracy of always "
+               "giving the most frequent gold letter on these questions. An accuracy near that baseline with one "
+               "dominant answer is letter bias, not knowledge.", "", _markdown(spread), ""]
     theirs = table[table.provenance == REPORTED]
     if len(theirs):
         ref = load_reference(ref_path)

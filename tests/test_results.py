@@ -7,7 +7,15 @@ import json
 import pytest
 
 from medr1.paths import REPO_ROOT
-from medr1.results import MEASURED, REPORTED, load_reference, paired_comparison, results_table, write_results
+from medr1.results import (
+    MEASURED,
+    REPORTED,
+    answer_distribution,
+    load_reference,
+    paired_comparison,
+    results_table,
+    write_results,
+)
 
 REFERENCE = REPO_ROOT / "params" / "reference_results.yaml"
 OPTIONS = {"A": "yes", "B": "no", "C": "maybe"}
@@ -92,3 +100,16 @@ def test_write_results(run):
     assert "Paired comparison: trained vs base" in md and "Qwen2.5-7B-Instruct" in md
     csv = (run / "results.csv").read_text()
     assert MEASURED in csv and REPORTED in csv
+
+
+def test_answer_distribution_exposes_a_constant_answer(tmp_path):
+    run = tmp_path / "run"
+    golds = ["A", "A", "A", "B", "C"]
+    _write_eval(run, "collapsed", ["A"] * 5, golds)  # answers A to everything: 60 % = the share of gold A
+    _write_eval(run, "varied", ["A", "B", "A", "B", ""], golds)  # the empty answer is unparsed
+    table = answer_distribution(run).set_index("label")
+    assert table.loc["collapsed", ["most_common_answer", "share", "constant_answer_baseline", "distinct_answers"]
+                     ].tolist() == ["A", 100.0, 60.0, 1]
+    assert table.loc["varied", ["most_common_answer", "share", "distinct_answers"]].tolist() == ["A", 40.0, 2]
+    write_results(run)
+    assert "## Answer distribution" in (run / "results.md").read_text()
