@@ -439,6 +439,10 @@ def evaluate_model(
                                completion_tokens=g.completion_tokens[0] if num_samples == 1
                                else list(g.completion_tokens),
                                latency_s=round(g.latency_s, 4), finish_reason=g.finish_reason, template=template)
+                    # MMLU's subject / MMLU-Pro's category, for per-subject accuracy in results.md.
+                    category = q.meta.get("subject") or q.meta.get("category")
+                    if isinstance(category, str):
+                        row["category"] = category
                     rows.append(row)
                 if not rows:
                     return

@@ -144,6 +144,28 @@ def answer_distribution(run_dir: str | Path) -> pd.DataFrame:
                                        "constant_answer_baseline", "distinct_answers"])
 
 
+def category_breakdown(run_dir: str | Path) -> pd.DataFrame:
+    """Strict accuracy per subject/category with a bootstrap CI, for benchmarks whose questions carry one
+    (MMLU subjects, MMLU-Pro categories); empty when none do."""
+    from medr1.evaluate import read_predictions
+    from medr1.stats import breakdown
+
+    frames = []
+    for path in sorted(RunDir(run_dir).eval_dir.glob("*/predictions.jsonl")):
+        frame = pd.DataFrame(read_predictions(path, repair=False))
+        if "category" not in frame or frame["category"].isna().all():
+            continue
+        for bench, sub in frame.dropna(subset=["category"]).groupby("benchmark", sort=False):
+            table = breakdown(sub.assign(correct=sub["correct"].astype(bool)), "category")
+            frames.append(table.assign(label=path.parent.name, benchmark=bench))
+    if not frames:
+        return pd.DataFrame(columns=["label", "benchmark", "category", "n", "accuracy", "ci_low", "ci_high"])
+    out = pd.concat(frames, ignore_index=True)
+    for col in ("accuracy", "ci_low", "ci_high"):
+        out[col] = 100 * out[col]
+    return out[["label", "benchmark", "category", "n", "accuracy", "ci_low", "ci_high"]]
+
+
 def paired_comparison(run_dir: str | Path, a: str = "base", b: str = "trained", scorer: str = "strict", *,
                       seed: int = 0) -> pd.DataFrame:
     """Model `b` vs model `a` of one run on the questions both answered, per benchmark.
@@ -248,6 +270,9 @@ def write_results(run_dir: str | Path, reference_yaml: str | Path | None = "para
                "Most frequent extracted answer and its share (%); `constant_answer_baseline` is the accuracy of always "
                "giving the most frequent gold letter on these questions. An accuracy near that baseline with one "
                "dominant answer is letter bias, not knowledge.", "", _markdown(spread), ""]
+    by_category = category_breakdown(run.path)
+    if len(by_category):
+        md += ["## Accuracy per subject / category (strict)", "", _markdown(by_category), ""]
     theirs = table[table.provenance == REPORTED]
     if len(theirs):
         ref = load_reference(ref_path)

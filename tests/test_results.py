@@ -11,6 +11,7 @@ from medr1.results import (
     MEASURED,
     REPORTED,
     answer_distribution,
+    category_breakdown,
     load_reference,
     paired_comparison,
     results_table,
@@ -113,3 +114,19 @@ def test_answer_distribution_exposes_a_constant_answer(tmp_path):
     assert table.loc["varied", ["most_common_answer", "share", "distinct_answers"]].tolist() == ["A", 40.0, 2]
     write_results(run)
     assert "## Answer distribution" in (run / "results.md").read_text()
+
+
+def test_category_breakdown_only_where_questions_carry_one(tmp_path):
+    run = tmp_path / "run"
+    d = run / "eval" / "base"
+    d.mkdir(parents=True)
+    rows = [{"id": str(i), "benchmark": "mmlu", "options": OPTIONS, "gold": "A", "completion": "A",
+             "extracted": "A" if i < 3 else "B", "correct": i < 3, "category": "anatomy" if i < 4 else "virology"}
+            for i in range(6)]
+    rows.append({"id": "p", "benchmark": "pubmedqa", "options": OPTIONS, "gold": "A", "completion": "A",
+                 "extracted": "A", "correct": True})  # no category: not in the breakdown
+    (d / "predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    table = category_breakdown(run).set_index("category")
+    assert table.loc["anatomy", ["n", "accuracy"]].tolist() == [4, 75.0]  # 3 of 4 right
+    assert table.loc["virology", ["n", "accuracy"]].tolist() == [2, 0.0]
+    assert set(table["benchmark"]) == {"mmlu"}
