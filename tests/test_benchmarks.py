@@ -13,24 +13,9 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
+from conftest import ByteTokenizer  # the tiny model fixture lives there too
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "run_cpu.py"
-
-
-class ByteTokenizer:
-    """Bytes + 3 as ids; 0 pad, 1 bos, `eos` configurable (as in tests/test_generation.py)."""
-
-    pad_token_id = 0
-
-    def __init__(self, eos=2):
-        self.eos_token_id = eos
-
-    def __call__(self, text, add_special_tokens=True):
-        return {"input_ids": ([1] if add_special_tokens else []) + [b + 3 for b in text.encode()]}
-
-    def decode(self, ids, skip_special_tokens=True):
-        return " ".join(str(i) for i in ids if not (skip_special_tokens and i in (0, 1, self.eos_token_id)))
 
 
 @pytest.fixture(scope="module")
@@ -41,21 +26,6 @@ def bench():
     spec.loader.exec_module(module)
     yield module
     sys.modules.pop("run_cpu", None)
-
-
-@pytest.fixture(scope="module")
-def tiny():
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=259, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=96)
-    model = LlamaForCausalLM(config).eval()
-    model.generation_config.eos_token_id = None
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield model
-    torch.set_num_threads(threads)
 
 
 PROMPTS = ["hi", "a longer prompt", "mid", "x"]

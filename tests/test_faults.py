@@ -34,7 +34,6 @@ from medr1.cli import main
 from medr1.config import Params
 from medr1.evaluate import read_predictions
 from medr1.paths import PARAMS_DIR, REPO_ROOT
-from medr1.runs import LOCK_TOKEN_ENV
 from medr1.train import is_complete_checkpoint, last_complete_checkpoint, read_metrics, train
 
 FIXTURES = REPO_ROOT / "tests" / "fixtures" / "benchmarks"
@@ -51,38 +50,6 @@ def train_params(tmp_path: Path, **changes) -> Params:
                   save_steps=1, logging_steps=1, sample_every=1, seed=0)
     values.update(changes)
     return Params(**values)
-
-
-@pytest.fixture(autouse=True)
-def no_lock_token(monkeypatch):
-    # run_pipeline exports MEDR1_LOCK_TOKEN into this process (for its notebook kernels); restored after each
-    # test so that no later lock in this session is silently re-entrant.
-    monkeypatch.setenv(LOCK_TOKEN_ENV, "placeholder")
-    monkeypatch.delenv(LOCK_TOKEN_ENV)
-
-
-@pytest.fixture
-def tripwires(monkeypatch):
-    """Anything that would load weights, convert the embedded model or run a notebook fails the test."""
-    import papermill
-    import transformers
-
-    import medr1.evaluate
-    import medr1.models
-
-    def tripped(*args, **kwargs):
-        raise AssertionError("work started before the entry point refused")
-
-    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", tripped)
-    monkeypatch.setattr(medr1.models, "embedded_checkpoint", tripped)
-    monkeypatch.setattr(medr1.evaluate, "_hf_generate_fn", tripped)
-    monkeypatch.setattr(papermill, "execute_notebook", tripped)
-
-
-def _error_line(capsys, command: str) -> str:
-    lines = [x for x in capsys.readouterr().err.splitlines() if x.startswith(f"medr1 {command}: error:")]
-    assert len(lines) == 1, lines
-    return lines[0]
 
 
 def _eval_argv(out: Path, *extra: str) -> list[str]:
@@ -104,26 +71,26 @@ ENTRY_POINTS = {
 
 
 @pytest.mark.parametrize("command", ENTRY_POINTS)
-def test_full_disk_is_refused_before_any_work(command, tmp_path, monkeypatch, capsys, tripwires):
+def test_full_disk_is_refused_before_any_work(command, tmp_path, monkeypatch, error_line, tripwires):
     import medr1.runs
 
     usage = namedtuple("usage", "total used free")
     monkeypatch.setattr(medr1.runs.shutil, "disk_usage", lambda _: usage(10**12, 10**12 - 2**20, 2**20))
     argv, out = ENTRY_POINTS[command](tmp_path / "runs")
     assert main(argv) == 2
-    assert "only 1 MiB free" in _error_line(capsys, command)
+    assert "only 1 MiB free" in error_line(command)
     # Nothing was started: no lock, no params, no predictions, no notebooks (the write probe is gone too).
     leftovers = [p for p in out.rglob("*")] if out.exists() else []
     assert leftovers == []
 
 
 @pytest.mark.parametrize("command", ENTRY_POINTS)
-def test_unwritable_output_is_refused_before_any_work(command, tmp_path, capsys, tripwires):
+def test_unwritable_output_is_refused_before_any_work(command, tmp_path, error_line, tripwires):
     blocker = tmp_path / "a_file"  # a directory cannot be created under a file, not even by root
     blocker.write_text("")
     argv, _ = ENTRY_POINTS[command](blocker / "runs")
     assert main(argv) == 2
-    assert "cannot write to" in _error_line(capsys, command)
+    assert "cannot write to" in error_line(command)
     assert blocker.read_text() == ""
 
 
@@ -139,12 +106,12 @@ def _hold_lock(directory: Path, job: str) -> None:
 
 
 @pytest.mark.parametrize("command", ENTRY_POINTS)
-def test_second_job_on_a_live_directory_refuses(command, tmp_path, capsys, tripwires):
+def test_second_job_on_a_live_directory_refuses(command, tmp_path, error_line, tripwires):
     argv, out = ENTRY_POINTS[command](tmp_path / "runs")
     _hold_lock(out, "train")
     before = (out / ".lock").read_text()
     assert main(argv) == 2
-    assert "is in use by train (pid 1" in _error_line(capsys, command)
+    assert "is in use by train (pid 1" in error_line(command)
     assert (out / ".lock").read_text() == before  # the owner's lock is untouched
     assert sorted(p.name for p in out.iterdir()) == [".lock"]
 
@@ -157,7 +124,7 @@ def test_train_without_resume_refuses_an_earlier_training(tmp_path, tripwires):
     assert not (params.run_dir / "params.yaml").exists()
 
 
-def test_eval_cli_refuses_to_mix_settings(tmp_path, monkeypatch, capsys):
+def test_eval_cli_refuses_to_mix_settings(tmp_path, monkeypatch, capsys, error_line):
     # A finished evaluation, then the same --out with another template: one clear line, exit 2.
     import medr1.evaluate
 
@@ -166,7 +133,7 @@ def test_eval_cli_refuses_to_mix_settings(tmp_path, monkeypatch, capsys):
     assert main(_eval_argv(out)) == 0
     capsys.readouterr()
     assert main([*_eval_argv(out)[:-2], "--template", "r1", "--out", str(out)]) == 2
-    assert "other settings (template: 'letter' there, 'r1' now)" in _error_line(capsys, "eval")
+    assert "other settings (template: 'letter' there, 'r1' now)" in error_line("eval")
     assert len(read_predictions(out / "predictions.jsonl")) == 8  # the old predictions are intact
 
 
@@ -260,9 +227,9 @@ def test_eval_process_killed_mid_stream_resumes_exactly_once(tmp_path):
     "01_data_preparation,02_reward_desing",  # a typo: named with the allowed names
     "../../../tmp/evil",  # a notebook name is a path: it must not reach outside notebooks/ and the run
 ])
-def test_pipeline_refuses_unknown_notebooks_before_running_any(only, tmp_path, capsys, tripwires):
+def test_pipeline_refuses_unknown_notebooks_before_running_any(only, tmp_path, error_line, tripwires):
     assert main(["pipeline", "-f", SMOKE, "--set", f"runs_dir={tmp_path}", "--only", only]) == 2
-    line = _error_line(capsys, "pipeline")
+    line = error_line("pipeline")
     assert "unknown notebook(s)" in line and "01_data_preparation" in line and "05_figures" in line
     assert not (tmp_path / "smoke").exists()
 

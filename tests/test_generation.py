@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import ByteTokenizer  # the tiny model fixture lives there too
 
 from medr1.generation import (
     PROMPT_TOO_LONG,
@@ -22,42 +23,6 @@ from medr1.generation import (
 # --------------------------------------------------------------------------------------------------
 # A tiny model and a byte tokenizer
 # --------------------------------------------------------------------------------------------------
-
-
-class ByteTokenizer:
-    """Bytes + 3 as ids; 0 pad, 1 bos, `eos` configurable. Enough of the HF tokenizer API for generate()."""
-
-    pad_token_id = 0
-
-    def __init__(self, eos=2):
-        self.eos_token_id = eos
-
-    def __call__(self, text, add_special_tokens=True):
-        return {"input_ids": ([1] if add_special_tokens else []) + [b + 3 for b in text.encode()]}
-
-    def apply_chat_template(self, messages, add_generation_prompt, tokenize):
-        assert add_generation_prompt and not tokenize
-        return "".join(f"<{m['role']}>{m['content']}" for m in messages) + "<assistant>"
-
-    def decode(self, ids, skip_special_tokens=True):
-        return " ".join(str(i) for i in ids if not (skip_special_tokens and i in (0, 1, self.eos_token_id)))
-
-
-@pytest.fixture(scope="module")
-def tiny():
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=259, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=96)
-    model = LlamaForCausalLM(config).eval()
-    model.generation_config.eos_token_id = None  # the tokenizer's EOS is the one under test
-    model.generation_config.pad_token_id = 0
-    # One thread: a model this small gains nothing from more, and they spin when the test machine is busy.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield model
-    torch.set_num_threads(threads)
 
 
 PROMPTS = ["hi", "a much longer prompt here", "mid length", "x", "another one of some length", "ok"]

@@ -28,42 +28,10 @@ from medr1.config import Params, load_params
 from medr1.data import build_training_pool, load_benchmark
 from medr1.paths import PARAMS_DIR, REPO_ROOT
 from medr1.rewards import REWARD_FUNCS, RULES, extract_choice, extract_choice_with_rule
-from medr1.runs import LOCK_TOKEN_ENV
 
 FIXTURES = REPO_ROOT / "tests" / "fixtures" / "benchmarks"
 SMOKE = str(PARAMS_DIR / "smoke.yaml")
 GOOD = {"question": "Which organ produces insulin?", "options": {"A": "Liver", "B": "Pancreas"}, "answer_idx": "B"}
-
-
-@pytest.fixture(autouse=True)
-def no_lock_token(monkeypatch):
-    # run_pipeline exports MEDR1_LOCK_TOKEN into this process; restored so later locks are not re-entrant.
-    monkeypatch.setenv(LOCK_TOKEN_ENV, "placeholder")
-    monkeypatch.delenv(LOCK_TOKEN_ENV)
-
-
-@pytest.fixture
-def tripwires(monkeypatch):
-    """Anything that would load weights, convert the embedded model or run a notebook fails the test."""
-    import papermill
-    import transformers
-
-    import medr1.evaluate
-    import medr1.models
-
-    def tripped(*args, **kwargs):
-        raise AssertionError("work started before the bad input was refused")
-
-    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", tripped)
-    monkeypatch.setattr(medr1.models, "embedded_checkpoint", tripped)
-    monkeypatch.setattr(medr1.evaluate, "_hf_generate_fn", tripped)
-    monkeypatch.setattr(papermill, "execute_notebook", tripped)
-
-
-def _error_line(capsys, command: str) -> str:
-    lines = [x for x in capsys.readouterr().err.splitlines() if x.startswith(f"medr1 {command}: error:")]
-    assert len(lines) == 1, lines
-    return lines[0]
 
 
 def _write_jsonl(path: Path, lines: list) -> Path:
@@ -93,27 +61,27 @@ HOSTILE_RECORDS = [
 
 
 @pytest.mark.parametrize(("bad", "words"), HOSTILE_RECORDS)
-def test_train_cli_names_file_and_line_of_a_bad_training_record(bad, words, tmp_path, capsys, tripwires):
+def test_train_cli_names_file_and_line_of_a_bad_training_record(bad, words, tmp_path, error_line, tripwires):
     data = tmp_path / "data"
     _write_jsonl(data / "src" / "train.jsonl", [_question(1, "src"), bad, _question(3, "src")])
     _write_jsonl(data / "held" / "test.jsonl", [_question(9, "held")])
     argv = ["train", "-f", SMOKE, "--set", f"runs_dir={tmp_path / 'runs'}", "--set", f"data_dir={data}",
             "--set", "train_sources=[src]", "--set", "decontaminate_against=[held]"]
     assert main(argv) == 2
-    line = _error_line(capsys, "train")
+    line = error_line("train")
     assert "src/train.jsonl, line 2" in line and words in line, line
     assert not (tmp_path / "runs" / "smoke" / "train" / "metrics.csv").exists()
 
 
 @pytest.mark.parametrize(("bad", "words"), HOSTILE_RECORDS)
-def test_eval_cli_names_file_and_line_of_a_bad_question(bad, words, tmp_path, capsys, tripwires):
+def test_eval_cli_names_file_and_line_of_a_bad_question(bad, words, tmp_path, error_line, tripwires):
     data = tmp_path / "data"
     _write_jsonl(data / "bench" / "test.jsonl", [_question(1, "bench"), bad])
     out = tmp_path / "eval"
     argv = ["eval", "--model", "embedded:smollm2-135m", "--benchmarks", "bench", "--data-dir", str(data),
             "--out", str(out), "--backend", "hf"]
     assert main(argv) == 2
-    line = _error_line(capsys, "eval")
+    line = error_line("eval")
     assert "bench/test.jsonl, line 2" in line and words in line, line
     assert not (out / "predictions.jsonl").exists()
 
@@ -184,13 +152,13 @@ BAD_PARAMS = [
 
 @pytest.mark.parametrize("command", ["train", "pipeline"])
 @pytest.mark.parametrize(("overrides", "words"), BAD_PARAMS)
-def test_bad_params_fail_in_one_line_before_any_work(command, overrides, words, tmp_path, capsys, tripwires):
+def test_bad_params_fail_in_one_line_before_any_work(command, overrides, words, tmp_path, error_line, tripwires):
     argv = [command, "-f", SMOKE, "--set", f"runs_dir={tmp_path}"]
     for o in overrides:
         argv += ["--set", o]
     start = time.perf_counter()
     assert main(argv) == 2
-    line = _error_line(capsys, command)
+    line = error_line(command)
     assert all(w in line for w in words), line
     assert time.perf_counter() - start < 30  # a typo costs seconds (torch may be imported once), not a run
     assert not (tmp_path / "smoke").exists()
@@ -202,10 +170,10 @@ def test_bad_params_fail_in_one_line_before_any_work(command, overrides, words, 
     (["--model", "embedded:smollm2-135m", "--adapter", "./no/adapter"], "'./no/adapter' has no adapter_config"),
     (["--model", "embedded:smollm2-135m", "--template", "nope"], "nope"),  # unknown prompt template
 ])
-def test_eval_cli_bad_model_fails_before_any_work(args, words, tmp_path, capsys, tripwires):
+def test_eval_cli_bad_model_fails_before_any_work(args, words, tmp_path, error_line, tripwires):
     out = tmp_path / "eval"
     assert main(["eval", *args, "--benchmarks", "mini_test", "--data-dir", str(FIXTURES), "--out", str(out)]) == 2
-    assert words in _error_line(capsys, "eval")
+    assert words in error_line("eval")
     assert not out.exists()  # not even the output directory
 
 
@@ -432,17 +400,17 @@ def test_eval_labels_from_specs_stay_inside_the_run(spec, tmp_path):
 
 
 @pytest.mark.parametrize("run_name", ["..", "../x", "a/b", " x"])
-def test_run_name_cannot_point_outside_runs_dir(run_name, tmp_path, capsys):
+def test_run_name_cannot_point_outside_runs_dir(run_name, tmp_path, error_line):
     assert main(["train", "-f", SMOKE, "--set", f"runs_dir={tmp_path}", "--set", f"run_name={run_name!r}"]) == 2
-    assert "'run_name'" in _error_line(capsys, "train")
+    assert "'run_name'" in error_line("train")
     assert list(tmp_path.iterdir()) == []
 
 
-def test_eval_out_that_is_a_file_is_refused(tmp_path, capsys, tripwires):
+def test_eval_out_that_is_a_file_is_refused(tmp_path, error_line, tripwires):
     target = tmp_path / "notes.txt"
     target.write_text("keep me")
     argv = ["eval", "--model", "embedded:smollm2-135m", "--benchmarks", "mini_test", "--data-dir", str(FIXTURES),
             "--out", str(target)]
     assert main(argv) == 2
-    assert "cannot write to" in _error_line(capsys, "eval")
+    assert "cannot write to" in error_line("eval")
     assert target.read_text() == "keep me"
