@@ -76,8 +76,11 @@ def embedded_checkpoint(name: str, cache_dir: Path | None = None) -> Path:
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
     # GGUF weights arrive dequantised, but the leftover quantization_config makes PEFT/TRL refuse training.
-    # Clearing it and reloading from the saved copy gives an ordinary, trainable model.
+    # The GGUF quantizer object left on the model also makes `save_pretrained` refuse ("not serializable"),
+    # though the weights are plain tensors by now. Clearing both and reloading from the saved copy gives an
+    # ordinary, trainable model.
     model.config.quantization_config = None
+    model.hf_quantizer = None
     tmp = target.with_name(target.name + f".tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp, safe_serialization=True)

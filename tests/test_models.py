@@ -45,8 +45,11 @@ def test_embedded_model_is_trainable_and_generates(tmp_path):
 
     from medr1.models import embedded_checkpoint, load_model
 
-    config = json.loads((embedded_checkpoint("smollm2-135m") / "config.json").read_text())
+    # Convert into an empty cache every time: a warm ~/.cache/medr1 once hid a broken conversion.
+    converted = embedded_checkpoint("smollm2-135m", cache_dir=tmp_path)
+    config = json.loads((converted / "config.json").read_text())
     assert "quantization_config" not in config  # PEFT/TRL refuse to train a model that carries one
+    assert (converted / "model.safetensors").stat().st_size > 100e6  # dequantised float weights
     model, tokenizer = load_model("embedded:smollm2-135m", device="cpu")
     assert tokenizer.padding_side == "left" and tokenizer.pad_token is not None
     assert model.dtype == torch.float32 and not getattr(model, "is_quantized", False)
