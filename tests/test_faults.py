@@ -32,6 +32,7 @@ import pytest
 
 from medr1.cli import main
 from medr1.config import Params
+from medr1.data import load_benchmark
 from medr1.evaluate import read_predictions
 from medr1.paths import PARAMS_DIR, REPO_ROOT
 from medr1.train import is_complete_checkpoint, last_complete_checkpoint, read_metrics, train
@@ -378,7 +379,9 @@ def test_eval_cli_killed_mid_stream_resumes_exactly_once(tmp_path):
         f.write('{"id": "ms3", "benchmark": "mini_')  # a row torn by the kill
     assert main(argv) == 0  # the same command resumes
     rows = read_predictions(out / "predictions.jsonl")
-    assert sorted(r["id"] for r in rows) == ["ms0", "ms1", "ms2", "ms3"]  # each question exactly once
+    # --limit 4 is a seeded subset (the CLI's default --seed 0): each of its questions exactly once.
+    expected = sorted(q.id for q in load_benchmark("mini_test", data_dir=FIXTURES, limit=4, sample_seed=0))
+    assert sorted(r["id"] for r in rows) == expected
     summary = json.loads((out / "summary.json").read_text())
     assert summary["n_questions"] == 4 and summary["generated_now"] == 4 - done
     assert summary["scores"]["strict"]["mini_test"]["n"] == 4
