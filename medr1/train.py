@@ -702,6 +702,10 @@ def _train_local(params: Params, run: RunDir, *, progress: bool, reward_funcs) -
         (run.train_dir / COMPLETE_FILE).unlink(missing_ok=True)
     if checkpoint:
         log.info("resuming from %s", checkpoint)
+    if checkpoint and 0 < params.max_steps <= step0:
+        # Killed after the last checkpoint but before the final adapter was saved. transformers' Trainer,
+        # resumed at max_steps, runs one step more; the last checkpoint already is the final state.
+        return _finish_from_checkpoint(params, run, checkpoint, step0, pool, reward_names, is_main)
 
     # --- model ---------------------------------------------------------------------------------------
     path = resolve_model_path(params.model)
@@ -756,6 +760,45 @@ def _train_local(params: Params, run: RunDir, *, progress: bool, reward_funcs) -
     rows = read_metrics(run.metrics_csv)
     return TrainResult(run.path, steps, rows[-1] if rows else {}, adapter_dir=run.adapter_dir,
                        resumed_from=checkpoint, n_questions=len(dataset), n_dropped_long=n_dropped)
+
+
+# Trainer state in a checkpoint; the rest (adapter weights and config, tokenizer) is the adapter.
+CHECKPOINT_STATE_FILES = ("optimizer.pt", "scheduler.pt", "rng_state.pth", "trainer_state.json", "training_args.bin",
+                          "scaler.pt")
+
+
+def _finish_from_checkpoint(params: Params, run: RunDir, checkpoint: Path, step: int, pool, reward_names,
+                            is_main: bool) -> TrainResult:
+    """Make the final adapter (and merged weights, if asked) from the last checkpoint, without training."""
+    from medr1.data import questions_hash
+
+    if is_main:
+        tmp = run.train_dir / f".adapter.tmp-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(checkpoint, tmp, ignore=shutil.ignore_patterns(*CHECKPOINT_STATE_FILES))
+        _replace_dir(tmp, run.adapter_dir)
+        merged = None
+        if params.merge_adapter:
+            from medr1.models import load_model
+
+            model, tokenizer = load_model(params.model, adapter=str(run.adapter_dir), device="cpu",
+                                          torch_dtype=params.torch_dtype, merge_adapter=True)
+            merged = run.train_dir / "merged"
+            tmp = run.train_dir / f".merged.tmp-{os.getpid()}"
+            shutil.rmtree(tmp, ignore_errors=True)
+            model.save_pretrained(str(tmp))
+            tokenizer.save_pretrained(str(tmp))
+            _replace_dir(tmp, merged)
+        write_manifest(run, job="train", params=params.to_dict(), data_hashes={"train_pool": questions_hash(pool)},
+                       extra={"status": "finished", "global_step": step, "resumed_from": str(checkpoint),
+                              "reward_names": reward_names, "finished_from_checkpoint": True,
+                              "merged_dir": str(merged) if merged else None})
+        atomic_write_json(run.train_dir / COMPLETE_FILE, {
+            "global_step": step, "max_steps": params.max_steps, "num_train_epochs": params.num_train_epochs,
+            "n_questions": len(pool), "n_dropped_long": None, "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+    rows = read_metrics(run.metrics_csv)
+    return TrainResult(run.path, step, rows[-1] if rows else {}, adapter_dir=run.adapter_dir,
+                       resumed_from=checkpoint, n_questions=len(pool), n_dropped_long=None)
 
 
 # --------------------------------------------------------------------------------------------------

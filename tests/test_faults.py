@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import signal
 import socket
 import subprocess
@@ -332,6 +333,20 @@ def test_kills_in_generation_optimizer_step_and_checkpoint_write_resume_cleanly(
     result = train(params, progress=False)
     assert result.resumed_from == train_dir / "checkpoint-2"  # ...and it was not picked up
     _assert_finished_cleanly(params, result, 3)
+
+
+@pytest.mark.slow
+def test_kill_after_the_last_checkpoint_finishes_without_an_extra_step(tmp_path):
+    # Killed between checkpoint-<max_steps> and the final adapter: transformers' Trainer, resumed at
+    # max_steps, would train one step more (found by the random-kill test below).
+    params = train_params(tmp_path, max_steps=2)
+    assert train(params, progress=False).steps == 2
+    train_dir = params.run_dir / "train"
+    (train_dir / "complete.json").unlink()
+    shutil.rmtree(train_dir / "adapter")
+    result = train(params, progress=False)
+    assert result.resumed_from.name == "checkpoint-2"
+    _assert_finished_cleanly(params, result, 2)
 
 
 @pytest.mark.slow
