@@ -697,6 +697,10 @@ def _train_local(params: Params, run: RunDir, *, progress: bool, reward_funcs) -
         for n, path in _checkpoints(run.train_dir):
             if n > step0:  # half-written, or newer than the resume point: it would be overwritten anyway
                 shutil.rmtree(path, ignore_errors=True)
+        for leftover in run.train_dir.glob(".*.tmp-*"):  # a save interrupted by a kill: never picked up
+            shutil.rmtree(leftover, ignore_errors=True)
+        for leftover in run.train_dir.glob(".*.old-*"):
+            shutil.rmtree(leftover, ignore_errors=True)
         truncate_metrics(run.metrics_csv, step0, metrics_columns(reward_names))
         truncate_jsonl(run.samples_jsonl, step0)
         (run.train_dir / COMPLETE_FILE).unlink(missing_ok=True)
