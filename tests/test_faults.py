@@ -37,7 +37,7 @@ from medr1.evaluate import read_predictions
 from medr1.paths import PARAMS_DIR, REPO_ROOT
 from medr1.train import is_complete_checkpoint, last_complete_checkpoint, read_metrics, train
 
-FIXTURES = REPO_ROOT / "tests" / "fixtures" / "benchmarks"
+FIXTURES = REPO_ROOT / "tests" / "fixtures" / "toyqa"
 SMOKE = str(PARAMS_DIR / "smoke.yaml")
 
 

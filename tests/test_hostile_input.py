@@ -29,7 +29,7 @@ from medr1.data import build_training_pool, load_benchmark
 from medr1.paths import PARAMS_DIR, REPO_ROOT
 from medr1.rewards import REWARD_FUNCS, RULES, extract_choice, extract_choice_with_rule
 
-FIXTURES = REPO_ROOT / "tests" / "fixtures" / "benchmarks"
+FIXTURES = REPO_ROOT / "tests" / "fixtures" / "toyqa"
 SMOKE = str(PARAMS_DIR / "smoke.yaml")
 GOOD = {"question": "Which organ produces insulin?", "options": {"A": "Liver", "B": "Pancreas"}, "answer_idx": "B"}
 
