@@ -526,22 +526,37 @@ def _save_adapter(trainer, tokenizer, run: RunDir) -> None:
 
 
 def _save_merged(params: Params, backend: str, trainer, tokenizer, run: RunDir) -> Path:
+    if backend != "unsloth":
+        return _export_merged(params, run)
     merged = run.train_dir / "merged"
     tmp = run.train_dir / f".merged.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
-    if backend == "unsloth":
-        trainer.model.save_pretrained_merged(str(tmp), tokenizer, save_method="merged_16bit")
-    else:
-        # Reload base + saved adapter rather than merging the live model: the export is then exactly what
-        # `load_model(adapter, merge_adapter=True)` gives evaluation, and the trainer's model is untouched.
-        from medr1.models import load_model
-
-        model, tok = load_model(str(run.adapter_dir), device="cpu", torch_dtype=params.torch_dtype,
-                                trust_remote_code=params.trust_remote_code, merge_adapter=True)
-        model.save_pretrained(str(tmp), safe_serialization=True)
-        tok.save_pretrained(str(tmp))
+    trainer.model.save_pretrained_merged(str(tmp), tokenizer, save_method="merged_16bit")
     _replace_dir(tmp, merged)
     return merged
+
+
+def _export_merged(params: Params, run: RunDir) -> Path:
+    """Merged weights from base + the saved adapter (not the live model): the export is then exactly what
+    `load_model(adapter, merge_adapter=True)` gives evaluation, and a trainer's model stays untouched."""
+    from medr1.models import load_model
+
+    merged = run.train_dir / "merged"
+    tmp = run.train_dir / f".merged.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    model, tok = load_model(str(run.adapter_dir), device="cpu", torch_dtype=params.torch_dtype,
+                            trust_remote_code=params.trust_remote_code, merge_adapter=True)
+    model.save_pretrained(str(tmp), safe_serialization=True)
+    tok.save_pretrained(str(tmp))
+    _replace_dir(tmp, merged)
+    return merged
+
+
+def _write_complete(run: RunDir, params: Params, steps: int, n_questions: int, n_dropped: int | None) -> None:
+    """The "this training finished" marker, written last."""
+    atomic_write_json(run.train_dir / COMPLETE_FILE, {
+        "global_step": steps, "max_steps": params.max_steps, "num_train_epochs": params.num_train_epochs,
+        "n_questions": n_questions, "n_dropped_long": n_dropped, "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
 
 
 # --------------------------------------------------------------------------------------------------
@@ -697,9 +712,8 @@ def _train_local(params: Params, run: RunDir, *, progress: bool, reward_funcs) -
         for n, path in _checkpoints(run.train_dir):
             if n > step0:  # half-written, or newer than the resume point: it would be overwritten anyway
                 shutil.rmtree(path, ignore_errors=True)
-        for leftover in run.train_dir.glob(".*.tmp-*"):  # a save interrupted by a kill: never picked up
-            shutil.rmtree(leftover, ignore_errors=True)
-        for leftover in run.train_dir.glob(".*.old-*"):
+        # Temp and set-aside directories of a save interrupted by a kill: never picked up, never left behind.
+        for leftover in [*run.train_dir.glob(".*.tmp-*"), *run.train_dir.glob(".*.old-*")]:
             shutil.rmtree(leftover, ignore_errors=True)
         truncate_metrics(run.metrics_csv, step0, metrics_columns(reward_names))
         truncate_jsonl(run.samples_jsonl, step0)
@@ -757,10 +771,7 @@ def _train_local(params: Params, run: RunDir, *, progress: bool, reward_funcs) -
                        extra={**manifest_extra, "status": "finished", "global_step": steps,
                               "train_seconds_this_session": round(elapsed, 1),
                               "merged_dir": str(merged) if merged else None})
-        atomic_write_json(run.train_dir / COMPLETE_FILE, {
-            "global_step": steps, "max_steps": params.max_steps, "num_train_epochs": params.num_train_epochs,
-            "n_questions": len(dataset), "n_dropped_long": n_dropped,
-            "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+        _write_complete(run, params, steps, len(dataset), n_dropped)
     rows = read_metrics(run.metrics_csv)
     return TrainResult(run.path, steps, rows[-1] if rows else {}, adapter_dir=run.adapter_dir,
                        resumed_from=checkpoint, n_questions=len(dataset), n_dropped_long=n_dropped)
@@ -781,25 +792,12 @@ def _finish_from_checkpoint(params: Params, run: RunDir, checkpoint: Path, step:
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.copytree(checkpoint, tmp, ignore=shutil.ignore_patterns(*CHECKPOINT_STATE_FILES))
         _replace_dir(tmp, run.adapter_dir)
-        merged = None
-        if params.merge_adapter:
-            from medr1.models import load_model
-
-            model, tokenizer = load_model(params.model, adapter=str(run.adapter_dir), device="cpu",
-                                          torch_dtype=params.torch_dtype, merge_adapter=True)
-            merged = run.train_dir / "merged"
-            tmp = run.train_dir / f".merged.tmp-{os.getpid()}"
-            shutil.rmtree(tmp, ignore_errors=True)
-            model.save_pretrained(str(tmp))
-            tokenizer.save_pretrained(str(tmp))
-            _replace_dir(tmp, merged)
+        merged = _export_merged(params, run) if params.merge_adapter else None
         write_manifest(run, job="train", params=params.to_dict(), data_hashes={"train_pool": questions_hash(pool)},
                        extra={"status": "finished", "global_step": step, "resumed_from": str(checkpoint),
                               "reward_names": reward_names, "finished_from_checkpoint": True,
                               "merged_dir": str(merged) if merged else None})
-        atomic_write_json(run.train_dir / COMPLETE_FILE, {
-            "global_step": step, "max_steps": params.max_steps, "num_train_epochs": params.num_train_epochs,
-            "n_questions": len(pool), "n_dropped_long": None, "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+        _write_complete(run, params, step, len(pool), None)
     rows = read_metrics(run.metrics_csv)
     return TrainResult(run.path, step, rows[-1] if rows else {}, adapter_dir=run.adapter_dir,
                        resumed_from=checkpoint, n_questions=len(pool), n_dropped_long=None)
