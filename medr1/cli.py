@@ -96,6 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--temperature", type=float, default=0.0)
     p.add_argument("--top-p", type=float, default=1.0)
     p.add_argument("--num-samples", type=int, default=1)
+    p.add_argument("--permutations", type=int, default=1, metavar="K",
+                   help="ask each question K times with its options rotated (consistent accuracy, letter bias)")
     p.add_argument("--backend", default="auto", choices=["auto", "hf", "vllm"])
     p.add_argument("--split", default="test")
     p.add_argument("--data-dir")

@@ -58,6 +58,8 @@ class Params:
         ["medqa", "medqa_5options", "medmcqa", "pubmedqa", "mmlu", "mmlu-pro", "pubmedqa-pqal"],
         "Evaluation sets whose test questions must never reach training.", "data")
     ngram_size: int = _f(13, "Word n-gram length for overlap decontamination.", "data")
+    shuffle_options: bool = _f(True, "Permute each training draw's options, gold letters balanced (see "
+                               "medr1.option_order), so that no fixed letter earns reward.", "data")
     # --- prompts and rewards ---------------------------------------------------------------------
     prompt_template: str = _f("r1", "Prompt template name for training (see medr1.prompts.TEMPLATES).", "prompt")
     reward_funcs: list = _f(["accuracy", "format"], "Reward function names (see medr1.rewards.REWARD_FUNCS).", "prompt")
@@ -111,6 +113,8 @@ class Params:
     eval_temperature: float = _f(0.0, "0 = greedy.", "eval")
     eval_top_p: float = _f(1.0, "Nucleus sampling when temperature > 0.", "eval")
     eval_num_samples: int = _f(1, "Samples per question; >1 adds a majority-vote score.", "eval")
+    eval_permutations: int = _f(1, "Ask each question K times, options rotated by 0..K-1 (K > 1 reports "
+                                "consistent_accuracy and letter-bias measures).", "eval")
     eval_scorers: list = _f(["strict", "huatuo"], "Scorers reported side by side.", "eval")
     eval_models: list = _f(["base", "trained"], "base = params.model; trained = base + this run's adapter; or specs.", "eval")
     # --- report ----------------------------------------------------------------------------------
@@ -175,7 +179,7 @@ class Params:
         need(self.gradient_accumulation_steps >= 1, "gradient_accumulation_steps", "must be >= 1")
         for key in ("max_prompt_length", "max_completion_length", "eval_max_new_tokens", "ngram_size",
                     "save_steps", "logging_steps", "sample_every", "eval_batch_size", "eval_num_samples",
-                    "num_processes"):
+                    "eval_permutations", "num_processes"):
             need(getattr(self, key) > 0, key, "must be > 0")
         need(self.max_steps == -1 or self.max_steps > 0, "max_steps", "must be > 0, or -1 to use num_train_epochs")
         need(self.num_train_epochs > 0, "num_train_epochs", "must be > 0")

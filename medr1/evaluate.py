@@ -78,7 +78,8 @@ def read_predictions(path: str | Path, *, repair: bool = True) -> list[dict]:
 
     A last line that does not parse (cut mid-write by kill -9) is dropped and, with `repair`, the file
     is rewritten atomically without it. A bad line anywhere else is not something a kill produces, so
-    it raises rather than guessing. Duplicate (benchmark, id) rows keep the first one.
+    it raises rather than guessing. Duplicate (benchmark, id, shift) rows keep the first one (`shift`,
+    the option rotation a question was asked with, is 0 when absent).
 
     Args:
         path: a predictions.jsonl file (missing = no rows).
@@ -111,7 +112,7 @@ def read_predictions(path: str | Path, *, repair: bool = True) -> list[dict]:
             raise EvalSettingsError(f"{path}, line {i + 1}: not a valid prediction row ({e}). This is not "
                                     f"the damage of an interrupted write; inspect the file, or rerun with "
                                     f"force to start over.") from None
-        key = (row["benchmark"], str(row["id"]))
+        key = row_key(row)
         if key in seen:
             dropped += 1
             continue
@@ -120,6 +121,11 @@ def read_predictions(path: str | Path, *, repair: bool = True) -> list[dict]:
     if repair and (dropped or (raw and not raw.endswith("\n"))):
         atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
     return rows
+
+
+def row_key(row: dict) -> tuple[str, str, int]:
+    """(benchmark, id, shift): what identifies a prediction row; one question has one row per rotation."""
+    return row["benchmark"], str(row["id"]), int(row.get("shift") or 0)
 
 
 class _Appender:
@@ -187,6 +193,12 @@ def score_predictions(rows: Sequence[dict], scorers: Sequence[str] = ("strict", 
     With k samples per question the scorers' accuracy is the majority vote; `sample_accuracy` is the mean
     accuracy of single samples (what one sample would score on average).
 
+    Each entry also carries the letter-bias measures of `medr1.letter_bias.bias_summary`
+    (`consistent_accuracy`, `answer_top_share`, `answer_entropy`, `letter_recall_std`, `letter_recall`,
+    `n_questions`, `permutations`). `accuracy` is over all rows, i.e. over every (question, rotation);
+    `consistent_accuracy` is over questions, right only when right under every rotation it was asked
+    with. A row a scorer leaves out of its denominator (huatuo's empty outputs) counts as not right there.
+
     Args:
         rows: prediction rows (see module docstring).
         scorers: names in `medr1.scoring.SCORERS`.
@@ -195,15 +207,19 @@ def score_predictions(rows: Sequence[dict], scorers: Sequence[str] = ("strict", 
     Returns:
         {scorer: {benchmark: {...}}}.
     """
+    from medr1.letter_bias import bias_summary
     from medr1.scoring import score
     from medr1.stats import accuracy_ci
 
+    rows = list(rows)
     out: dict[str, dict[str, dict]] = {}
     for scorer in scorers:
         result = score(rows, scorer)
         verdicts_by_bench: dict[str, list] = {}
-        for v in result.rows:
+        rows_by_bench: dict[str, list] = {}
+        for row, v in zip(rows, result.rows, strict=True):
             verdicts_by_bench.setdefault(v.benchmark, []).append(v)
+            rows_by_bench.setdefault(v.benchmark, []).append(row)
         per_bench = {}
         for bench, b in result.benchmarks.items():
             counted = [v for v in verdicts_by_bench.get(bench, []) if v.counted]
@@ -221,6 +237,10 @@ def score_predictions(rows: Sequence[dict], scorers: Sequence[str] = ("strict", 
                 entry["majority_vote"] = True
                 hits = [letter == v.gold for v in counted for letter in v.sample_letters]
                 entry["sample_accuracy"] = sum(hits) / len(hits) if hits else None
+            vs = verdicts_by_bench.get(bench, [])
+            entry.update(bias_summary([str(r["id"]) for r in rows_by_bench.get(bench, [])], [v.gold for v in vs],
+                                      [v.letter if v.counted else None for v in vs],
+                                      [v.correct and v.counted for v in vs]))
             per_bench[bench] = entry
         out[scorer] = per_bench
     return out
@@ -291,6 +311,7 @@ def evaluate_model(
     temperature: float = 0.0,
     top_p: float = 1.0,
     num_samples: int = 1,
+    permutations: int = 1,
     limit: int | None = None,
     seed: int = 0,
     split: str = "test",
@@ -315,6 +336,10 @@ def evaluate_model(
         template: prompt template name (`medr1.prompts.TEMPLATES`).
         max_new_tokens, batch_size, temperature, top_p, num_samples, seed: decoding (see
             `medr1.generation.generate`); num_samples > 1 needs temperature > 0.
+        permutations: ask each question K times, its options rotated by 0..K-1 positions
+            (`medr1.option_order.eval_shifts`: capped at the option count; questions whose options refer
+            to other options are asked once). One row per (question, rotation), `shift` in each row.
+            Raising K resumes: rotations already predicted are kept.
         limit: N questions of each benchmark, a seeded random subset (`seed`) kept in file order: a prefix
             would be biased where a file is sorted by answer (PubMedQA's test file).
         split, data_dir: passed to `load_benchmark`.
@@ -342,12 +367,15 @@ def evaluate_model(
     """
     from medr1.config import ParamsError
     from medr1.data import load_benchmark, questions_hash
+    from medr1.option_order import cyclic_shift, eval_shifts
     from medr1.prompts import build_messages, get_template
     from medr1.scoring import SCORERS, score
 
     # ParamsError (a ValueError) so that `medr1 eval` reports these in one line, like any bad param.
     if num_samples > 1 and temperature == 0:
         raise ParamsError("num_samples > 1 needs temperature > 0 (greedy samples are identical)")
+    if not isinstance(permutations, int) or permutations < 1:
+        raise ParamsError(f"permutations must be an integer >= 1, got {permutations!r}")
     unknown = [s for s in scorers if s not in SCORERS]
     if unknown:
         raise ParamsError(f"unknown scorer(s) {unknown}; choose from {sorted(SCORERS)}")
@@ -377,7 +405,7 @@ def evaluate_model(
                 # Greedy decoding ignores the seed, so a different seed must not block resuming it.
                 "seed": seed if temperature > 0 else None,
                 "backend": resolved_backend, "batch_size": batch_size, "limit": limit, "data_dir":
-                str(data_dir) if data_dir else None}
+                str(data_dir) if data_dir else None, "permutations": permutations}
 
     with RunDir(out_dir).lock("eval"):
         _check_resume(out_dir, settings, resume=resume, force=force)
@@ -388,25 +416,26 @@ def evaluate_model(
         for name in benchmarks:
             qs = load_benchmark(name, split=split, data_dir=data_dir, limit=limit, sample_seed=seed)
             data_hashes[name] = questions_hash(qs)
-            questions += [(name, q) for q in qs]
-        ids = [(b, q.id) for b, q in questions]
-        if len(set(ids)) != len(ids):
-            dup = next(k for k, c in Counter(ids).items() if c > 1)
-            raise ValueError(f"benchmark {dup[0]!r} has duplicate question id {dup[1]!r}; ids must be unique")
-        messages = [build_messages(q, template) for _, q in questions]
+            ids = [q.id for q in qs]
+            if len(set(ids)) != len(ids):
+                dup = next(k for k, c in Counter(ids).items() if c > 1)
+                raise ValueError(f"benchmark {name!r} has duplicate question id {dup!r}; ids must be unique")
+            # (benchmark, question as asked, rotation): rotation 0 is the question as written.
+            questions += [(name, cyclic_shift(q, s) if s else q, s) for q in qs for s in eval_shifts(q, permutations)]
+        messages = [build_messages(q, template) for _, q, _ in questions]
         hashes = [prompt_hash(m) for m in messages]
 
         # --- resume -----------------------------------------------------------------------------
         pred_path = out_dir / PREDICTIONS
-        done = {(r["benchmark"], str(r["id"])): r for r in read_predictions(pred_path)}
-        stale = [(k, r) for (b, q), h in zip(questions, hashes, strict=True)
-                 if (k := (b, q.id)) in done and (r := done[k]).get("prompt_hash") != h]
+        done = {row_key(r): r for r in read_predictions(pred_path)}
+        stale = [(k, r) for (b, q, s), h in zip(questions, hashes, strict=True)
+                 if (k := (b, q.id, s)) in done and (r := done[k]).get("prompt_hash") != h]
         if stale:
-            (b, qid), _ = stale[0]
+            (b, qid, _), _ = stale[0]
             raise EvalSettingsError(f"{len(stale)} existing prediction(s) in {pred_path} were made from a "
                                     f"different prompt (e.g. {b}/{qid}): the question data or the template text "
                                     f"changed. Use force to start over, or another output directory.")
-        todo = [i for i, (b, q) in enumerate(questions) if (b, q.id) not in done]
+        todo = [i for i, (b, q, s) in enumerate(questions) if (b, q.id, s) not in done]
         log.info("%s: %d question(s), %d already predicted, %d to generate", out_dir, len(questions),
                  len(questions) - len(todo), len(todo))
 
@@ -429,10 +458,11 @@ def evaluate_model(
                 rows = []
                 for g in gens:
                     i = todo[g.index]
-                    bench, q = questions[i]
-                    if (bench, q.id) in written:
+                    bench, q, shift = questions[i]
+                    if (bench, q.id, shift) in written:
                         continue
-                    row = {"id": q.id, "benchmark": bench, "prompt_hash": hashes[i], "completion": g.texts[0]}
+                    row = {"id": q.id, "benchmark": bench, "shift": shift, "prompt_hash": hashes[i],
+                           "completion": g.texts[0]}
                     if num_samples > 1:
                         row["completions"] = list(g.texts)
                     row.update(options=dict(q.options), gold=q.answer, prompt_tokens=g.prompt_tokens,
@@ -450,7 +480,7 @@ def evaluate_model(
                 for row, v in zip(rows, verdicts, strict=True):
                     row.update(extracted=v.letter, rule=v.rule, correct=bool(v.correct))
                 appender.write(rows)
-                written.update((r["benchmark"], r["id"]) for r in rows)
+                written.update(row_key(r) for r in rows)
                 if bar is not None:
                     bar.update(len(rows))
 
@@ -470,9 +500,10 @@ def evaluate_model(
 
         # --- score the whole file ---------------------------------------------------------------
         rows = read_predictions(pred_path)
-        wanted = {(b, q.id) for b, q in questions}
-        # Scored rows are exactly this call's questions (a resumed run may have used a larger limit).
-        rows = [r for r in rows if (r["benchmark"], str(r["id"])) in wanted]
+        wanted = {(b, q.id, s) for b, q, s in questions}
+        # Scored rows are exactly this call's questions and rotations (a resumed run may have used a larger
+        # limit or more permutations).
+        rows = [r for r in rows if row_key(r) in wanted]
         summary = {
             "model": model_spec, "adapter": adapter, "template": template, "settings": settings,
             "benchmarks": list(benchmarks), "data_hashes": data_hashes, "n_questions": len(rows),
@@ -539,7 +570,8 @@ def evaluate_params(params, run_dir: str | Path | None = None, *, progress: bool
             spec, params.eval_benchmarks, run.eval_dir / label, adapter=adapter,
             template=params.eval_prompt_template, max_new_tokens=params.eval_max_new_tokens,
             batch_size=params.eval_batch_size, temperature=params.eval_temperature, top_p=params.eval_top_p,
-            num_samples=params.eval_num_samples, limit=params.eval_limit, seed=params.seed, split=params.eval_split,
+            num_samples=params.eval_num_samples, permutations=params.eval_permutations, limit=params.eval_limit,
+            seed=params.seed, split=params.eval_split,
             data_dir=params.data_dir, backend=params.eval_backend, scorers=params.eval_scorers,
             device=params.device, torch_dtype=params.torch_dtype, trust_remote_code=params.trust_remote_code,
             resume=params.resume, force=params.force, progress=progress, generate_fn=generate_fn)
@@ -555,14 +587,18 @@ def evaluate_cli(args) -> int:
     summary = evaluate_model(
         args.model, [b.strip() for b in args.benchmarks.split(",") if b.strip()], args.out, adapter=args.adapter,
         template=args.template, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
-        temperature=args.temperature, top_p=args.top_p, num_samples=args.num_samples, limit=args.limit,
+        temperature=args.temperature, top_p=args.top_p, num_samples=args.num_samples,
+        permutations=getattr(args, "permutations", 1), limit=args.limit,
         seed=args.seed, split=args.split, data_dir=args.data_dir, backend=args.backend,
         scorers=[s.strip() for s in args.scorers.split(",") if s.strip()], force=getattr(args, "force", False))
     for scorer, per_bench in summary["scores"].items():
         for bench, s in per_bench.items():
             acc = "n/a" if s["accuracy"] is None else f"{100 * s['accuracy']:.1f}%"
             ci = "" if s["ci_low"] is None else f" [{100 * s['ci_low']:.1f}, {100 * s['ci_high']:.1f}]"
-            print(f"{bench:>16} {scorer:>7}: {acc}{ci}  n={s['n']}  unparsed={s['unparsed']}")
+            consistent = "" if s.get("permutations", 1) <= 1 or s.get("consistent_accuracy") is None else \
+                f"  consistent={100 * s['consistent_accuracy']:.1f}% over {s['n_questions']} questions"
+            top = "" if s.get("answer_top_share") is None else f"  top_answer_share={100 * s['answer_top_share']:.0f}%"
+            print(f"{bench:>16} {scorer:>7}: {acc}{ci}  n={s['n']}  unparsed={s['unparsed']}{consistent}{top}")
     print(f"predictions and summary in {args.out}")
     return 0
 

@@ -210,6 +210,7 @@ def load_predictions(path: str | Path) -> pd.DataFrame:
         df["n_options"] = np.nan
     df["id"] = df["id"].astype(str)
     df["benchmark"] = df["benchmark"].astype(str)
+    df["shift"] = df["shift"].fillna(0).astype(int) if "shift" in df.columns else 0
     return df
 
 
@@ -436,6 +437,8 @@ def plot_training_curves(metrics: pd.DataFrame) -> Figure:
     use_style()
     _require(metrics, ["step", "reward"], "plot_training_curves")
     panels = ["reward", "reward_std"] + (["frac_reward_zero_std"] if "frac_reward_zero_std" in metrics else [])
+    has_top = "answer_top_share" in metrics and metrics["answer_top_share"].notna().any()
+    panels += ["answer_top_share"] if has_top else []
     fig, axes = plt.subplots(len(panels), 1, figsize=(9, 3.2 * len(panels)), sharex=True, squeeze=False)
     axes = axes[:, 0]
     x, w = metrics["step"], _window(len(metrics))
@@ -454,12 +457,76 @@ def plot_training_curves(metrics: pd.DataFrame) -> Figure:
     else:
         axes[1].text(0.5, 0.5, "reward_std not logged", ha="center", va="center", transform=axes[1].transAxes)
     axes[1].set_ylabel("reward std within group")
-    if len(panels) == 3:
-        _curve(axes[2], x, 100 * metrics["frac_reward_zero_std"], "zero-std groups", colors[3], w)
-        axes[2].set_ylabel("groups with zero\nreward std (%)")
-        axes[2].set_ylim(-2, 102)
+    if "frac_reward_zero_std" in panels:
+        ax = axes[panels.index("frac_reward_zero_std")]
+        _curve(ax, x, 100 * metrics["frac_reward_zero_std"], "zero-std groups", colors[3], w)
+        ax.set_ylabel("groups with zero\nreward std (%)")
+        ax.set_ylim(-2, 102)
+    if has_top:
+        _mark_collapse(axes, panels, metrics, colors)
     axes[-1].set_xlabel("training step")
     axes[-1].xaxis.set_major_locator(MaxNLocator(integer=True))
+    fig.tight_layout()
+    return fig
+
+
+def _mark_collapse(axes, panels: list[str], metrics: pd.DataFrame, colors) -> None:
+    """The collapse monitor's panel (share of the step's answers that are its most frequent letter) and a
+    red band on every panel where it stayed above the threshold for the monitor's patience."""
+    from medr1.letter_bias import COLLAPSE_PATIENCE, COLLAPSE_THRESHOLD, collapse_spans
+
+    ax = axes[panels.index("answer_top_share")]
+    _curve(ax, metrics["step"], 100 * metrics["answer_top_share"], "most frequent letter", colors[4], 1)
+    ax.axhline(100 * COLLAPSE_THRESHOLD, color="0.4", linestyle="--", linewidth=1, label="collapse threshold")
+    ax.set_ylabel("answers that are the\nstep's top letter (%)")
+    ax.set_ylim(-2, 102)
+    steps = metrics["step"].to_numpy()
+    spans = collapse_spans(metrics["answer_top_share"].tolist())
+    for start, end in spans:
+        for a in axes:
+            a.axvspan(steps[start] - 0.5, steps[end] + 0.5, color="red", alpha=0.12, linewidth=0)
+    ax.legend(loc="best", fontsize="small", title=(f"red: > {100 * COLLAPSE_THRESHOLD:.0f}% for "
+                                                   f">= {COLLAPSE_PATIENCE} steps (collapse)") if spans else None)
+
+
+def plot_letter_recall(predictions: Mapping[str, pd.DataFrame]) -> Figure:
+    """Per benchmark, the recall of each gold letter (how often a question whose answer is L is answered
+    L), one bar per model. Flat bars: no letter preference; one tall bar: the model answers that letter
+    (Zheng et al., ICLR 2024, measure letter bias as the spread of these recalls).
+
+    Args:
+        predictions: {label: `load_predictions` frame}, e.g. base and trained.
+
+    >>> d = pd.DataFrame({"benchmark": ["m"] * 4, "id": list("1234"), "gold": list("ABAB"),
+    ...                   "extracted": list("AAAA"), "correct": [True, False, True, False]})
+    >>> len(plot_letter_recall({"base": d}).axes)
+    1
+    """
+    use_style()
+    frames = []
+    for label, df in predictions.items():
+        if df.empty or "gold" not in df:
+            continue
+        hit = df["extracted"].astype(object).eq(df["gold"])
+        frames.append(df.assign(label=label, hit=hit).groupby(["benchmark", "gold", "label"], as_index=False)
+                      .agg(recall=("hit", "mean"), n=("hit", "size")))
+    if not frames:
+        raise ValueError("no predictions with gold letters to compute per-letter recall from")
+    table = pd.concat(frames, ignore_index=True)
+    table["recall"] *= 100
+    benches = list(dict.fromkeys(table["benchmark"]))
+    fig, axes = plt.subplots(1, len(benches), figsize=(4.2 * len(benches), 3.6), squeeze=False, sharey=True)
+    for ax, bench in zip(axes[0], benches, strict=True):
+        sub = table[table["benchmark"] == bench]
+        sns.barplot(sub, x="gold", y="recall", hue="label", ax=ax, palette="colorblind",
+                    order=sorted(sub["gold"].unique()))
+        ax.set_title(bench)
+        ax.set_xlabel("gold letter")
+        ax.set_ylabel("recall of the letter (%)")
+        ax.set_ylim(0, 100)
+        if ax is not axes[0][-1] and ax.get_legend() is not None:
+            ax.get_legend().remove()
+    fig.suptitle("Per-letter recall: flat = no letter preference")
     fig.tight_layout()
     return fig
 
@@ -687,7 +754,8 @@ def paired_table(base: pd.DataFrame, trained: pd.DataFrame, correct_col: str = "
     """Per-benchmark counts of the four paired outcomes plus the exact McNemar p-value.
 
     Questions are paired by (benchmark, id); questions only one model answered are left out and counted
-    in `n_unpaired`.
+    in `n_unpaired`. A question asked under several option rotations is right when right under all of
+    them (consistent correctness).
 
     >>> b = pd.DataFrame({"benchmark": ["m"] * 3, "id": ["1", "2", "3"], "correct": [True, False, False]})
     >>> t = b.assign(correct=[True, True, True])
@@ -695,6 +763,8 @@ def paired_table(base: pd.DataFrame, trained: pd.DataFrame, correct_col: str = "
     >>> int(r["both right"]), int(r["only trained right"]), float(r["p_value"])
     (1, 2, 0.5)
     """
+    base, trained = (df.groupby(["benchmark", "id"], sort=False, as_index=False)[correct_col].agg(
+        lambda s: bool(s.astype(bool).all())) for df in (base, trained))
     merged = base[["benchmark", "id", correct_col]].merge(
         trained[["benchmark", "id", correct_col]], on=["benchmark", "id"], suffixes=("_base", "_trained"))
     rows = []
@@ -846,6 +916,10 @@ def make_all_figures(run_dir: str | Path, out_dir: str | Path | None = None,
         skip("extraction_rules", f"no {run_dir / 'eval'}/<label>/predictions.jsonl found")
     else:
         emit("extraction_rules", lambda: plot_extraction_rules(predictions))
+    if predictions:
+        emit("letter_recall", lambda: plot_letter_recall(predictions))
+    else:
+        skip("letter_recall", f"no {run_dir / 'eval'}/<label>/predictions.jsonl found")
     if "base" in predictions and "trained" in predictions:
         emit("paired_base_vs_trained", lambda: plot_paired(predictions["base"], predictions["trained"]))
     else:

@@ -21,6 +21,7 @@ from medr1.data import (
     load_benchmark,
     questions_hash,
 )
+from medr1.option_order import shuffle_report
 from medr1.paths import resolve_repo_path
 from medr1.runs import RunDir, atomic_write_json, atomic_write_text, write_manifest
 
@@ -32,6 +33,7 @@ class PreparedData:
     evals: dict[str, list[Question]]
     card: dict[str, Any]
     hashes: dict[str, str]
+    shuffle: dict[str, Any]
 
 
 def data_dir_of(params: Params) -> str | None:
@@ -53,6 +55,8 @@ def prepare_data(params: Params, *, write: bool = True) -> PreparedData:
                                        seed=params.seed, limit=params.train_limit, data_dir=data_dir,
                                        ngram_size=params.ngram_size)
     card = data_card([*pool, *(q for qs in evals.values() for q in qs)])
+    shuffle = shuffle_report(pool, seed=params.seed, shuffle_options=params.shuffle_options)
+    card["training gold letters, before and after option shuffling (first pass)"] = shuffle_table(shuffle)
     hashes = {"train_pool": questions_hash(pool), **{f"eval:{k}": questions_hash(v) for k, v in evals.items()}}
     if write:
         run = RunDir(params.run_dir)
@@ -62,8 +66,26 @@ def prepare_data(params: Params, *, write: bool = True) -> PreparedData:
         atomic_write_json(out / "decontamination.json", report.to_dict())
         atomic_write_text(out / "data_card.md", "\n\n".join(
             f"## {title}\n\n```\n{frame.to_string()}\n```"
-            for title, frame in card.items()))
+            for title, frame in card.items()) + (
+            f"\n\n{shuffle['n_fixed_order']} of {shuffle['n_questions']} training questions keep their option order "
+            f"(an option refers to other options by letter or position); shuffle_options = "
+            f"{str(params.shuffle_options).lower()}.\n"))
         write_manifest(run, job="data", params=params.to_dict(), data_hashes=hashes,
                        extra={"decontamination": {"removed": len(report.removed), "by_reason": report.by_reason,
-                                                  "by_eval_source": report.by_eval_source}})
-    return PreparedData(pool, report, evals, card, hashes)
+                                                  "by_eval_source": report.by_eval_source},
+                              "option_shuffle": shuffle})
+    return PreparedData(pool, report, evals, card, hashes, shuffle)
+
+
+def shuffle_table(report: dict[str, Any]):
+    """The data card's view of `medr1.option_order.shuffle_report`: gold-letter shares (%) per option
+    count, as written and as GRPO sees them after shuffling, plus the questions kept in order."""
+    import pandas as pd
+
+    rows = []
+    for when in ("before", "after"):
+        for n, shares in report[f"gold_shares_{when}"].items():
+            rows.append({"options": n, "when": when, **{k: round(100 * v, 1) for k, v in shares.items()}})
+    table = pd.DataFrame(rows).set_index(["options", "when"]) if rows else pd.DataFrame()
+    table.attrs["n_fixed_order"] = report["n_fixed_order"]
+    return table

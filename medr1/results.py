@@ -27,7 +27,8 @@ from medr1.runs import RunDir, atomic_write_text
 MEASURED = "measured here"
 REPORTED = "reported by"
 COLUMNS = ["provenance", "model", "label", "benchmark", "scorer", "accuracy", "ci_low", "ci_high", "n",
-           "unparsed", "eval_set", "source"]
+           "unparsed", "consistent_accuracy", "n_questions", "permutations", "answer_top_share", "letter_recall_std",
+           "eval_set", "source"]
 
 
 def load_reference(path: str | Path) -> dict:
@@ -99,6 +100,10 @@ def results_table(run_dirs_or_summaries: Iterable | str | Path | dict,
                 rows.append({"provenance": MEASURED, "model": model, "label": label, "benchmark": bench,
                              "scorer": scorer, "accuracy": _pct(s.get("accuracy")), "ci_low": _pct(s.get("ci_low")),
                              "ci_high": _pct(s.get("ci_high")), "n": s.get("n"), "unparsed": s.get("unparsed"),
+                             "consistent_accuracy": _pct(s.get("consistent_accuracy")),
+                             "n_questions": s.get("n_questions"), "permutations": s.get("permutations"),
+                             "answer_top_share": _pct(s.get("answer_top_share")),
+                             "letter_recall_std": _pct(s.get("letter_recall_std")),
                              "eval_set": f"{bench} {summary.get('settings', {}).get('split', '')}".strip(),
                              "source": source})
     if reference_yaml is not None:
@@ -170,6 +175,11 @@ def paired_comparison(run_dir: str | Path, a: str = "base", b: str = "trained", 
                       seed: int = 0) -> pd.DataFrame:
     """Model `b` vs model `a` of one run on the questions both answered, per benchmark.
 
+    The unit is the question: with each question asked under K option rotations, a question is right when
+    it is right under every rotation (`consistent_accuracy`); with K = 1 that is the row's verdict. A
+    question counts as answered by a model when all its rotations were; rows a scorer drops (huatuo's
+    empty outputs) leave their question out of the pairing.
+
     Args:
         run_dir: the run directory (reads eval/<a>/ and eval/<b>/predictions.jsonl).
         a, b: eval labels; positive differences mean b is better.
@@ -180,23 +190,31 @@ def paired_comparison(run_dir: str | Path, a: str = "base", b: str = "trained", 
         DataFrame with benchmark, n (paired questions), acc_a, acc_b, difference (b - a) and its 95 % paired-bootstrap
         interval (percentage points), McNemar b01 (a wrong, b right), b10, p_value.
     """
-    from medr1.evaluate import read_predictions
+    from medr1.evaluate import read_predictions, row_key
+    from medr1.letter_bias import consistent_correct
     from medr1.scoring import score
     from medr1.stats import mcnemar_exact, paired_bootstrap_diff
 
     run = RunDir(run_dir)
-    verdicts = {}
+    verdicts, rotations = {}, {}
     for label in (a, b):
         path = run.eval_dir / label / "predictions.jsonl"
         if not path.is_file():
             raise FileNotFoundError(f"no predictions for {label!r} at {path}; evaluate it first")
-        verdicts[label] = {(v.benchmark, v.id): v for v in score(read_predictions(path, repair=False), scorer).rows
-                           if v.counted}
+        preds = read_predictions(path, repair=False)
+        scored = [(row_key(r), v) for r, v in zip(preds, score(preds, scorer).rows, strict=True)]
+        dropped = {k[:2] for k, v in scored if not v.counted}
+        verdicts[label] = consistent_correct((k[:2], v.correct) for k, v in scored if k[:2] not in dropped)
+        shifts: dict[tuple, set] = {}
+        for k, _ in scored:
+            shifts.setdefault(k[:2], set()).add(k[2])
+        rotations[label] = shifts
     rows = []
     for bench in dict.fromkeys(k[0] for k in verdicts[a]):
-        keys = [k for k in verdicts[a] if k[0] == bench and k in verdicts[b]]
-        xa = [verdicts[a][k].correct for k in keys]
-        xb = [verdicts[b][k].correct for k in keys]
+        # Paired only where both asked the same rotations of the question.
+        keys = [k for k in verdicts[a] if k[0] == bench and k in verdicts[b] and rotations[a][k] == rotations[b][k]]
+        xa = [verdicts[a][k] for k in keys]
+        xb = [verdicts[b][k] for k in keys]
         mc = mcnemar_exact(xa, xb)
         diff = paired_bootstrap_diff(xa, xb, seed=seed)
         n = len(keys)
@@ -218,7 +236,7 @@ def _fmt(x, digits=1) -> str:
 
 def _markdown(df: pd.DataFrame) -> str:
     """A GitHub table without the optional `tabulate` dependency of DataFrame.to_markdown."""
-    counts = {"n", "unparsed", "b01", "b10", "distinct_answers"}  # counts print as integers even after a float round trip
+    counts = {"n", "unparsed", "b01", "b10", "distinct_answers", "n_questions", "permutations"}  # counts print as integers even after a float round trip
     cells = [[_fmt(v, 3 if c == "p_value" else 0 if c in counts else 1) for c, v in row.items()]
              for _, row in df.iterrows()]
     lines = ["| " + " | ".join(map(str, df.columns)) + " |", "|" + "---|" * len(df.columns)]
@@ -255,14 +273,25 @@ def write_results(run_dir: str | Path, reference_yaml: str | Path | None = "para
                "Accuracy (%) with a 95 % bootstrap interval; `strict` is our scorer (unparsed = wrong), `huatuo` "
                "reproduces HuatuoGPT-o1's optimistic scorer for comparison with published numbers.", "",
                _markdown(shown[["model", "benchmark", "scorer", "accuracy (95% CI)", "n", "unparsed"]]), ""]
+        md += ["## Letter bias", "",
+               "Each question asked under K rotations of its options (`eval_permutations`). `consistent_accuracy`: "
+               "% of questions right under every rotation (a model answering by letter gets 0; with K = 1 it is "
+               "the accuracy). `answer_top_share`: % of answers that are the most frequent letter (1/k for a "
+               "balanced k-option answerer, 100 for a collapsed one). `letter_recall_std`: standard deviation over "
+               "gold letters of the recall of each letter, in points (0 = no letter preference; Zheng et al., "
+               "ICLR 2024).", "",
+               _markdown(ours[["model", "benchmark", "scorer", "permutations", "n_questions", "consistent_accuracy",
+                               "answer_top_share", "letter_recall_std"]]), ""]
     else:
         md += ["No evaluation summaries found under eval/.", ""]
     for a, b in pairs:
         if all((run.eval_dir / x / "predictions.jsonl").is_file() for x in (a, b)):
             for scorer in dict.fromkeys(ours.scorer) or ["strict"]:
                 md += [f"## Paired comparison: {b} vs {a} ({scorer} scorer)", "",
-                       "Same questions; difference = accuracy(b) - accuracy(a) in points with a paired-bootstrap 95 % "
-                       "interval; exact McNemar p-value over the discordant questions (b01: a wrong, b right).",
+                       "Same questions; a question is right when it is right under every option rotation it was asked "
+                       "with (the accuracy itself when K = 1); difference = accuracy(b) - accuracy(a) in points with a "
+                       "paired-bootstrap 95 % interval; exact McNemar p-value over the discordant questions (b01: a "
+                       "wrong, b right).",
                        "", _markdown(paired_comparison(run.path, a, b, scorer)), ""]
     spread = answer_distribution(run.path)
     if len(spread):

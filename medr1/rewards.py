@@ -34,6 +34,7 @@ import functools
 import json
 import math
 import re
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -738,4 +739,42 @@ def format_shaped(completions: Sequence[Any], **kwargs: Any) -> list[float]:
         text = completion_text(completion)
         tags = sum(text.count(tag) == 1 for tag in (THINK_OPEN, THINK_CLOSE, ANSWER_OPEN, ANSWER_CLOSE))
         rewards.append(0.125 * tags + (0.5 if _parsable(completion, opts) else 0.0))
+    return rewards
+
+
+@register("letter_balance")
+def letter_balance(completions: Sequence[Any], **kwargs: Any) -> list[float]:
+    """A batch-level penalty, in [-1, 0], for answering a letter more often than the batch's gold letters
+    make it right: the guard against a policy that drifts to its favourite letter.
+
+    For a completion answering L: -(share of the batch answering L - share of gold L), floored at 0 and
+    divided by (1 - share of gold L) so that the worst case is -1. A letter answered no more often than
+    it is gold costs nothing, so a model that answers by content is never penalised; a model answering
+    "A" to everything loses up to 1 per completion. Unparsable or hedged completions get -1, the worst
+    value, so escaping the penalty by not answering cannot pay. TRL calls rewards once per generation
+    batch (the step's completions), which is the batch meant here; with option shuffling
+    (`medr1.option_order`) the step's gold letters are balanced, so this pushes towards balance.
+
+    Args:
+        completions: strings or chat messages.
+        answer: (dataset column) gold letters, one per completion. Required.
+        options_json: (dataset column) JSON of each question's options dict.
+
+    >>> letter_balance(["Answer: A", "Answer: A", "Answer: B", "no idea"], answer=["A", "B", "C", "D"])
+    [-0.3333333333333333, -0.3333333333333333, 0.0, -1.0]
+    """
+    completions = list(completions or [])
+    n = len(completions)
+    gold = [_gold(g) for g in _column(kwargs, "answer", n, required=True)]
+    options = _column(kwargs, "options_json", n, required=False)
+    letters = [_committed_answer(c, o).letter for c, o in zip(completions, options, strict=True)]
+    answered, golds = Counter(x for x in letters if x), Counter(x for x in gold if x)
+    rewards = []
+    for letter in letters:
+        if letter is None:
+            rewards.append(-1.0)
+            continue
+        gold_share = golds[letter] / n
+        excess = max(0.0, answered[letter] / n - gold_share)
+        rewards.append(0.0 - excess / (1 - gold_share) if gold_share < 1 else 0.0)  # 0.0 -: no -0.0
     return rewards

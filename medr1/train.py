@@ -32,6 +32,7 @@ import csv
 import io
 import json
 import logging
+import math
 import os
 import re
 import shutil
@@ -64,6 +65,8 @@ METRIC_COLUMNS = {
     "frac_reward_zero_std": "frac_reward_zero_std", "kl": "kl", "entropy": "entropy",
     "completion_length": "completions/mean_length", "clipped_ratio": "completions/clipped_ratio",
     "learning_rate": "learning_rate", "grad_norm": "grad_norm", "step_time": "step_time",
+    # the collapse monitor (medr1.letter_bias), computed by the MetricsCSV callback from the step's answers
+    "answer_top_share": None, "answer_entropy": None,
 }
 # Params that may change between an interrupted run and its resumption without changing what is trained.
 RESUME_SAFE_KEYS = {"resume", "force", "max_steps", "num_train_epochs", "save_steps", "save_total_limit",
@@ -174,7 +177,12 @@ def build_grpo_config(params: Params, output_dir: str | os.PathLike, *, cuda: bo
         per_device_train_batch_size=params.per_device_train_batch_size,
         gradient_accumulation_steps=params.gradient_accumulation_steps,
         max_steps=params.max_steps,
-        num_train_epochs=params.num_train_epochs,
+        # The dataset is the run's materialised sequence of draws (`medr1.option_order.training_draws`,
+        # `num_train_epochs` passes already inside it), walked once, in order: reshuffling would break
+        # the balance of gold letters within a pass, and resume relies on the order being a pure function
+        # of the params.
+        num_train_epochs=params.num_train_epochs if params.max_steps > 0 else 1.0,
+        shuffle_dataset=False,
         gradient_checkpointing=params.gradient_checkpointing,
         # GRPO
         num_generations=params.num_generations,
@@ -214,7 +222,7 @@ def build_dataset(questions: Sequence, tokenizer, *, template: str, max_prompt_l
     """The training `datasets.Dataset` (`prompt`, `answer`, `options_json`, `id`), too-long prompts dropped.
 
     Args:
-        questions: `medr1.data.Question` records.
+        questions: `medr1.data.Question` records (for training, the option-shuffled draws).
         tokenizer: the policy's tokenizer (its chat template measures the prompt length).
         template: prompt template name (`medr1.prompts.TEMPLATES`).
         max_prompt_length: prompts with more tokens than this are dropped.
@@ -222,23 +230,60 @@ def build_dataset(questions: Sequence, tokenizer, *, template: str, max_prompt_l
     Returns:
         (dataset, number of prompts dropped).
     """
+    kept, dropped = fit_prompts(questions, tokenizer, template=template, max_prompt_length=max_prompt_length)
+    return draws_dataset(kept, template=template), dropped
+
+
+def fit_prompts(questions: Sequence, tokenizer, *, template: str, max_prompt_length: int) -> tuple[list, int]:
+    """The questions whose prompt fits `max_prompt_length` tokens, and how many did not.
+
+    Measured on the questions as written, before options are shuffled: a permutation reorders the same
+    option lines, so it does not move a prompt across the limit by more than a token or two.
+
+    Raises:
+        ValueError: no prompt fits.
+    """
+    from medr1.prompts import build_messages
+
+    questions = list(questions)
+    texts = [tokenizer.apply_chat_template(build_messages(q, template), add_generation_prompt=True, tokenize=False)
+             for q in questions]
+    lengths = [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]] if texts else []
+    kept = [q for q, n in zip(questions, lengths, strict=True) if n <= max_prompt_length]
+    dropped = len(questions) - len(kept)
+    if dropped:
+        log.warning("dropped %d of %d training prompts longer than max_prompt_length=%d tokens (longest: %d)",
+                    dropped, len(questions), max_prompt_length, max(lengths))
+    if not kept:
+        raise ValueError(f"no training prompt fits max_prompt_length={max_prompt_length} tokens "
+                         f"(shortest: {min(lengths) if lengths else 'n/a'}); raise max_prompt_length")
+    return kept, dropped
+
+
+def draws_dataset(draws: Sequence, *, template: str):
+    """A `datasets.Dataset` with one row per draw, in order: the trainer walks it without reshuffling."""
     from datasets import Dataset
 
     from medr1.prompts import build_messages
 
-    rows = [{"prompt": build_messages(q, template), "answer": q.answer,
-             "options_json": json.dumps(q.options, ensure_ascii=False), "id": q.id} for q in questions]
-    texts = [tokenizer.apply_chat_template(r["prompt"], add_generation_prompt=True, tokenize=False) for r in rows]
-    lengths = [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]] if texts else []
-    kept = [r for r, n in zip(rows, lengths, strict=True) if n <= max_prompt_length]
-    dropped = len(rows) - len(kept)
-    if dropped:
-        log.warning("dropped %d of %d training prompts longer than max_prompt_length=%d tokens (longest: %d)",
-                    dropped, len(rows), max_prompt_length, max(lengths))
-    if not kept:
-        raise ValueError(f"no training prompt fits max_prompt_length={max_prompt_length} tokens "
-                         f"(shortest: {min(lengths) if lengths else 'n/a'}); raise max_prompt_length")
-    return Dataset.from_list(kept), dropped
+    return Dataset.from_list([{"prompt": build_messages(q, template), "answer": q.answer,
+                               "options_json": json.dumps(q.options, ensure_ascii=False), "id": q.id}
+                              for q in draws])
+
+
+def prompts_per_step(params: Params) -> int:
+    """Distinct prompts (GRPO groups) in one optimizer step: the global batch over `num_generations`."""
+    return params.per_device_train_batch_size * params.gradient_accumulation_steps * params.num_processes \
+        // params.num_generations
+
+
+def n_training_draws(params: Params, n_questions: int) -> int:
+    """How many prompt groups the run trains on: `max_steps` steps, or `num_train_epochs` passes over
+    the pool rounded up to whole steps (the trainer drops an incomplete last batch)."""
+    per_step = prompts_per_step(params)
+    if params.max_steps > 0:
+        return params.max_steps * per_step
+    return max(1, math.ceil(params.num_train_epochs * n_questions / per_step)) * per_step
 
 
 def _prompt_key(prompt: Any) -> str:
@@ -372,14 +417,37 @@ def read_metrics(path: str | os.PathLike) -> list[dict[str, Any]]:
 # --------------------------------------------------------------------------------------------------
 
 
-def _callbacks(run: RunDir, reward_names: list[str], id_by_prompt: dict[str, str], sample_every: int,
+def _step_answers(trainer, draw_by_prompt: dict[str, dict]) -> list[tuple[dict | None, str | None, Any]]:
+    """(draw, extracted letter, completion) for each completion of the trainer's last generation batch.
+
+    Reads TRL's `trainer._logs` (private; TRL 1.15-1.16 keep the last generation batch there for
+    `log_completions`), gathered over processes.
+    """
+    from medr1.rewards import completion_text, extract_choice
+
+    logs = trainer._logs
+    out = []
+    for prompt, completion in zip(logs["prompt"], logs["completion"], strict=False):
+        draw = draw_by_prompt.get(_prompt_key(prompt))
+        text = completion_text(completion)
+        out.append((draw, extract_choice(text, draw["options"]) if draw else None, text))
+    return out
+
+
+def _callbacks(run: RunDir, reward_names: list[str], draw_by_prompt: dict[str, dict], sample_every: int,
                progress: bool):
     from transformers import TrainerCallback
+
+    from medr1.letter_bias import COLLAPSE_PATIENCE, COLLAPSE_THRESHOLD, CollapseMonitor, step_answer_stats
 
     columns = metrics_columns(reward_names)
 
     class MetricsCSV(TrainerCallback):
-        """Appends one row per logged step to metrics.csv (header already written by `train`)."""
+        """Appends one row per logged step to metrics.csv (header already written by `train`), with the
+        collapse monitor's columns; warns when one answer letter dominates for several logged steps."""
+
+        trainer = None
+        monitor = CollapseMonitor()
 
         def on_log(self, args, state, control, logs=None, **kwargs):
             if not state.is_world_process_zero or not logs or "reward" not in logs:
@@ -387,13 +455,21 @@ def _callbacks(run: RunDir, reward_names: list[str], id_by_prompt: dict[str, str
             row = {col: logs.get(key) for col, key in METRIC_COLUMNS.items() if key}
             row["step"] = state.global_step
             row.update({f"reward/{n}": logs.get(f"rewards/{n}/mean") for n in reward_names})
+            if self.trainer is not None:
+                row.update(step_answer_stats([letter for _, letter, _ in _step_answers(self.trainer, draw_by_prompt)]))
+                if self.monitor.update(state.global_step, row["answer_top_share"]):
+                    log.warning("answer collapse: at step %d one letter was more than %.0f%% of the answers for "
+                                "%d logged steps in a row (answer_top_share in metrics.csv). The policy may be "
+                                "learning a letter, not answers: see docs on shuffle_options / letter_balance.",
+                                state.global_step, 100 * COLLAPSE_THRESHOLD, COLLAPSE_PATIENCE)
             with open(run.metrics_csv, "a", newline="", encoding="utf-8") as f:
                 csv.DictWriter(f, fieldnames=columns, extrasaction="ignore", lineterminator="\n").writerow(row)
                 f.flush()
                 os.fsync(f.fileno())
 
     class Samples(TrainerCallback):
-        """Every `sample_every` steps, the step's completions with prompt id and per-function rewards."""
+        """Every `sample_every` steps, the step's completions with prompt id, gold and extracted letters
+        and per-function rewards."""
 
         trainer = None
 
@@ -402,10 +478,10 @@ def _callbacks(run: RunDir, reward_names: list[str], id_by_prompt: dict[str, str
                 return
             logs = self.trainer._logs  # the last generation batch; TRL keeps it for log_completions
             lines = []
-            for i, (prompt, completion) in enumerate(zip(logs["prompt"], logs["completion"], strict=False)):
-                text = completion[-1]["content"] if isinstance(completion, list) else completion
+            for i, (draw, letter, text) in enumerate(_step_answers(self.trainer, draw_by_prompt)):
                 rewards = {n: _num(v[i]) for n, v in logs["rewards"].items() if i < len(v)}
-                lines.append(json.dumps({"step": state.global_step, "id": id_by_prompt.get(_prompt_key(prompt)),
+                lines.append(json.dumps({"step": state.global_step, "id": draw["id"] if draw else None,
+                                         "gold": draw["answer"] if draw else None, "extracted": letter,
                                          "completion": text, "rewards": rewards,
                                          "advantage": _num(logs["advantages"][i]) if i < len(logs["advantages"])
                                          else None}, ensure_ascii=False))
@@ -439,8 +515,9 @@ def _callbacks(run: RunDir, reward_names: list[str], id_by_prompt: dict[str, str
             if self.bar is not None:
                 self.bar.close()
 
-    samples = Samples()
-    return [MetricsCSV(), samples, *([ProgressBar()] if progress else [])], samples
+    samples, metrics = Samples(), MetricsCSV()
+    metrics.monitor = CollapseMonitor()  # one per training, not shared through the class attribute
+    return [metrics, samples, *([ProgressBar()] if progress else [])], [metrics, samples]
 
 
 def _num(v):
@@ -647,6 +724,21 @@ def train(params: Params, *, progress: bool = True, reward_funcs: list[Callable]
         return _train_local(params, run, progress=progress, reward_funcs=reward_funcs)
 
 
+def _check_same_draws(run: RunDir, draws_hash: str, *, resuming: bool) -> None:
+    """A resumed run must walk the same draws as the run it continues (same questions, same option orders,
+    same order); the manifest of the interrupted run has their hash. A difference is logged, like any
+    changed param: the run then mixes two data orders."""
+    if not resuming:
+        return
+    try:
+        before = json.loads(run.manifest_path.read_text())["jobs"]["train"]["data_hashes"].get("train_draws")
+    except (OSError, ValueError, KeyError, TypeError):
+        return
+    if before and before != draws_hash:
+        log.warning("resuming %s with different training draws than the interrupted run (hash %s, was %s): the "
+                    "pool, seed or shuffle settings changed", run.path, draws_hash[:12], before[:12])
+
+
 def _train_launched(params: Params, run: RunDir, *, progress: bool, echo) -> TrainResult:
     import torch
 
@@ -682,6 +774,7 @@ def _train_local(params: Params, run: RunDir, *, progress: bool, reward_funcs) -
 
     from medr1.data import build_training_pool, questions_hash
     from medr1.models import pick_device, resolve_model_path
+    from medr1.option_order import shuffle_report, training_draws
 
     set_seed(params.seed)
 
@@ -732,19 +825,27 @@ def _train_local(params: Params, run: RunDir, *, progress: bool, reward_funcs) -
     else:
         model, tokenizer, peft_config, dtype_name = _load_trl(params, path, device)
 
-    dataset, n_dropped = build_dataset(pool, tokenizer, template=params.prompt_template,
-                                       max_prompt_length=params.max_prompt_length)
-    id_by_prompt = {_prompt_key(p): i for p, i in zip(dataset["prompt"], dataset["id"], strict=True)}
+    # --- draws: the sequence of (option-shuffled) questions the trainer walks, a function of the params ---
+    kept, n_dropped = fit_prompts(pool, tokenizer, template=params.prompt_template,
+                                  max_prompt_length=params.max_prompt_length)
+    draws = training_draws(kept, n_training_draws(params, len(kept)), seed=params.seed,
+                           shuffle_options=params.shuffle_options)
+    dataset = draws_dataset(draws, template=params.prompt_template)
+    draw_by_prompt = {_prompt_key(p): {"id": q.id, "answer": q.answer, "options": q.options}
+                      for p, q in zip(dataset["prompt"], draws, strict=True)}
+    _check_same_draws(run, questions_hash(draws), resuming=checkpoint is not None)
 
     manifest_extra = {
         "backend": backend, "device": device, "dtype": dtype_name, "model_path": path,
-        "n_questions": len(dataset), "n_dropped_long_prompts": n_dropped, "resumed_from": str(checkpoint or ""),
+        "n_questions": len(kept), "n_draws": len(draws), "n_dropped_long_prompts": n_dropped,
+        "resumed_from": str(checkpoint or ""),
+        "option_shuffle": shuffle_report(kept, seed=params.seed, shuffle_options=params.shuffle_options),
         "decontamination": {**{k: v for k, v in contamination.to_dict().items() if k != "removed"},
                             "n_removed": len(contamination.removed),
                             "removed_first_100": contamination.to_dict()["removed"][:100]},
         "reward_names": reward_names, "status": "running",
     }
-    data_hashes = {"train_pool": questions_hash(pool)}
+    data_hashes = {"train_pool": questions_hash(pool), "train_draws": questions_hash(draws)}
     if is_main:
         write_manifest(run, job="train", params=params.to_dict(), data_hashes=data_hashes, extra=manifest_extra)
 
@@ -752,12 +853,13 @@ def _train_local(params: Params, run: RunDir, *, progress: bool, reward_funcs) -
     from trl import GRPOTrainer
 
     config = build_grpo_config(params, run.train_dir, cuda=device == "cuda", dtype_name=dtype_name)
-    callbacks, samples = _callbacks(run, reward_names, id_by_prompt, params.sample_every, progress)
+    callbacks, needs_trainer = _callbacks(run, reward_names, draw_by_prompt, params.sample_every, progress)
     with _env(TENSORBOARD_LOGGING_DIR=str(run.train_dir / "tb")):
         trainer = GRPOTrainer(model=model, reward_funcs=reward_funcs, args=config, train_dataset=dataset,
                               processing_class=tokenizer, peft_config=peft_config, callbacks=callbacks)
         trainer.remove_callback(PrinterCallback)  # raw log dicts; the metrics go to metrics.csv instead
-        samples.trainer = trainer
+        for callback in needs_trainer:
+            callback.trainer = trainer
         t0 = time.perf_counter()
         trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
         elapsed = time.perf_counter() - t0
@@ -771,10 +873,10 @@ def _train_local(params: Params, run: RunDir, *, progress: bool, reward_funcs) -
                        extra={**manifest_extra, "status": "finished", "global_step": steps,
                               "train_seconds_this_session": round(elapsed, 1),
                               "merged_dir": str(merged) if merged else None})
-        _write_complete(run, params, steps, len(dataset), n_dropped)
+        _write_complete(run, params, steps, len(kept), n_dropped)
     rows = read_metrics(run.metrics_csv)
     return TrainResult(run.path, steps, rows[-1] if rows else {}, adapter_dir=run.adapter_dir,
-                       resumed_from=checkpoint, n_questions=len(dataset), n_dropped_long=n_dropped)
+                       resumed_from=checkpoint, n_questions=len(kept), n_dropped_long=n_dropped)
 
 
 # Trainer state in a checkpoint; the rest (adapter weights and config, tokenizer) is the adapter.

@@ -294,7 +294,8 @@ def test_make_all_figures_writes_png_and_pdf(tmp_path, caplog):
     run = make_fake_run(tmp_path)
     with caplog.at_level(logging.WARNING, logger="medr1.figures"):
         paths = figures.make_all_figures(run)
-    names = ["training_curves", "completion_length", "accuracy", "extraction_rules", "paired_base_vs_trained"]
+    names = ["training_curves", "completion_length", "accuracy", "extraction_rules", "letter_recall",
+             "paired_base_vs_trained"]
     assert sorted(p.name for p in paths) == sorted(f"{n}.{ext}" for n in names for ext in ("png", "pdf"))
     assert all(p.parent == run / "figures" and p.stat().st_size > 0 for p in paths)
     assert "skipped figure 'kl': no KL logged (beta = 0.0)" in caplog.text
@@ -304,12 +305,13 @@ def test_make_all_figures_writes_png_and_pdf(tmp_path, caplog):
 @pytest.mark.parametrize("kwargs, made, skipped", [
     # nothing at all: every figure skipped, nothing written, no exception
     ({"train": False, "evaluate": False, "results_csv": False}, [],
-     ["training_curves", "completion_length", "kl", "accuracy", "extraction_rules", "paired_base_vs_trained"]),
+     ["training_curves", "completion_length", "kl", "accuracy", "extraction_rules", "letter_recall",
+      "paired_base_vs_trained"]),
     # training only (evaluation not run yet), KL logged
     ({"evaluate": False, "results_csv": False, "kl": True}, ["training_curves", "completion_length", "kl"],
-     ["accuracy", "extraction_rules", "paired_base_vs_trained"]),
+     ["accuracy", "extraction_rules", "letter_recall", "paired_base_vs_trained"]),
     # evaluation only: accuracy comes from summary.json when results.csv is missing
-    ({"train": False, "results_csv": False}, ["accuracy", "extraction_rules", "paired_base_vs_trained"],
+    ({"train": False, "results_csv": False}, ["accuracy", "extraction_rules", "letter_recall", "paired_base_vs_trained"],
      ["training_curves", "completion_length", "kl"]),
 ])
 def test_make_all_figures_skips_missing_artifacts(tmp_path, caplog, kwargs, made, skipped):
