@@ -54,6 +54,10 @@ class Params:
     data_dir: str | None = _f(None, "Benchmark directory; else $MEDR1_DATA_DIR, ../shared/benchmarks, the hub.", "data")
     train_sources: list = _f(["pubmedqa", "afrimedqa"], "Benchmarks whose train split forms the training pool.", "data")
     train_limit: int | None = _f(None, "Keep at most this many training questions (after decontamination).", "data")
+    validation_size: int = _f(0, "Hold out this many questions of the decontaminated, shuffled training pool as a "
+                              "validation split for tuning (training never sees them; written to "
+                              "data/validation/validation.jsonl, benchmark 'validation' with data_dir = runs/<run>/data).",
+                              "data")
     decontaminate_against: list = _f(
         ["medqa", "medqa_5options", "medmcqa", "pubmedqa", "mmlu", "mmlu-pro", "pubmedqa-pqal"],
         "Evaluation sets whose test questions must never reach training.", "data")
@@ -181,6 +185,7 @@ class Params:
                     "save_steps", "logging_steps", "sample_every", "eval_batch_size", "eval_num_samples",
                     "eval_permutations", "num_processes"):
             need(getattr(self, key) > 0, key, "must be > 0")
+        need(self.validation_size >= 0, "validation_size", "must be >= 0")
         need(self.max_steps == -1 or self.max_steps > 0, "max_steps", "must be > 0, or -1 to use num_train_epochs")
         need(self.num_train_epochs > 0, "num_train_epochs", "must be > 0")
         need(self.temperature > 0, "temperature", "must be > 0 (GRPO needs diverse samples)")

@@ -41,6 +41,32 @@ def data_dir_of(params: Params) -> str | None:
     return str(resolve_repo_path(params.data_dir)) if params.data_dir else None
 
 
+def training_pool(params: Params) -> tuple[list[Question], list[Question], DecontaminationReport]:
+    """(training questions, validation questions, decontamination report) of a run.
+
+    The validation split is the first `validation_size` questions of the decontaminated pool (which
+    `build_training_pool` shuffled with the run's seed); `train_limit` applies to the rest. Training
+    calls this too, so what it trains on never includes a validation question, and tuning done on the
+    validation split never looks at a test question.
+    """
+    pool, report = build_training_pool(params.train_sources, eval_sets=params.decontaminate_against,
+                                       seed=params.seed, limit=None, data_dir=data_dir_of(params),
+                                       ngram_size=params.ngram_size)
+    if params.validation_size >= len(pool) and params.validation_size:
+        raise ValueError(f"validation_size={params.validation_size} leaves no training question (the pool has "
+                         f"{len(pool)} after decontamination)")
+    validation, train = pool[:params.validation_size], pool[params.validation_size:]
+    return (train if params.train_limit is None else train[:params.train_limit]), validation, report
+
+
+def write_validation(run: RunDir, validation: list[Question]) -> None:
+    """The validation split as a local benchmark file (`<run>/data/validation/validation.jsonl`), so that
+    `load_benchmark("validation", "validation", data_dir=<run>/data)` and `medr1 eval` read it."""
+    atomic_write_text(run.path / "data" / "validation" / "validation.jsonl", "".join(
+        json.dumps({"id": q.id, "question": q.question, "options": q.options, "answer_idx": q.answer,
+                    "source": q.source}, ensure_ascii=False) + "\n" for q in validation))
+
+
 def prepare_data(params: Params, *, write: bool = True) -> PreparedData:
     """Load the evaluation sets and build the training pool exactly as training will.
 
@@ -51,19 +77,19 @@ def prepare_data(params: Params, *, write: bool = True) -> PreparedData:
     data_dir = data_dir_of(params)
     evals = {name: load_benchmark(name, params.eval_split, data_dir, limit=params.eval_limit, sample_seed=params.seed)
              for name in params.eval_benchmarks}
-    pool, report = build_training_pool(params.train_sources, eval_sets=params.decontaminate_against,
-                                       seed=params.seed, limit=params.train_limit, data_dir=data_dir,
-                                       ngram_size=params.ngram_size)
+    pool, validation, report = training_pool(params)
     card = data_card([*pool, *(q for qs in evals.values() for q in qs)])
     shuffle = shuffle_report(pool, seed=params.seed, shuffle_options=params.shuffle_options)
     card["training gold letters, before and after option shuffling (first pass)"] = shuffle_table(shuffle)
-    hashes = {"train_pool": questions_hash(pool), **{f"eval:{k}": questions_hash(v) for k, v in evals.items()}}
+    hashes = {"train_pool": questions_hash(pool), **({"validation": questions_hash(validation)} if validation else {}), **{f"eval:{k}": questions_hash(v) for k, v in evals.items()}}
     if write:
         run = RunDir(params.run_dir)
         out = run.path / "data"
         atomic_write_text(out / "train_pool.jsonl",
                           "".join(json.dumps(q.to_dict(), ensure_ascii=False) + "\n" for q in pool))
         atomic_write_json(out / "decontamination.json", report.to_dict())
+        if validation:
+            write_validation(run, validation)
         atomic_write_text(out / "data_card.md", "\n\n".join(
             f"## {title}\n\n```\n{frame.to_string()}\n```"
             for title, frame in card.items()) + (

@@ -174,7 +174,7 @@ def _samples(row: Mapping) -> list[str]:
 
 def _check_rows(predictions: Iterable[Mapping]) -> list[Mapping]:
     rows = list(predictions)
-    seen: set[tuple[str, str]] = set()
+    seen: set[tuple[str, str, int]] = set()
     for row in rows:
         missing = [k for k in ("id", "benchmark", "options", "gold") if k not in row]
         if missing:
@@ -183,10 +183,11 @@ def _check_rows(predictions: Iterable[Mapping]) -> list[Mapping]:
             raise ValueError(f"row {row['id']!r}: 'options' must be a non-empty letter -> text dict")
         if row["gold"] not in row["options"]:
             raise ValueError(f"row {row['id']!r}: gold {row['gold']!r} is not one of {list(row['options'])}")
-        key = (str(row["benchmark"]), str(row["id"]))
+        # One row per question and option rotation (`shift`, 0 when absent).
+        key = (str(row["benchmark"]), str(row["id"]), int(row.get("shift") or 0))
         if key in seen:
             # Two verdicts for one question would be double-counted and break pairing between runs.
-            raise ValueError(f"duplicate prediction for id {key[1]!r} in benchmark {key[0]!r}")
+            raise ValueError(f"duplicate prediction for id {key[1]!r} (shift {key[2]}) in benchmark {key[0]!r}")
         seen.add(key)
     return rows
 

@@ -772,9 +772,10 @@ def _env(**values: str):
 def _train_local(params: Params, run: RunDir, *, progress: bool, reward_funcs) -> TrainResult:
     from transformers import PrinterCallback, set_seed
 
-    from medr1.data import build_training_pool, questions_hash
+    from medr1.data import questions_hash
     from medr1.models import pick_device, resolve_model_path
     from medr1.option_order import shuffle_report, training_draws
+    from medr1.prepare import training_pool
 
     set_seed(params.seed)
 
@@ -783,9 +784,7 @@ def _train_local(params: Params, run: RunDir, *, progress: bool, reward_funcs) -
     backend = select_backend(params.backend, cuda=device == "cuda")
 
     # --- data: validated and decontaminated before the model loads ---------------------------------
-    pool, contamination = build_training_pool(
-        list(params.train_sources), eval_sets=list(params.decontaminate_against), split="train",
-        seed=params.seed, limit=params.train_limit, data_dir=params.data_dir, ngram_size=params.ngram_size)
+    pool, _validation, contamination = training_pool(params)
     if not pool:
         raise ValueError(f"the training pool of {params.train_sources} is empty after decontamination")
 

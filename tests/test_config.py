@@ -25,6 +25,9 @@ BAD_OVERRIDES = [
     (["eval_num_samples=4"], ["'eval_num_samples'", "temperature"]),  # greedy samples are identical
     (["resume=maybe"], ["'resume'", "true/false"]),  # not a boolean
     (["deepspeed=zero3"], ["'deepspeed'", "multi-GPU"]),  # ZeRO on one process
+    (["eval_permutations=0"], ["'eval_permutations'", "> 0"]),  # at least the order as given
+    (["validation_size=-1"], ["'validation_size'", ">= 0"]),
+    (["shuffle_options=sometimes"], ["'shuffle_options'", "true/false"]),
 ]
 
 

@@ -196,14 +196,37 @@ def test_smoke_run_writes_all_artifacts_and_skips_when_done(tmp_path):
     assert {s["step"] for s in samples} == {1, 2} and len(samples) == 8  # 4 completions per step
     assert all(s["id"].startswith("toymed-") and set(s["rewards"]) == {"accuracy", "answer_parsable"}
                for s in samples)
+    assert all(s["gold"] in "ABCD" and "extracted" in s for s in samples)
+    assert all(r["answer_top_share"] is None or 0 <= r["answer_top_share"] <= 1 for r in rows)
 
     job = json.loads((run / "manifest.json").read_text())["jobs"]["train"]
     assert (job["status"], job["global_step"], job["backend"]) == ("finished", 2, "trl")
     assert len(job["data_hashes"]["train_pool"]) == 64
     assert job["decontamination"]["n_removed"] == 1
+    # the draws (option-shuffled, gold letters balanced) are recorded: 2 steps x 1 prompt group
+    assert job["n_draws"] == 2 and len(job["data_hashes"]["train_draws"]) == 64
+    assert job["option_shuffle"]["shuffle_options"] is True
 
     again = train(params, progress=False)  # resume: true and nothing left to do
     assert (again.skipped, again.steps) == (True, 2)
+
+
+def test_training_draws_count_and_resume_check(tmp_path, caplog):
+    from medr1.runs import RunDir, atomic_write_json
+    from medr1.train import _check_same_draws, n_training_draws, prompts_per_step
+
+    params = tiny_params(tmp_path, per_device_train_batch_size=8, num_generations=4, gradient_accumulation_steps=2)
+    assert prompts_per_step(params) == 4
+    assert n_training_draws(params, 15) == params.max_steps * 4
+    epochs = params.replace(max_steps=-1, num_train_epochs=1.5)
+    assert n_training_draws(epochs, 15) == 24  # ceil(1.5 * 15 / 4) = 6 steps of 4 prompts
+    run = RunDir(tmp_path / "r")
+    atomic_write_json(run.manifest_path, {"jobs": {"train": {"data_hashes": {"train_draws": "a" * 64}}}})
+    with caplog.at_level("WARNING", logger="medr1.train"):
+        _check_same_draws(run, "a" * 64, resuming=True)
+        assert "different training draws" not in caplog.text
+        _check_same_draws(run, "b" * 64, resuming=True)
+    assert "different training draws" in caplog.text
 
 
 def _run_cli(params_file: Path) -> subprocess.Popen:
@@ -229,8 +252,12 @@ def test_kill_and_resume_continues_without_gaps_or_duplicates(tmp_path):
         proc.wait()
     killed_at = int(re.search(r"\d+$", last_complete_checkpoint(train_dir).name).group())
     assert killed_at < 3 and (params.run_dir / ".lock").exists()
+    manifest = params.run_dir / "manifest.json"
+    draws_before = json.loads(manifest.read_text())["jobs"]["train"]["data_hashes"]["train_draws"]
 
     result = train(params, progress=False)
+    # the resumed run walks the same option-shuffled draws in the same order
+    assert json.loads(manifest.read_text())["jobs"]["train"]["data_hashes"]["train_draws"] == draws_before
     assert result.resumed_from is not None and result.steps == 3
     assert result.resumed_from.name == f"checkpoint-{killed_at}"
     rows = read_metrics(train_dir / "metrics.csv")

@@ -1,0 +1,45 @@
+"""medr1.prepare: the run's training pool and its validation split (carved from training data, for tuning)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from medr1.config import Params
+from medr1.data import load_benchmark
+from medr1.prepare import prepare_data, training_pool
+
+FIXTURES = Path(__file__).parent / "fixtures" / "train"
+
+
+def _params(tmp_path, **changes) -> Params:
+    values = dict(run_name="p", runs_dir=str(tmp_path / "runs"), data_dir=str(FIXTURES), train_sources=["toymed"],
+                  decontaminate_against=["toyeval"], eval_benchmarks=["toyeval"], seed=3)
+    values.update(changes)
+    return Params(**values)
+
+
+def test_validation_split_is_disjoint_from_training_and_readable_as_a_benchmark(tmp_path):
+    params = _params(tmp_path, validation_size=4)
+    train, validation, _ = training_pool(params)
+    full, _, _ = training_pool(params.replace(validation_size=0))
+    assert len(validation) == 4 and len(train) == len(full) - 4
+    assert not {q.id for q in train} & {q.id for q in validation}
+    assert {q.id for q in train} | {q.id for q in validation} == {q.id for q in full}
+    prepared = prepare_data(params)
+    assert prepared.hashes["validation"] and len(prepared.pool) == len(train)
+    written = load_benchmark("validation", "validation", params.run_dir / "data")
+    assert [(q.id, q.options, q.answer) for q in written] == [(q.id, q.options, q.answer) for q in validation]
+    card = (params.run_dir / "data" / "data_card.md").read_text()
+    assert "before and after option shuffling" in card and "keep their option order" in card
+
+
+def test_train_limit_applies_after_the_validation_split(tmp_path):
+    train, validation, _ = training_pool(_params(tmp_path, validation_size=3, train_limit=5))
+    assert len(validation) == 3 and len(train) == 5
+
+
+def test_validation_cannot_take_the_whole_pool(tmp_path):
+    with pytest.raises(ValueError, match="leaves no training question"):
+        training_pool(_params(tmp_path, validation_size=10_000))
