@@ -49,7 +49,9 @@ def prepare_data(params: Params, *, write: bool = True) -> PreparedData:
     data_dir = data_dir_of(params)
     evals = {name: load_benchmark(name, params.eval_split, data_dir, limit=params.eval_limit, sample_seed=params.seed)
              for name in params.eval_benchmarks}
-    pool, report = build_training_pool(params.train_sources, eval_sets=params.decontaminate_against,
+    from medr1.protocols import decontamination_sets
+
+    pool, report = build_training_pool(params.train_sources, eval_sets=decontamination_sets(params),
                                        seed=params.seed, limit=params.train_limit, data_dir=data_dir,
                                        ngram_size=params.ngram_size)
     card = data_card([*pool, *(q for qs in evals.values() for q in qs)])
@@ -65,5 +67,6 @@ def prepare_data(params: Params, *, write: bool = True) -> PreparedData:
             for title, frame in card.items()))
         write_manifest(run, job="data", params=params.to_dict(), data_hashes=hashes,
                        extra={"decontamination": {"removed": len(report.removed), "by_reason": report.by_reason,
-                                                  "by_eval_source": report.by_eval_source}})
+                                                  "by_eval_source": report.by_eval_source,
+                                                  "by_eval_set": report.removed_by_eval_set}})
     return PreparedData(pool, report, evals, card, hashes)

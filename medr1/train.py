@@ -682,6 +682,7 @@ def _train_local(params: Params, run: RunDir, *, progress: bool, reward_funcs) -
 
     from medr1.data import build_training_pool, questions_hash
     from medr1.models import pick_device, resolve_model_path
+    from medr1.protocols import decontamination_sets
 
     set_seed(params.seed)
 
@@ -691,7 +692,7 @@ def _train_local(params: Params, run: RunDir, *, progress: bool, reward_funcs) -
 
     # --- data: validated and decontaminated before the model loads ---------------------------------
     pool, contamination = build_training_pool(
-        list(params.train_sources), eval_sets=list(params.decontaminate_against), split="train",
+        list(params.train_sources), eval_sets=decontamination_sets(params), split="train",
         seed=params.seed, limit=params.train_limit, data_dir=params.data_dir, ngram_size=params.ngram_size)
     if not pool:
         raise ValueError(f"the training pool of {params.train_sources} is empty after decontamination")
