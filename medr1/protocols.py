@@ -220,8 +220,9 @@ def load_protocol_set(protocol: Protocol | str, benchmark: str, *, split: str = 
                       hub_loader=None) -> LoadedSet:
     """The questions a protocol evaluates for `benchmark`, and whether they are the published set.
 
-    Tried in order: the user's `eval_file` (their eval_data.json), then each of the set's sources; the
-    first that is the published set wins; if none is, the first that loaded is used and labelled.
+    The user's `eval_file` (their eval_data.json) is used whenever it holds the set (its size is still
+    checked). Otherwise each of the set's sources is tried in order: the first that is the published set
+    wins; if none is, the first that loaded is used, and its record says why it is not comparable.
     For `medr1`, or a benchmark the protocol does not define, it is simply `load_benchmark`.
     """
     protocol = get_protocol(protocol) if isinstance(protocol, str) else protocol
@@ -246,7 +247,7 @@ def load_protocol_set(protocol: Protocol | str, benchmark: str, *, split: str = 
             continue
         got = LoadedSet(benchmark, [dataclasses.replace(q, source=benchmark) for q in qs], where, len(qs),
                         set_fingerprint(qs), spec.published_size, spec.published_fingerprint, spec.title, tried)
-        if got.matches_published:
+        if got.matches_published or where == f"{eval_file} [{benchmark}]":  # their own file is their set
             return got
         tried.append(f"{where}: {got.why_not()}")
         first = first or got
@@ -255,6 +256,45 @@ def load_protocol_set(protocol: Protocol | str, benchmark: str, *, split: str = 
                         kind="missing_file")
     log.warning("%s: not the published set (%s)", spec.title, first.why_not())
     return first
+
+
+def comparability(benchmark: str, scorer: str, record: Mapping | None, reference: Mapping | None = None) -> str:
+    """`COMPARABLE`, or "not comparable: <why>", for one measured row beside the published numbers.
+
+    Args:
+        benchmark, scorer: the row's.
+        record: the `protocol` entry of its summary.json (None: evaluated under `medr1`, our protocol).
+        reference: params/reference_results.yaml as loaded (its `protocol` and `published_sets`); None
+            checks the row against the protocol's own published sets.
+
+    >>> comparability("medqa", "strict", None, {"protocol": "huatuo-o1"})
+    'not comparable: protocol medr1 (ours); the published numbers used huatuo-o1'
+    """
+    published = (reference or {}).get("protocol")
+    if record is None:
+        return "not comparable: protocol medr1 (ours)" + (f"; the published numbers used {published}" if published
+                                                           else "")
+    name = record.get("protocol")
+    if published and name != published:
+        return f"not comparable: protocol {name}; the published numbers used {published}"
+    if scorer != record.get("scorer"):
+        return f"not comparable: {scorer} scorer; {name} scores with {record.get('scorer')}"
+    b = (record.get("benchmarks") or {}).get(benchmark)
+    if b is None:
+        return f"not comparable: {benchmark} is not in the protocol record"
+    title = str(b.get("title") or benchmark).split(" ")[0].rstrip(",")
+    ref_set = ((reference or {}).get("published_sets") or {}).get(benchmark) or {}
+    size = ref_set.get("size", b.get("published_set_size"))
+    fingerprint = ref_set.get("fingerprint") or b.get("published_fingerprint")
+    if size is None:
+        return f"not comparable: {title}: no published set"
+    if b.get("set_size") != size:
+        return f"not comparable: {title}: {b.get('set_size'):,} of {size:,} questions"
+    if fingerprint and fingerprint != b.get("fingerprint"):
+        return f"not comparable: {title}: other questions than the published set (fingerprint {b.get('fingerprint')})"
+    if b.get("limit") is not None and b["limit"] < b["set_size"]:
+        return f"not comparable: {title}: --limit {b['limit']} of {b['set_size']:,} questions"
+    return COMPARABLE
 
 
 # --------------------------------------------------------------------------------------------------
@@ -440,6 +480,6 @@ def _seed_scores(rows_per_seed, per_seed, seeds, scorers, seed) -> dict:
     return out
 
 
-__all__ = ["COMPARABLE", "PROTOCOLS", "LoadedSet", "Protocol", "SetSpec", "decoding", "decontamination_sets",
+__all__ = ["COMPARABLE", "PROTOCOLS", "LoadedSet", "Protocol", "SetSpec", "comparability", "decoding", "decontamination_sets",
            "dry_run", "evaluate_params_protocols", "evaluate_protocol", "get_protocol", "load_protocol_set",
            "protocol_cli"]
