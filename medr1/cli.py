@@ -45,7 +45,7 @@ def cmd_train(args) -> int:
 def cmd_eval(args) -> int:
     from medr1.config import ParamsError
     from medr1.evaluate import evaluate_cli
-    from medr1.protocols import protocol_cli
+    from medr1.protocol_eval import protocol_cli
 
     if args.dry_run or args.protocol != "medr1":
         return protocol_cli(args)

@@ -553,7 +553,7 @@ def evaluate_params(params, run_dir: str | Path | None = None, *, progress: bool
             write_manifest(run, job=f"eval:{label}", params=params.to_dict(),
                            data_hashes=summaries[label]["data_hashes"])
     # Every other protocol (huatuo-o1, ...) into eval/<label>@<protocol>/, on its own sets and decoding.
-    from medr1.protocols import evaluate_params_protocols
+    from medr1.protocol_eval import evaluate_params_protocols
 
     summaries.update(evaluate_params_protocols(params, run, jobs, progress=progress, generate_fn=generate_fn))
     return summaries

@@ -17,12 +17,12 @@ from medr1.data import Question, build_training_pool, decontaminate, load_benchm
 from medr1.eval_sets import huatuo_set_name, load_eval_data_file, set_fingerprint
 from medr1.generation import Generation
 from medr1.prompts import build_messages
+from medr1.protocol_eval import evaluate_protocol
 from medr1.protocols import (
     COMPARABLE,
     comparability,
     decoding,
     dry_run,
-    evaluate_protocol,
     get_protocol,
     load_protocol_set,
 )
@@ -212,7 +212,7 @@ def test_cli_dry_run_offline_says_which_sets_match(tmp_path, capsys):
 
 def test_their_file_wins_and_its_size_is_checked(eval_file, tmp_path):
     record = dry_run("huatuo-o1", ["pubmedqa"], tmp_path, eval_file=eval_file, hub=False)
-    assert record["benchmarks"]["pubmedqa"]["source"] == f"{eval_file} [pubmedqa]"
+    assert record["benchmarks"]["pubmedqa"]["source"].startswith(f"{eval_file} [pubmedqa]")
     assert record["benchmarks"]["pubmedqa"]["why_not_comparable"] == "PubMedQA: 1 of 1,000 questions"
 
 
@@ -273,3 +273,58 @@ def test_training_pool_reports_removals_per_eval_set_and_skips_optional_sets(tmp
     pool, report = build_training_pool(["tr"], eval_sets=["ev", "missing:test?"], data_dir=tmp_path)
     assert [x.id for x in pool] == ["t2"] and report.removed_by_eval_set == {"ev:test": 1}
     assert report.eval_sources == ["ev:test"]  # the optional set that could not load is not claimed
+
+
+# --------------------------------------------------------------------------------------------------
+# Hub sets, on local rows laid out like the hub's (no network)
+# --------------------------------------------------------------------------------------------------
+
+
+def fake_hub(tables):
+    def loader(hub_id, config, split):
+        return tables[(hub_id, config, split)]
+    return loader
+
+
+def test_hub_sets_of_the_huatuo_protocol(tmp_path):
+    medmcqa = [{"id": f"m{i}", "question": f"Q{i}?", "opa": "a", "opb": "b", "opc": "c", "opd": "d", "cop": i % 4}
+               for i in range(3)]
+    mmlu_pro = [{"question_id": i, "question": f"P{i}?", "options": ["x", "y", "z"], "answer": "B", "answer_index": 1,
+                 "category": cat} for i, cat in enumerate(["health", "biology", "law", "health"])]
+    pqal = [{"pubid": str(p), "question": f"Does {p} work?", "context": {"contexts": ["One.", "Two."]},
+             "final_decision": d} for p, d in [(11, "yes"), (12, "maybe")]]
+    gpqa = [{"Record ID": "r1", "Question": "Which enzyme?", "Correct Answer": "Right", "Incorrect Answer 1": "w1",
+             "Incorrect Answer 2": "w2", "Incorrect Answer 3": "w3", "High-level domain": "Biology"}]
+    hub = fake_hub({("openlifescienceai/medmcqa", None, "validation"): medmcqa,
+                    ("TIGER-Lab/MMLU-Pro", None, "test"): mmlu_pro,
+                    ("qiaojin/PubMedQA", "pqa_labeled", "train"): pqal, ("Idavidrein/gpqa", "gpqa_main", "train"): gpqa})
+    (tmp_path / "empty").mkdir()
+    load = {"data_dir": tmp_path / "empty", "hub": True, "hub_loader": hub}
+    s = load_protocol_set("huatuo-o1", "medmcqa", **load)
+    assert "openlifescienceai/medmcqa[validation]" in s.source and [q.answer for q in s.questions] == ["A", "B", "C"]
+    s = load_protocol_set("huatuo-o1", "mmlu-pro", **load)
+    assert [q.id for q in s.questions] == ["0", "1", "3"]  # health and biology, not law
+    s = load_protocol_set("huatuo-o1", "pubmedqa", **load)
+    assert s.questions[1].question == f"One. Two.\n\n{THEIR_REFERENCE}\nDoes 12 work?" and s.questions[1].answer == "C"
+    s = load_protocol_set("huatuo-o1", "gpqa", **load)
+    g = s.questions[0]
+    assert g.options[g.answer] == "Right" and sorted(g.options.values()) == ["Right", "w1", "w2", "w3"]
+    assert s.why_not() == "GPQA: 1 of 390 questions"
+    assert load_protocol_set("huatuo-o1", "gpqa", **load).questions == s.questions  # seeded option order
+
+
+@needs_shared
+def test_evaluate_params_runs_each_protocol_into_its_own_directory(eval_file, tmp_path):
+    from medr1.config import load_params
+    from medr1.evaluate import evaluate_params
+
+    params = load_params(None, {"eval_protocol": ["medr1", "huatuo-o1"], "eval_models": ["base"], "eval_seeds": 2,
+                                "eval_benchmarks": ["medqa"], "eval_data_file": str(eval_file), "eval_limit": 3})
+    calls = []
+    summaries = evaluate_params(params, tmp_path / "run", progress=False, generate_fn=fake_generate(calls))
+    assert sorted(summaries) == ["base", "base@huatuo-o1"]
+    assert [c["temperature"] for c in calls] == [0.0, 0.5, 0.5]  # medr1 greedy once, huatuo-o1 sampled twice
+    table = results_table(tmp_path / "run", "params/reference_results.yaml")
+    verdicts = dict(zip(table.label + "/" + table.scorer, table.comparability, strict=False))
+    assert verdicts["base/strict"].startswith("not comparable: protocol medr1 (ours)")
+    assert verdicts["base@huatuo-o1/huatuo"] == "not comparable: MedQA-USMLE: 1 of 1,273 questions"
