@@ -43,8 +43,14 @@ def cmd_train(args) -> int:
 
 
 def cmd_eval(args) -> int:
+    from medr1.config import ParamsError
     from medr1.evaluate import evaluate_cli
+    from medr1.protocol_eval import protocol_cli
 
+    if args.dry_run or args.protocol != "medr1":
+        return protocol_cli(args)
+    if not args.model:
+        raise ParamsError("--model is required (unless --dry-run)")
     return evaluate_cli(args)
 
 
@@ -85,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("eval", help="evaluate a model (and adapter) on benchmarks")
-    p.add_argument("--model", required=True, help="hub id, local path, adapter dir or embedded:smollm2-135m")
+    p.add_argument("--model", help="hub id, local path, adapter dir or embedded:smollm2-135m (not with --dry-run)")
     p.add_argument("--adapter", help="LoRA adapter directory applied on top of --model")
     p.add_argument("--benchmarks", default="medqa", help="comma-separated benchmark names")
     p.add_argument("--limit", type=int, help="N questions of each benchmark (a subset seeded by --seed; a prefix would be biased)")
@@ -104,6 +110,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--scorers", default="strict,huatuo")
     p.add_argument("--force", action="store_true", help="discard existing predictions in --out")
+    p.add_argument("--protocol", default="medr1", help="evaluation protocol (medr1.protocols): medr1 (the flags "
+                   "above), huatuo-o1 or huatuo-o1-strict (HuatuoGPT-o1's sets, prompt, decoding and scorer)")
+    p.add_argument("--seeds", type=int, default=3, help="seeds of a sampled protocol (mean and spread reported)")
+    p.add_argument("--eval-file", help="your copy of HuatuoGPT-o1's eval_data.json (their sets, exactly)")
+    p.add_argument("--no-hub", action="store_true", help="never try the Hugging Face hub for a set")
+    p.add_argument("--dry-run", action="store_true", help="write prompts.jsonl and protocol.json; load no model")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("pipeline", help="run the numbered notebooks with papermill into runs/<run_name>/notebooks")

@@ -121,6 +121,11 @@ class Params:
                                 "consistent_accuracy and letter-bias measures).", "eval")
     eval_scorers: list = _f(["strict", "huatuo"], "Scorers reported side by side.", "eval")
     eval_models: list = _f(["base", "trained"], "base = params.model; trained = base + this run's adapter; or specs.", "eval")
+    eval_protocol: list = _f(["medr1"], "Evaluation protocols (medr1.protocols): medr1 = the eval_* params into "
+                             "eval/<label>; huatuo-o1[-strict] = HuatuoGPT-o1's published protocol into "
+                             "eval/<label>@<protocol>.", "eval")
+    eval_seeds: int = _f(3, "Seeds of a sampled protocol (huatuo-o1); the mean and spread are reported.", "eval")
+    eval_data_file: str | None = _f(None, "Your copy of HuatuoGPT-o1's eval_data.json: their sets, exactly.", "eval")
     # --- report ----------------------------------------------------------------------------------
     reference_results: str = _f("params/reference_results.yaml", "Published numbers shown beside ours.", "report")
 
@@ -200,6 +205,11 @@ class Params:
         need(not (self.eval_num_samples > 1 and self.eval_temperature == 0), "eval_num_samples",
              "several samples per question need eval_temperature > 0 (greedy samples are identical)")
         need(bool(self.reward_funcs), "reward_funcs", "must name at least one reward")
+        from medr1.protocols import PROTOCOLS
+
+        need(bool(self.eval_protocol) and all(p in PROTOCOLS for p in self.eval_protocol), "eval_protocol",
+             f"must list protocols among {list(PROTOCOLS)}")
+        need(self.eval_seeds >= 1, "eval_seeds", "must be >= 1")
         if self.reward_weights is not None:
             need(len(self.reward_weights) == len(self.reward_funcs), "reward_weights",
                  f"needs one weight per reward function ({len(self.reward_funcs)}: {self.reward_funcs})")

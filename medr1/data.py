@@ -594,7 +594,8 @@ KNOWN_BENCHMARKS: dict[str, BenchmarkSpec] = {
     # (4183 questions); the local copy is the 2816-question subset used by MedAgents-Bench.
     "medmcqa": BenchmarkSpec(
         "MedMCQA (Indian AIIMS/NEET PG entrance exams), 4 options", "medmcqa",
-        "openlifescienceai/medmcqa", None, {"train": "train", "test": "validation"}, convert_medmcqa_row),
+        "openlifescienceai/medmcqa", None, {"train": "train", "test": "validation", "validation": "validation"},
+        convert_medmcqa_row),
     # Local pubmedqa is JSONL with the abstract already inside `question` (test: the 500 PQA-L test
     # pmids; train: 450 of the other 500). On the hub both names come from pqa_labeled, split by
     # `pubmedqa_official_test_ids`, so there "train" has all 500 non-test questions.
@@ -614,9 +615,24 @@ KNOWN_BENCHMARKS: dict[str, BenchmarkSpec] = {
         "MMLU-Pro, health category, up to 10 options", "mmlu-pro",
         "TIGER-Lab/MMLU-Pro", None, {"test": "test"}, convert_mmlu_pro_row,
         lambda row: row.get("category") == "health"),
+    # HuatuoGPT-o1's "MMLU-Pro medical" set: the health and biology categories (818 + 717 = 1,535).
+    "mmlu-pro-med": BenchmarkSpec(
+        "MMLU-Pro, health and biology categories, up to 10 options", "mmlu-pro-med",
+        "TIGER-Lab/MMLU-Pro", None, {"test": "test"}, convert_mmlu_pro_row,
+        lambda row: row.get("category") in ("health", "biology")),
+    # Gated on the hub (accept its terms, then log in). Its only split is "train"; we evaluate on it.
+    "gpqa": BenchmarkSpec(
+        "GPQA main (graduate-level science), 4 options in a seeded order; gated hub repo", "gpqa",
+        "Idavidrein/gpqa", "gpqa_main", {"test": "train"}, lambda row, i, s: _gpqa(row, i, s)),
     "afrimedqa": BenchmarkSpec(
         "AfriMed-QA expert MCQs, 5 options; local only (train split, 124 questions)", "afrimedqa"),
 }
+
+
+def _gpqa(row: dict, index: int, source: str) -> Question:
+    from medr1.eval_sets import convert_gpqa_row  # the converter lives with the other published-set code
+
+    return convert_gpqa_row(row, index, source)
 
 
 def _datasets_hub_loader(hub_id: str, config: str | None, split: str) -> Iterable[dict]:
@@ -738,7 +754,8 @@ def load_benchmark(
     any known benchmark when no data dir resolves, comes from the hub (`load_from_hub`).
 
     Args:
-        name: a `KNOWN_BENCHMARKS` key or a folder name under the data dir.
+        name: a `KNOWN_BENCHMARKS` key, a folder name under the data dir, or the path of a
+            HuatuoGPT-o1-style `eval_data.json` (then `split` is one of its sets: "medmcqa" or their key).
         split: "test", "train", ... (the file stem).
         data_dir: overrides `resolve_data_dir`.
         on_error: as in `load_jsonl`; the skipped records are in `.report`.
@@ -760,6 +777,15 @@ def load_benchmark(
     """
     if limit is not None and (not isinstance(limit, int) or limit < 0):
         raise ValueError(f"limit must be a non-negative int or None, got {limit!r}")
+    if name.endswith(".json") and Path(name).expanduser().is_file():
+        # A HuatuoGPT-o1-style eval file (their eval_data.json): `split` names the set in it.
+        from medr1.eval_sets import load_eval_data_file
+
+        questions = load_eval_data_file(Path(name).expanduser(), split)
+        if limit is not None:
+            kept = questions[:limit] if sample_seed is None else sample_questions(questions, limit, sample_seed)
+            questions = LoadedQuestions(kept, questions.report)
+        return questions
     if not split or any(c in split for c in "/\\") or split.startswith("."):
         raise DataError(f"split must be a plain name, got {split!r}", path=name, kind="bad_split")
     spec = KNOWN_BENCHMARKS.get(name)
@@ -844,6 +870,17 @@ def _matching_text(q: Question) -> str:
     return normalize_text(" ".join(p for p in parts if isinstance(p, str)))
 
 
+def question_identity(q: Question) -> str:
+    """Normalized context + question + the gold option's text: what makes two records one question.
+
+    The distractors are left out, so the same question with 4 and with 5 options (medqa and
+    medqa_5options), or with MMLU-Pro's added distractors (mmlu and mmlu-pro), is one question; while
+    generic stems ("Which of the following is true?") with different answers stay different questions.
+    """
+    context = q.meta.get("context") if isinstance(q.meta.get("context"), str) else ""
+    return normalize_text(f"{context} {q.question}") + "\x1f" + normalize_text(q.options[q.answer])
+
+
 def _ngram_hashes(words: list[str], n: int) -> set[int]:
     return {hash(tuple(words[i : i + n])) for i in range(len(words) - n + 1)}
 
@@ -853,7 +890,8 @@ class Contamination(NamedTuple):
 
     train_id: str
     eval_id: str
-    reason: str  # "exact" (same question text), "normalized" (same after normalize_text) or "ngram"
+    reason: str  # "exact" (same question text), "normalized" (same after normalize_text), "ngram" or
+    #              "containment" (a short evaluation question inside the training question, same options)
     train_source: str
     eval_source: str
 
@@ -870,6 +908,7 @@ class DecontaminationReport:
         eval_sources: evaluation sources (and splits) used.
         removed: one `Contamination` per removed training question.
         n_duplicates: duplicates removed from the training pool before decontamination.
+        removed_by_eval_set: removed questions per eval set ("name:split") they matched (build_training_pool).
     """
 
     ngram_size: int
@@ -879,6 +918,7 @@ class DecontaminationReport:
     eval_sources: list[str] = field(default_factory=list)
     removed: list[Contamination] = field(default_factory=list)
     n_duplicates: int = 0
+    removed_by_eval_set: dict[str, int] = field(default_factory=dict)
 
     @property
     def by_reason(self) -> dict[str, int]:
@@ -896,6 +936,7 @@ class DecontaminationReport:
             "ngram_size": self.ngram_size, "n_train": self.n_train, "n_kept": self.n_kept,
             "n_eval": self.n_eval, "eval_sources": list(self.eval_sources), "n_duplicates": self.n_duplicates,
             "by_reason": self.by_reason, "by_eval_source": self.by_eval_source,
+            "removed_by_eval_set": dict(self.removed_by_eval_set),
             "removed": [m._asdict() for m in self.removed],
         }
 
@@ -919,6 +960,11 @@ def decontaminate(
     or more distinct evaluation questions is not evidence of a copy: such n-grams are ignored, and such
     question texts ("Which of the following is true?") only match through their options' n-grams. A
     real copy still shares the question's other n-grams. `max_ngram_df=None` uses every n-gram.
+    "Distinct" is by `question_identity`: one question held by two benchmarks counts once.
+
+    A question shorter than `ngram_size` words is also caught inside a longer training text
+    ("containment"): its stem occurs there as a run of words, and the training options hold its gold
+    answer and more than half of its options.
 
     Args:
         train: candidate training questions.
@@ -939,32 +985,41 @@ def decontaminate(
         raise ValueError(f"ngram_size must be >= 1, got {ngram_size}")
     if max_ngram_df is not None and max_ngram_df < 2:
         raise ValueError(f"max_ngram_df must be >= 2 or None, got {max_ngram_df}")
-    # Document frequency counts distinct evaluation texts, so that the same question in two benchmarks
-    # (medqa and medqa_5options, mmlu and mmlu-pro) is not mistaken for boilerplate.
+    # Document frequency counts each distinct question once (`question_identity`): the same question in
+    # two benchmarks (medqa and medqa_5options, mmlu and mmlu-pro), whose options differ, is one
+    # document, so "shared by max_ngram_df questions" means max_ngram_df different questions.
     grams: dict[int, Question] = {}
-    gram_df: Counter[int] = Counter()
+    grams_of: dict[str, set[int]] = {}
     stems: dict[str, Question] = {}
-    stem_texts: dict[str, set[str]] = {}
-    seen_texts: set[str] = set()
+    stem_questions: dict[str, set[str]] = {}
     exact: dict[str, Question] = {}
     for q in eval_questions:
-        text, stem = _matching_text(q), normalize_text(q.question)
+        text, stem, identity = _matching_text(q), normalize_text(q.question), question_identity(q)
         exact.setdefault(q.question.strip(), q)
         stems.setdefault(stem, q)
-        stem_texts.setdefault(stem, set()).add(text)
+        stem_questions.setdefault(stem, set()).add(identity)
         hashes = _ngram_hashes(text.split(), ngram_size)
         for h in hashes:
             grams.setdefault(h, q)
-        if text not in seen_texts:
-            seen_texts.add(text)
-            gram_df.update(hashes)
+        grams_of.setdefault(identity, set()).update(hashes)
+    gram_df: Counter[int] = Counter(h for hashes in grams_of.values() for h in hashes)
+    generic: set[str] = set()
     if max_ngram_df is not None:
         for h, n in gram_df.items():
             if n >= max_ngram_df:
                 del grams[h]
-        generic = {s for s, texts in stem_texts.items() if len(texts) >= max_ngram_df}
+        generic = {s for s, ids in stem_questions.items() if len(ids) >= max_ngram_df}
         stems = {s: q for s, q in stems.items() if s not in generic}
         exact = {t: q for t, q in exact.items() if normalize_text(t) not in generic}
+    # Questions shorter than ngram_size words have no n-gram of their own text: a copy with a prefix
+    # ("Q12. Axonal transport is") or reordered options escapes the checks above. Such a question is
+    # "contained" in a training question whose text holds its stem as a run of words and whose options
+    # include its gold answer and most of its options.
+    short: dict[str, list[Question]] = {}
+    for stem, q in stems.items():
+        if 0 < len(stem.split()) < ngram_size and not q.meta.get("context"):
+            short.setdefault(stem, []).append(q)
+    short_lengths = sorted({len(s.split()) for s in short})
     report = DecontaminationReport(
         ngram_size=ngram_size, n_train=len(train), n_eval=len(eval_questions),
         eval_sources=sorted({q.source for q in eval_questions}),
@@ -980,6 +1035,8 @@ def decontaminate(
             for i in range(len(words) - ngram_size + 1):
                 if (match := grams.get(hash(tuple(words[i : i + ngram_size])))) is not None:
                     break
+        if match is None and short:
+            match, reason = _contained_short(q, short, short_lengths), "containment"
         if match is None:
             kept.append(q)
         else:
@@ -988,9 +1045,25 @@ def decontaminate(
     return kept, report
 
 
+def _contained_short(q: Question, short: dict[str, list[Question]], lengths: list[int]) -> Question | None:
+    """The short evaluation question whose stem is a run of words of `q`'s stem and whose gold answer
+    and more than half of whose options are among `q`'s options; None if there is none."""
+    words = normalize_text(q.question).split()
+    train_options = {normalize_text(t) for t in q.options.values()}
+    for n in lengths:
+        for i in range(len(words) - n + 1):
+            for e in short.get(" ".join(words[i : i + n]), ()):
+                options = [normalize_text(t) for t in e.options.values()]
+                if (normalize_text(e.options[e.answer]) in train_options
+                        and 2 * sum(o in train_options for o in options) > len(options)):
+                    return e
+    return None
+
+
 def _parse_eval_set(spec: str) -> tuple[str, str]:
     # "name" evaluates on its test split; "name:split" names another (afrimedqa ships only "train").
-    name, _, split = spec.partition(":")
+    # A trailing "?" marks a set used only where it can be loaded (GPQA: gated on the hub).
+    name, _, split = spec.removesuffix("?").rpartition(":") if ":" in spec else (spec.removesuffix("?"), "", "")
     return name, split or "test"
 
 
@@ -1018,7 +1091,8 @@ def build_training_pool(
 
     Args:
         sources: benchmark names whose `split` is trained on.
-        eval_sets: benchmarks evaluated on; their questions never reach the pool.
+        eval_sets: benchmarks evaluated on ("name", "name:split"; a trailing "?" skips a set that cannot
+            be loaded); their questions never reach the pool.
         split: the training split of each source.
         seed: shuffle seed.
         limit: keep at most this many questions.
@@ -1050,13 +1124,26 @@ def build_training_pool(
             pool_ids.add(q.id)
             pool.append(q)
     eval_questions: list[Question] = []
-    for eval_set in eval_sets:
+    set_of: dict[tuple[str, str], str] = {}  # (source, id) of an evaluation question -> its eval set
+    used = []
+    for eval_set in dict.fromkeys(eval_sets):
         name, eval_split = _parse_eval_set(eval_set)
-        eval_questions += load_benchmark(name, eval_split, data_dir, on_error=on_error, hub_loader=hub_loader)
+        try:
+            qs = load_benchmark(name, eval_split, data_dir, on_error=on_error, hub_loader=hub_loader)
+        except DataError as e:
+            if not eval_set.endswith("?"):
+                raise
+            log.warning("decontamination: optional eval set %s not available, not used (%s)", eval_set, e)
+            continue
+        used.append(f"{name}:{eval_split}")
+        for q in qs:
+            set_of.setdefault((q.source, q.id), f"{name}:{eval_split}")
+        eval_questions += qs
     kept, report = decontaminate(pool, eval_questions, ngram_size=ngram_size, max_ngram_df=max_ngram_df)
     report.n_duplicates = n_duplicates
     report.n_train += n_duplicates
-    report.eval_sources = [f"{n}:{s}" for n, s in map(_parse_eval_set, eval_sets)]
+    report.eval_sources = used
+    report.removed_by_eval_set = dict(Counter(set_of[(m.eval_source, m.eval_id)] for m in report.removed))
     if report.removed or n_duplicates:
         log.info("training pool: %d duplicate(s) and %d contaminated question(s) removed %s", n_duplicates,
                  len(report.removed), report.by_eval_source)

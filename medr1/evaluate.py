@@ -325,6 +325,7 @@ def evaluate_model(
     force: bool = False,
     progress: bool = True,
     generate_fn: GenerateFn | None = None,
+    question_sets: dict | None = None,
 ) -> dict:
     """Evaluate one model (optionally with a LoRA adapter) on benchmarks into `out_dir`.
 
@@ -352,6 +353,8 @@ def evaluate_model(
         generate_fn: replaces the model backend: called as `generate_fn(prompts, max_new_tokens=...,
             batch_size=..., temperature=..., top_p=..., num_samples=..., seed=..., on_batch=...)` and
             returning `medr1.generation.Generation`s (tests use a deterministic fake).
+        question_sets: {benchmark: questions} already loaded (and limited) by the caller, used instead of
+            `load_benchmark` for those names (`medr1.protocols` passes the published sets this way).
 
     Returns:
         The summary dict also written to summary.json.
@@ -414,7 +417,8 @@ def evaluate_model(
         # --- questions and prompts --------------------------------------------------------------
         questions, data_hashes = [], {}
         for name in benchmarks:
-            qs = load_benchmark(name, split=split, data_dir=data_dir, limit=limit, sample_seed=seed)
+            qs = (list(question_sets[name]) if question_sets and name in question_sets
+                  else load_benchmark(name, split=split, data_dir=data_dir, limit=limit, sample_seed=seed))
             data_hashes[name] = questions_hash(qs)
             ids = [q.id for q in qs]
             if len(set(ids)) != len(ids):
@@ -529,8 +533,10 @@ def _label_for(spec: str) -> str:
 
 def evaluate_params(params, run_dir: str | Path | None = None, *, progress: bool = True,
                     generate_fn: GenerateFn | None = None) -> dict[str, dict]:
-    """Evaluate every entry of `params.eval_models` into `run_dir/eval/<label>/`.
+    """Evaluate every entry of `params.eval_models` into `run_dir/eval/<label>/`, once per protocol.
 
+    Protocol `medr1` (the `eval_*` params) writes `eval/<label>/`; any other protocol in
+    `params.eval_protocol` writes `eval/<label>@<protocol>/` (`medr1.protocols.evaluate_protocol`).
     "base" is `params.model`; "trained" is `params.model` plus this run's adapter (`train/adapter`);
     anything else is a model spec (its label is the spec made filesystem-safe).
 
@@ -565,7 +571,7 @@ def evaluate_params(params, run_dir: str | Path | None = None, *, progress: bool
         for _, spec, _ in jobs:  # every spec before the first evaluation: a typo in the last one costs seconds
             check_model_spec(spec)
     summaries = {}
-    for label, spec, adapter in jobs:
+    for label, spec, adapter in jobs if "medr1" in params.eval_protocol else ():
         summaries[label] = evaluate_model(
             spec, params.eval_benchmarks, run.eval_dir / label, adapter=adapter,
             template=params.eval_prompt_template, max_new_tokens=params.eval_max_new_tokens,
@@ -578,6 +584,10 @@ def evaluate_params(params, run_dir: str | Path | None = None, *, progress: bool
         with contextlib.suppress(OSError):
             write_manifest(run, job=f"eval:{label}", params=params.to_dict(),
                            data_hashes=summaries[label]["data_hashes"])
+    # Every other protocol (huatuo-o1, ...) into eval/<label>@<protocol>/, on its own sets and decoding.
+    from medr1.protocol_eval import evaluate_params_protocols
+
+    summaries.update(evaluate_params_protocols(params, run, jobs, progress=progress, generate_fn=generate_fn))
     return summaries
 
 

@@ -609,7 +609,12 @@ def _measured_label(row: pd.Series) -> str:
     # The eval label ("base", "trained") is short and is what the run calls it; the model spec is long.
     name = row.get("label") if isinstance(row.get("label"), str) and row.get("label") else row["model"]
     scorer = row.get("scorer")
-    return f"{name} · {scorer}" if isinstance(scorer, str) and scorer else str(name)
+    label = f"{name} · {scorer}" if isinstance(scorer, str) and scorer else str(name)
+    # results.csv says whether the row is comparable with the published bars beside it, and if not, why.
+    verdict = row.get("comparability")
+    if isinstance(verdict, str) and verdict:
+        label += "\n" + verdict
+    return label
 
 
 def plot_accuracy(results: pd.DataFrame, chance: Mapping[str, float] | None = None,

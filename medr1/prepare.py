@@ -49,7 +49,9 @@ def training_pool(params: Params) -> tuple[list[Question], list[Question], Decon
     calls this too, so what it trains on never includes a validation question, and tuning done on the
     validation split never looks at a test question.
     """
-    pool, report = build_training_pool(params.train_sources, eval_sets=params.decontaminate_against,
+    from medr1.protocols import decontamination_sets
+
+    pool, report = build_training_pool(params.train_sources, eval_sets=decontamination_sets(params),
                                        seed=params.seed, limit=None, data_dir=data_dir_of(params),
                                        ngram_size=params.ngram_size)
     if params.validation_size >= len(pool) and params.validation_size:
@@ -98,7 +100,8 @@ def prepare_data(params: Params, *, write: bool = True) -> PreparedData:
             f"{str(params.shuffle_options).lower()}.\n"))
         write_manifest(run, job="data", params=params.to_dict(), data_hashes=hashes,
                        extra={"decontamination": {"removed": len(report.removed), "by_reason": report.by_reason,
-                                                  "by_eval_source": report.by_eval_source},
+                                                  "by_eval_source": report.by_eval_source,
+                                                  "by_eval_set": report.removed_by_eval_set},
                               "option_shuffle": shuffle})
     return PreparedData(pool, report, evals, card, hashes, shuffle)
 

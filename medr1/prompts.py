@@ -13,6 +13,10 @@ Templates:
   the option letter inside <answer></answer>. The paper recipes train with it (rewards: binary accuracy
   + format).
 - `huatuo`: HuatuoGPT-o1's plain evaluation prompt, no system prompt, for comparing with their numbers.
+- `huatuo_strict`: their `--strict_prompt` variant (asks to end with "The answer is A."), their wording
+  byte for byte, including its repeated first sentence.
+  Both take the question text verbatim (unstripped, as their `format_map` does); a PubMedQA abstract is
+  expected inside the question in their layout (`medr1.eval_sets.huatuo_pubmedqa_text`).
 - `letter`: for tiny models (the embedded SmolLM2-135M demo). Measured: with the R1 prompt it emitted no
   tags in 3 GRPO steps, so every reward was 0 and GRPO had nothing to compare; asked plainly for
   "Answer: X", about 1 in 4 of its answers parse, which gives the group reward variance to climb from.
@@ -39,6 +43,10 @@ ANSWER_FORMATS = ("tags", "statement", "free")
 
 MIN_OPTIONS, MAX_OPTIONS = 2, 26
 
+# HuatuoGPT-o1's eval_data.json puts this sentence between a PubMedQA abstract and its question.
+HUATUO_PUBMEDQA_REFERENCE = ("Using the above document as a reference, please review the following question "
+                             "and choose the option you find most appropriate.")
+
 
 @dataclass(frozen=True)
 class PromptTemplate:
@@ -52,6 +60,8 @@ class PromptTemplate:
         answer_format: one of `ANSWER_FORMATS`.
         reward_funcs: reward names (in `medr1.rewards.REWARD_FUNCS`) suited to this template.
         description: one line for listings and error messages.
+        verbatim: the question text goes in unstripped, and a `meta["context"]` in HuatuoGPT-o1's document
+            layout instead of ours ("Context: ...\nQuestion: ..."), so their prompts are reproduced exactly.
     """
 
     name: str
@@ -60,6 +70,7 @@ class PromptTemplate:
     answer_format: str
     reward_funcs: tuple[str, ...]
     description: str
+    verbatim: bool = False
 
     def __post_init__(self) -> None:
         if self.answer_format not in ANSWER_FORMATS:
@@ -92,7 +103,8 @@ TEMPLATES: dict[str, PromptTemplate] = {
         # HuatuoGPT-o1 evaluation/eval.py (FreedomIntelligence/HuatuoGPT-o1, `--format huatuo` without
         # `--strict_prompt`): query_prompt "Please answer the following multiple-choice question:\n
         # {question}\n{option_str}", option_str = "\n".join(f"{letter}. {text}"), sent as the only
-        # (user) message through the model's chat template. Reproduced word for word for comparability.
+        # (user) message through the model's chat template. Reproduced byte for byte (tests/test_protocols.py);
+        # the prompt is one part of their protocol, with their sets and sampling (medr1.protocols).
         PromptTemplate(
             name="huatuo",
             system=None,
@@ -100,6 +112,19 @@ TEMPLATES: dict[str, PromptTemplate] = {
             answer_format="free",
             reward_funcs=("accuracy",),
             description="HuatuoGPT-o1's plain evaluation prompt (no system prompt, no format asked)",
+            verbatim=True,
+        ),
+        # The same file, with `--strict_prompt`: their query_prompt, first sentence repeated as in their code.
+        PromptTemplate(
+            name="huatuo_strict",
+            system=None,
+            user=("Please answer the following multiple-choice questions. Please answer the following "
+                  "multiple-choice questions, ensuring your response concludes with the correct option in the "
+                  "format: 'The answer is A.'.\n{question}\n{options}"),
+            answer_format="free",
+            reward_funcs=("accuracy",),
+            description="HuatuoGPT-o1's --strict_prompt evaluation prompt (asks for 'The answer is A.')",
+            verbatim=True,
         ),
         PromptTemplate(
             name="letter",
@@ -187,6 +212,20 @@ def render_stem(q: Any) -> str:
     return question
 
 
+def render_stem_verbatim(q: Any) -> str:
+    """The question text exactly as stored; a `meta["context"]` goes first in HuatuoGPT-o1's layout.
+
+    >>> from types import SimpleNamespace as Q
+    >>> render_stem_verbatim(Q(question=" Does X cause Y? ", meta={}))
+    ' Does X cause Y? '
+    """
+    meta = getattr(q, "meta", None) or {}
+    context = meta.get("context") if isinstance(meta, Mapping) else None
+    if isinstance(context, str) and context.strip():
+        return f"{context}\n\n{HUATUO_PUBMEDQA_REFERENCE}\n{q.question}"
+    return str(q.question)
+
+
 def render_question(q: Any) -> str:
     """Stem (with context when present) then the options, one "A. text" line each.
 
@@ -226,7 +265,7 @@ def build_messages(q: Any, template: str | PromptTemplate = "r1") -> list[dict[s
     tpl = get_template(template)
     options = _check_options(q.options)
     user = tpl.user.format(
-        question=render_stem(q),
+        question=render_stem_verbatim(q) if tpl.verbatim else render_stem(q),
         options=render_options(options),
         letters=_letters_phrase([str(k) for k in options]),
     )

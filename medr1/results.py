@@ -28,7 +28,7 @@ MEASURED = "measured here"
 REPORTED = "reported by"
 COLUMNS = ["provenance", "model", "label", "benchmark", "scorer", "accuracy", "ci_low", "ci_high", "n",
            "unparsed", "consistent_accuracy", "n_questions", "permutations", "answer_top_share", "letter_recall_std",
-           "eval_set", "source"]
+           "eval_set", "source", "n_dropped", "protocol", "set_size", "seed_std", "n_seeds", "comparability"]
 
 
 def load_reference(path: str | Path) -> dict:
@@ -87,16 +87,21 @@ def results_table(run_dirs_or_summaries: Iterable | str | Path | dict,
     >>> set(df.provenance)  # doctest: +SKIP
     {'reported by'}
     """
+    from medr1.protocols import comparability
+
     if isinstance(run_dirs_or_summaries, str | Path | dict):
         run_dirs_or_summaries = [run_dirs_or_summaries]
+    ref = load_reference(reference_yaml) if reference_yaml is not None else None
     rows = []
     for label, summary in _summaries(run_dirs_or_summaries):
         model = summary.get("model", "?")
         if summary.get("adapter"):
             model = f"{model} + LoRA ({label})"
         source = f"{summary.get('model')}" + (f" + {summary['adapter']}" if summary.get("adapter") else "")
+        record = summary.get("protocol")  # absent: the eval_* params, i.e. protocol medr1
         for scorer, per_bench in summary.get("scores", {}).items():
             for bench, s in per_bench.items():
+                set_info = (record or {}).get("benchmarks", {}).get(bench, {})
                 rows.append({"provenance": MEASURED, "model": model, "label": label, "benchmark": bench,
                              "scorer": scorer, "accuracy": _pct(s.get("accuracy")), "ci_low": _pct(s.get("ci_low")),
                              "ci_high": _pct(s.get("ci_high")), "n": s.get("n"), "unparsed": s.get("unparsed"),
@@ -104,10 +109,13 @@ def results_table(run_dirs_or_summaries: Iterable | str | Path | dict,
                              "n_questions": s.get("n_questions"), "permutations": s.get("permutations"),
                              "answer_top_share": _pct(s.get("answer_top_share")),
                              "letter_recall_std": _pct(s.get("letter_recall_std")),
-                             "eval_set": f"{bench} {summary.get('settings', {}).get('split', '')}".strip(),
-                             "source": source})
-    if reference_yaml is not None:
-        ref = load_reference(reference_yaml)
+                             "eval_set": set_info.get("title") or
+                             f"{bench} {summary.get('settings', {}).get('split', '')}".strip(),
+                             "source": source, "n_dropped": s.get("n_dropped", 0),
+                             "protocol": (record or {}).get("protocol", "medr1"), "set_size": set_info.get("set_size"),
+                             "seed_std": _pct(s.get("seed_std")), "n_seeds": len(s.get("seed_accuracies") or []) or 1,
+                             "comparability": comparability(bench, scorer, record, ref)})
+    if ref is not None:
         citation = " ".join(str(ref["citation"]).split())
         scorer = "huatuo (theirs)"
         for m in ref["models"]:
@@ -115,7 +123,9 @@ def results_table(run_dirs_or_summaries: Iterable | str | Path | dict,
                 rows.append({"provenance": REPORTED, "model": m["model"], "label": None, "benchmark": bench,
                              "scorer": scorer, "accuracy": float(acc), "ci_low": math.nan, "ci_high": math.nan,
                              "n": None, "unparsed": None, "eval_set": ref.get("eval_sets", {}).get(bench),
-                             "source": citation})
+                             "source": citation, "protocol": ref.get("protocol"),
+                             "set_size": ((ref.get("published_sets") or {}).get(bench) or {}).get("size"),
+                             "comparability": "published"})
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
@@ -236,7 +246,8 @@ def _fmt(x, digits=1) -> str:
 
 def _markdown(df: pd.DataFrame) -> str:
     """A GitHub table without the optional `tabulate` dependency of DataFrame.to_markdown."""
-    counts = {"n", "unparsed", "b01", "b10", "distinct_answers", "n_questions", "permutations"}  # counts print as integers even after a float round trip
+    # counts print as integers even after a float round trip
+    counts = {"n", "unparsed", "b01", "b10", "distinct_answers", "n_dropped", "n_questions", "permutations"}
     cells = [[_fmt(v, 3 if c == "p_value" else 0 if c in counts else 1) for c, v in row.items()]
              for _, row in df.iterrows()]
     lines = ["| " + " | ".join(map(str, df.columns)) + " |", "|" + "---|" * len(df.columns)]
@@ -267,12 +278,18 @@ def write_results(run_dir: str | Path, reference_yaml: str | Path | None = "para
     ours = table[table.provenance == MEASURED]
     if len(ours):
         shown = ours.assign(**{"accuracy (95% CI)": [
-            f"{r.accuracy:.1f} [{r.ci_low:.1f}, {r.ci_high:.1f}]" if not math.isnan(r.ci_low) else _fmt(r.accuracy)
+            (f"{r.accuracy:.1f} [{r.ci_low:.1f}, {r.ci_high:.1f}]" if not math.isnan(r.ci_low) else _fmt(r.accuracy))
+            + (f" ± {r.seed_std:.1f} sd over {r.n_seeds} seeds" if r.n_seeds > 1 and not math.isnan(r.seed_std) else "")
             for r in ours.itertuples()]})
         md += ["## Measured here", "",
-               "Accuracy (%) with a 95 % bootstrap interval; `strict` is our scorer (unparsed = wrong), `huatuo` "
-               "reproduces HuatuoGPT-o1's optimistic scorer for comparison with published numbers.", "",
-               _markdown(shown[["model", "benchmark", "scorer", "accuracy (95% CI)", "n", "unparsed"]]), ""]
+               "Accuracy (%) with a 95 % bootstrap interval (sampled protocols: mean over seeds, the interval over "
+               "questions, ± the seeds' standard deviation); `strict` is our scorer (unparsed = wrong, nothing "
+               "dropped), `huatuo` reproduces HuatuoGPT-o1's optimistic scorer, which leaves empty outputs "
+               "(`n_dropped`, e.g. prompts too long for the context) out of its denominator. A row is comparable "
+               "with the published numbers only under their protocol, scorer and set; `comparability` says why "
+               "not otherwise.", "",
+               _markdown(shown[["model", "benchmark", "protocol", "scorer", "accuracy (95% CI)", "n", "unparsed",
+                                "n_dropped", "comparability"]]), ""]
         md += ["## Letter bias", "",
                "Each question asked under K rotations of its options (`eval_permutations`). `consistent_accuracy`: "
                "% of questions right under every rotation (a model answering by letter gets 0; with K = 1 it is "
@@ -280,8 +297,8 @@ def write_results(run_dir: str | Path, reference_yaml: str | Path | None = "para
                "balanced k-option answerer, 100 for a collapsed one). `letter_recall_std`: standard deviation over "
                "gold letters of the recall of each letter, in points (0 = no letter preference; Zheng et al., "
                "ICLR 2024).", "",
-               _markdown(ours[["model", "benchmark", "scorer", "permutations", "n_questions", "consistent_accuracy",
-                               "answer_top_share", "letter_recall_std"]]), ""]
+               _markdown(ours[["model", "benchmark", "protocol", "scorer", "permutations", "n_questions",
+                               "consistent_accuracy", "answer_top_share", "letter_recall_std"]]), ""]
     else:
         md += ["No evaluation summaries found under eval/.", ""]
     for a, b in pairs:

@@ -16,7 +16,9 @@ huatuo
     Reimplements, rule for rule, `match_choice` and `score` in FreedomIntelligence/HuatuoGPT-o1
     `evaluation/scorer.py` (commit dc6e08a of 2025-01-04, read from the public repository; written
     here from that reading, not copied), plus the one step of their `evaluation/eval.py` that changes
-    the denominator. Comparable with their tables, and optimistic for the reasons flagged below.
+    the denominator. Their scorer, not their whole protocol: a number is comparable with their tables
+    only with their sets, prompt and sampling as well (`medr1.protocols`, `huatuo-o1`); it is
+    optimistic for the reasons flagged below.
     While writing it, `huatuo_extract` and `score_huatuo` were run side by side with their functions on
     ~55,000 generated strings and agreed on every one (a one-off check; their code is not vendored).
 
@@ -436,7 +438,8 @@ def score(predictions: Iterable[Mapping], scorer: str = "strict") -> ScoreResult
 
     Args:
         predictions: prediction rows (see module docstring).
-        scorer: "strict" (ours) or "huatuo" (HuatuoGPT-o1's, for comparison with their tables).
+        scorer: "strict" (ours) or "huatuo" (HuatuoGPT-o1's scorer; comparable with their tables only
+            under their whole protocol, see `medr1.protocols`).
 
     Returns:
         `ScoreResult`: per-benchmark `BenchmarkScore`s and per-row `Verdict`s.
