@@ -29,25 +29,6 @@ ALGORITHM = dict(loss_type="dapo", epsilon=0.2, epsilon_high=None, mask_truncate
                  scale_rewards="group", importance_sampling_level="token", beta=0.0)
 
 
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory):
-    """A random 2-layer Llama with the embedded model's tokenizer (a real HF tokenizer, as TRL needs)."""
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    from medr1.models import load_tokenizer, resolve_model_path
-
-    path = tmp_path_factory.mktemp("tiny-llama")
-    tok = load_tokenizer(resolve_model_path("embedded:smollm2-135m"))
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(tok), hidden_size=16, intermediate_size=32, num_hidden_layers=2,
-                         num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=512,
-                         eos_token_id=tok.eos_token_id, bos_token_id=tok.bos_token_id, pad_token_id=tok.pad_token_id)
-    LlamaForCausalLM(config).save_pretrained(path)
-    tok.save_pretrained(path)
-    return str(path)
-
-
 def _params(tmp_path, **changes) -> Params:
     values = dict(run_name="g", runs_dir=str(tmp_path), device="cpu", backend="trl", num_generations=2,
                   per_device_train_batch_size=2, max_completion_length=4, max_prompt_length=64, lora_r=2,
@@ -68,8 +49,8 @@ def _reward(completions, **kwargs):
     return [0.0] * len(completions)
 
 
-def _build(params, tiny_dir, tmp_path, backend, changed=None):
-    model, tok, peft_config, dtype = load_policy(params, tiny_dir, device="cpu", backend=backend, changed=changed)
+def _build(params, tiny_checkpoint, tmp_path, backend, changed=None):
+    model, tok, peft_config, dtype = load_policy(params, tiny_checkpoint, device="cpu", backend=backend, changed=changed)
     config = build_grpo_config(params, tmp_path / "out", cuda=False, dtype_name=dtype, changed=changed,
                                report_to=[], save_strategy="no")
     return build_trainer(params, model=model, tokenizer=tok, peft_config=peft_config, config=config,
@@ -128,11 +109,11 @@ def test_a_config_changed_by_the_backend_is_set_back_and_warned(tmp_path, monkey
 
 
 @pytest.mark.slow
-def test_trl_backend_runs_what_params_ask(tmp_path, tiny_dir, caplog):
+def test_trl_backend_runs_what_params_ask(tmp_path, tiny_checkpoint, caplog):
     params = _params(tmp_path, epsilon=0.1, epsilon_high=0.28, mask_truncated_completions=True,
                      scale_rewards="batch", importance_sampling_level="sequence", beta=0.02, temperature=0.9)
     with caplog.at_level(logging.WARNING, logger="medr1.grpo_setup"):
-        trainer = _build(params, tiny_dir, tmp_path, "trl")
+        trainer = _build(params, tiny_checkpoint, tmp_path, "trl")
         effective, diff = check_effective_config(params, trainer, n_rewards=2)
     assert diff == {} and "changed" not in caplog.text
     assert {k: effective[k] for k in ("epsilon", "epsilon_high", "mask_truncated_completions", "scale_rewards",
@@ -183,15 +164,15 @@ def _fake_unsloth(monkeypatch, calls: dict):
 
 
 @pytest.mark.slow
-def test_unsloth_path_passes_and_keeps_the_same_algorithm(tmp_path, tiny_dir, monkeypatch, caplog):
+def test_unsloth_path_passes_and_keeps_the_same_algorithm(tmp_path, tiny_checkpoint, monkeypatch, caplog):
     params = _params(tmp_path, **ALGORITHM)
-    reference = effective_grpo_config(_build(params, tiny_dir, tmp_path, "trl"))
+    reference = effective_grpo_config(_build(params, tiny_checkpoint, tmp_path, "trl"))
 
     calls: dict = {}
     _fake_unsloth(monkeypatch, calls)
     changed: dict = {}
     with caplog.at_level(logging.WARNING, logger="medr1.grpo_setup"):
-        trainer = _build(params, tiny_dir, tmp_path, "unsloth", changed=changed)
+        trainer = _build(params, tiny_checkpoint, tmp_path, "unsloth", changed=changed)
         effective, diff = check_effective_config(params, trainer, n_rewards=2)
     assert type(trainer).__name__ == "UnslothGRPOTrainer"
     # our values went in explicitly ...
