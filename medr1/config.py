@@ -223,6 +223,8 @@ class Params:
              "unsloth needs a CUDA GPU; use backend: trl on CPU")
         need(not (self.deepspeed != "none" and self.num_processes == 1), "deepspeed",
              "DeepSpeed configs are for multi-GPU runs (num_processes > 1)")
+        need(not (self.deepspeed != "none" and self.device == "cpu"), "deepspeed",
+             "DeepSpeed needs CUDA GPUs; the CPU multi-process test mode (device: cpu) runs deepspeed: none")
 
     # -- I/O ---------------------------------------------------------------------------------------
     @classmethod

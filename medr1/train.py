@@ -49,7 +49,7 @@ from typing import Any
 
 from medr1.config import Params, load_params, read_params_file
 from medr1.grpo_setup import build_grpo_config  # noqa: F401  (re-exported: tests and callers import it here)
-from medr1.launch import build_launch_command, inside_launch, run_launch
+from medr1.launch import build_launch_command, die_with_parent, inside_launch, run_launch
 from medr1.runs import RunDir, atomic_write_json, atomic_write_text, check_writable, write_manifest
 
 log = logging.getLogger(__name__)
@@ -517,6 +517,7 @@ def train(params: Params, *, progress: bool = True, reward_funcs: list[Callable]
     select_backend(params.backend, cuda=pick_device(params.device) == "cuda")  # refuse before touching files
     run = RunDir(params.run_dir)
     if inside_launch():  # a worker under accelerate: the parent holds the lock and prepared the directory
+        die_with_parent()  # a killed launch must not leave workers writing into the run
         return _train_local(params, run, progress=progress, reward_funcs=reward_funcs)
 
     check_writable(run.path)
@@ -545,11 +546,20 @@ def train(params: Params, *, progress: bool = True, reward_funcs: list[Callable]
 def _train_launched(params: Params, run: RunDir, *, progress: bool, echo) -> TrainResult:
     import torch
 
-    if torch.cuda.device_count() < params.num_processes:
+    from medr1.models import pick_device
+
+    # device: cpu with several processes is the documented test mode (DDP over gloo, configs/accelerate/cpu.yaml):
+    # it runs on any machine what several GPUs run. Without device: cpu, processes need GPUs.
+    cpu = pick_device(params.device) == "cpu" and params.device == "cpu"
+    if cpu:
+        log.warning("num_processes=%d on CPU: the multi-process TEST MODE (DDP over gloo), slower than one process",
+                    params.num_processes)
+    elif torch.cuda.device_count() < params.num_processes:
         raise TrainSetupError(f"num_processes={params.num_processes} needs as many CUDA GPUs; "
-                           f"found {torch.cuda.device_count()}. Set num_processes: 1.")
+                           f"found {torch.cuda.device_count()}. Set num_processes: 1 (or device: cpu for the "
+                           f"CPU multi-process test mode).")
     run.train_dir.mkdir(parents=True, exist_ok=True)
-    cmd = build_launch_command(params, run.path / "params.yaml", progress=progress)
+    cmd = build_launch_command(params, run.path / "params.yaml", progress=progress, cpu=cpu)
     log.info("launching: %s", " ".join(cmd))
     run_launch(cmd, log_path=run.train_dir / "launch.log", echo=echo)
     done = json.loads((run.train_dir / COMPLETE_FILE).read_text())
