@@ -116,3 +116,28 @@ def test_a_worker_dies_with_its_killed_launcher(tmp_path):
             raise AssertionError("the worker outlived its launcher")
         time.sleep(0.1)
 
+
+
+# Keys of an accelerate config's `deepspeed_config` that belong to the launcher, not to DeepSpeedPlugin.
+LAUNCHER_ONLY = {"deepspeed_multinode_launcher"}
+
+
+@pytest.mark.parametrize("deepspeed, stage", [("zero2", 2), ("zero3", 3)])
+def test_deepspeed_configs_build_accelerates_plugin(deepspeed, stage):
+    # What `accelerate launch` does with these files on GPUs: every key must be a DeepSpeedPlugin field and
+    # the plugin must build into a DeepSpeed config of the intended stage. accelerate 1.15 builds the plugin
+    # without the deepspeed package, so this runs here; starting DeepSpeed itself needs GPUs.
+    import dataclasses
+
+    from accelerate.utils import DeepSpeedPlugin
+
+    values = yaml.safe_load(accelerate_config_path(deepspeed).read_text())["deepspeed_config"]
+    fields = {f.name for f in dataclasses.fields(DeepSpeedPlugin)}
+    unknown = set(values) - fields - LAUNCHER_ONLY
+    assert not unknown, f"{deepspeed}.yaml: keys DeepSpeedPlugin does not know: {unknown}"
+    plugin = DeepSpeedPlugin(**{k: v for k, v in values.items() if k in fields})
+    zero = plugin.deepspeed_config["zero_optimization"]
+    assert zero["stage"] == stage
+    assert zero["offload_optimizer"]["device"] == zero["offload_param"]["device"] == "none"
+    if stage == 3:
+        assert plugin.zero3_init_flag and zero["stage3_gather_16bit_weights_on_model_save"] is True
