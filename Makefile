@@ -3,7 +3,7 @@
 PY := .venv/bin/python
 PARAMS ?= params/demo.yaml
 
-.PHONY: venv demo test test-fast lint bench clean-runs
+.PHONY: venv demo test test-fast lint bench clean-runs wheelhouse
 
 venv:
 	@bash scripts/bootstrap.sh
@@ -23,6 +23,11 @@ lint: venv
 
 bench: venv
 	$(PY) benchmarks/run_cpu.py
+
+# On a connected machine: wheels of medr1[gpu] for an offline GPU node (Python 3.12, Linux x86_64), ~6-8 GB.
+# Install there with: pip install --no-index --find-links wheelhouse/ 'medr1[gpu]'. See scripts/wheelhouse.py.
+wheelhouse:
+	python3 scripts/wheelhouse.py --dest wheelhouse
 
 clean-runs:
 	rm -rf runs/

@@ -39,6 +39,10 @@ LOSS_TYPES = ("grpo", "dapo", "dr_grpo", "bnpo")
 DEEPSPEED = ("none", "zero2", "zero3")
 SCHEDULERS = ("constant", "constant_with_warmup", "linear", "cosine")
 DEVICES = ("auto", "cpu", "cuda")
+SCALE_REWARDS = ("group", "batch", "none")
+IS_LEVELS = ("token", "sequence")
+VLLM_MODES = ("colocate", "server")
+EVAL_DECODES = ("compact", "hf", "static")
 
 
 @dataclass
@@ -95,6 +99,16 @@ class Params:
     top_p: float = _f(1.0, "Nucleus sampling for GRPO generations.", "grpo")
     beta: float = _f(0.0, "KL coefficient (0 skips the reference model, as in DAPO/Dr.GRPO).", "grpo")
     loss_type: str = _f("dapo", "GRPO loss normalisation.", "grpo", LOSS_TYPES)
+    # The algorithm knobs a backend may change on its own (Unsloth sets mask_truncated_completions and
+    # epsilon_high for loss_type dapo): one value each, passed to and re-asserted on every backend
+    # (medr1.grpo_setup), and read back into manifest.json as effective_grpo_config.
+    epsilon: float = _f(0.2, "Lower clip range of the policy ratio (1 - epsilon).", "grpo")
+    epsilon_high: float | None = _f(None, "Upper clip range (1 + epsilon_high); null = epsilon. DAPO's clip-higher: 0.28.", "grpo")
+    mask_truncated_completions: bool = _f(False, "Leave completions cut at max_completion_length out of the loss (DAPO).", "grpo")
+    scale_rewards: str = _f("group", "Divide advantages by the reward std of the group, the batch, or not at all (Dr. GRPO: none).", "grpo", SCALE_REWARDS)
+    importance_sampling_level: str = _f("token", "Policy ratio per token (GRPO) or per sequence (GSPO).", "grpo", IS_LEVELS)
+    num_iterations: int = _f(1, "Optimisation passes over each generation batch (GRPO's mu).", "grpo")
+    pad_token: str | None = _f(None, "Padding token; null = the tokenizer's own, else its EOS (same on every backend).", "grpo")
     max_steps: int = _f(100, "Optimizer steps (-1: use num_train_epochs).", "grpo")
     num_train_epochs: float = _f(1.0, "Epochs when max_steps is -1.", "grpo")
     save_steps: int = _f(25, "Checkpoint every N steps (resume point).", "grpo")
@@ -103,6 +117,8 @@ class Params:
     sample_every: int = _f(10, "Write sampled completions every N steps.", "grpo")
     gradient_checkpointing: bool = _f(False, "Trade compute for memory (GPU recipes).", "grpo")
     use_vllm: bool = _f(False, "Generate with vLLM (GPU only).", "grpo")
+    vllm_mode: str = _f("colocate", "colocate: vLLM in the training process; server: a `trl vllm-serve` you started.", "grpo", VLLM_MODES)
+    vllm_gpu_memory_utilization: float = _f(0.3, "GPU memory share vLLM reserves (colocate mode and Unsloth).", "grpo")
     num_processes: int = _f(1, "GPUs to use; >1 launches accelerate as a subprocess.", "grpo")
     deepspeed: str = _f("none", "DeepSpeed ZeRO stage for multi-GPU runs.", "grpo", DEEPSPEED)
     merge_adapter: bool = _f(False, "Also export merged full weights at the end of training.", "grpo")
@@ -113,6 +129,7 @@ class Params:
     eval_prompt_template: str = _f("r1", "Prompt template for evaluation.", "eval")
     eval_backend: str = _f("auto", "Generation backend: auto picks vllm on GPU when installed, else hf.", "eval", EVAL_BACKENDS)
     eval_batch_size: int = _f(16, "Prompts per generation batch (hf backend).", "eval")
+    eval_decode: str = _f("compact", "hf backend loop: compact (drops finished rows), hf (model.generate), static (static KV cache + torch.compile on CUDA).", "eval", EVAL_DECODES)
     eval_max_new_tokens: int = _f(1024, "Maximum new tokens per answer.", "eval")
     eval_temperature: float = _f(0.0, "0 = greedy.", "eval")
     eval_top_p: float = _f(1.0, "Nucleus sampling when temperature > 0.", "eval")
@@ -198,6 +215,11 @@ class Params:
         need(0 < self.eval_top_p <= 1, "eval_top_p", "must be in (0, 1]")
         need(self.eval_temperature >= 0, "eval_temperature", "must be >= 0 (0 = greedy)")
         need(self.beta >= 0, "beta", "must be >= 0")
+        need(self.epsilon > 0, "epsilon", "must be > 0")
+        need(self.epsilon_high is None or self.epsilon_high > 0, "epsilon_high", "must be > 0 or null (= epsilon)")
+        need(self.num_iterations >= 1, "num_iterations", "must be >= 1")
+        need(self.pad_token is None or bool(self.pad_token), "pad_token", "must be a token string or null")
+        need(0 < self.vllm_gpu_memory_utilization <= 1, "vllm_gpu_memory_utilization", "must be in (0, 1]")
         need(0 <= self.warmup_ratio < 1, "warmup_ratio", "must be in [0, 1)")
         for key in ("train_limit", "eval_limit", "save_total_limit"):
             value = getattr(self, key)
@@ -220,6 +242,8 @@ class Params:
              "unsloth needs a CUDA GPU; use backend: trl on CPU")
         need(not (self.deepspeed != "none" and self.num_processes == 1), "deepspeed",
              "DeepSpeed configs are for multi-GPU runs (num_processes > 1)")
+        need(not (self.deepspeed != "none" and self.device == "cpu"), "deepspeed",
+             "DeepSpeed needs CUDA GPUs; the CPU multi-process test mode (device: cpu) runs deepspeed: none")
 
     # -- I/O ---------------------------------------------------------------------------------------
     @classmethod

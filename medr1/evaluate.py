@@ -271,7 +271,7 @@ def _as_list(x) -> list:
 # --------------------------------------------------------------------------------------------------
 
 
-def _hf_generate_fn(model_spec, *, adapter, device, torch_dtype, trust_remote_code) -> GenerateFn:
+def _hf_generate_fn(model_spec, *, adapter, device, torch_dtype, trust_remote_code, decode="compact") -> GenerateFn:
     """A generate function over an HF model, loaded on first call (a fully resumed run loads nothing)."""
     from medr1.generation import generate
     from medr1.models import load_model
@@ -284,7 +284,7 @@ def _hf_generate_fn(model_spec, *, adapter, device, torch_dtype, trust_remote_co
             loaded["model"], loaded["tok"] = load_model(model_spec, adapter=adapter, device=device,
                                                         torch_dtype=torch_dtype, trust_remote_code=trust_remote_code,
                                                         merge_adapter=adapter is not None)
-        return generate(loaded["model"], loaded["tok"], prompts, **kwargs)
+        return generate(loaded["model"], loaded["tok"], prompts, decode=decode, **kwargs)
 
     return fn
 
@@ -319,6 +319,7 @@ def evaluate_model(
     backend: str = "auto",
     scorers: Sequence[str] = ("strict", "huatuo"),
     device: str = "auto",
+    decode: str = "compact",
     torch_dtype: str = "auto",
     trust_remote_code: bool = False,
     resume: bool = True,
@@ -347,6 +348,8 @@ def evaluate_model(
         backend: "auto", "hf" or "vllm" (`medr1.generation.pick_backend`).
         scorers: scorers for summary.json.
         device, torch_dtype, trust_remote_code: passed to `load_model`.
+        decode: the hf backend's loop ("compact", "hf", "static"; `medr1.generation.generate`). Greedy texts
+            are the same for all three, so it is not part of the resume settings.
         resume: continue existing predictions made with the same settings (else refuse if any exist).
         force: delete existing predictions and start over.
         progress: show a tqdm bar (questions/s).
@@ -449,7 +452,7 @@ def evaluate_model(
             if generate_fn is None:
                 kw = {"adapter": adapter, "torch_dtype": torch_dtype, "trust_remote_code": trust_remote_code}
                 generate_fn = (_vllm_generate_fn(model_spec, **kw) if resolved_backend == "vllm"
-                               else _hf_generate_fn(model_spec, device=device, **kw))
+                               else _hf_generate_fn(model_spec, device=device, decode=decode, **kw))
             bar = None
             if progress:
                 from tqdm.auto import tqdm
@@ -579,7 +582,7 @@ def evaluate_params(params, run_dir: str | Path | None = None, *, progress: bool
             num_samples=params.eval_num_samples, permutations=params.eval_permutations, limit=params.eval_limit,
             seed=params.seed, split=params.eval_split,
             data_dir=params.data_dir, backend=params.eval_backend, scorers=params.eval_scorers,
-            device=params.device, torch_dtype=params.torch_dtype, trust_remote_code=params.trust_remote_code,
+            device=params.device, decode=params.eval_decode, torch_dtype=params.torch_dtype, trust_remote_code=params.trust_remote_code,
             resume=params.resume, force=params.force, progress=progress, generate_fn=generate_fn)
         with contextlib.suppress(OSError):
             write_manifest(run, job=f"eval:{label}", params=params.to_dict(),

@@ -31,6 +31,8 @@ INSIDE_LAUNCH_ENV = "MEDR1_INSIDE_LAUNCH"
 ACCELERATE_CONFIG_DIR = REPO_ROOT / "configs" / "accelerate"
 # params.deepspeed -> accelerate config file; "none" is plain DistributedDataParallel.
 ACCELERATE_CONFIGS = {"none": "ddp.yaml", "zero2": "zero2.yaml", "zero3": "zero3.yaml"}
+# Several processes without GPUs (DDP over gloo): a test mode, see the file's header.
+CPU_CONFIG = "cpu.yaml"
 
 
 class LaunchError(RuntimeError):
@@ -42,24 +44,58 @@ def inside_launch() -> bool:
     return os.environ.get(INSIDE_LAUNCH_ENV) == "1"
 
 
-def accelerate_config_path(deepspeed: str) -> Path:
-    """The accelerate config file for a `deepspeed` param value ("none", "zero2", "zero3").
+def die_with_parent() -> bool:
+    """Make this worker die (SIGKILL) when the process that started it dies; Linux only, else a no-op.
+
+    Why: torch.distributed.run (which `accelerate launch` runs) starts each worker in a session of its own,
+    so killing the launch (kill -9 of `medr1 train`, a notebook interrupt, a lost node's job step) left the
+    workers running, still writing checkpoints and metrics into the run directory that the resumed run was
+    writing too (found by tests/test_multiprocess.py: a step logged twice after resume). Called by every
+    worker before it trains. Returns whether the death signal is armed.
+    """
+    import ctypes
+    import signal
+
+    if not sys.platform.startswith("linux"):
+        return False
+    parent = os.getppid()
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(1, int(signal.SIGKILL), 0, 0, 0) != 0:  # 1 = PR_SET_PDEATHSIG
+            return False
+    except (OSError, AttributeError):
+        return False
+    if os.getppid() != parent:  # the launcher died before the signal was armed
+        os._exit(1)
+    return True
+
+
+def accelerate_config_path(deepspeed: str, *, cpu: bool = False) -> Path:
+    """The accelerate config file for a `deepspeed` param value ("none", "zero2", "zero3"); with `cpu`,
+    the CPU test mode's (DDP over gloo; DeepSpeed needs GPUs).
 
     >>> accelerate_config_path("zero3").name
     'zero3.yaml'
     """
+    if cpu:
+        if deepspeed != "none":
+            raise ValueError(f"deepspeed {deepspeed!r} needs CUDA GPUs; the CPU multi-process test mode runs "
+                             f"plain DDP (deepspeed: none)")
+        return ACCELERATE_CONFIG_DIR / CPU_CONFIG
     if deepspeed not in ACCELERATE_CONFIGS:
         raise ValueError(f"deepspeed must be one of {sorted(ACCELERATE_CONFIGS)}, got {deepspeed!r}")
     return ACCELERATE_CONFIG_DIR / ACCELERATE_CONFIGS[deepspeed]
 
 
-def build_launch_command(params, params_file: str | os.PathLike, *, progress: bool = True) -> list[str]:
+def build_launch_command(params, params_file: str | os.PathLike, *, progress: bool = True,
+                         cpu: bool = False) -> list[str]:
     """The `accelerate launch` command line that trains `params_file` on `params.num_processes` GPUs.
 
     Args:
         params: the run's `Params` (reads `num_processes`, `deepspeed`, `seed`).
         params_file: the resolved params YAML the workers load (the run's own `params.yaml`).
         progress: pass `--no-progress` to the workers when False.
+        cpu: the CPU test mode (`configs/accelerate/cpu.yaml`: N processes, DDP over gloo).
 
     Returns:
         argv for `subprocess`, starting with the current interpreter.
@@ -73,7 +109,7 @@ def build_launch_command(params, params_file: str | os.PathLike, *, progress: bo
         sys.executable, "-m", "accelerate.commands.launch",
         "--num_processes", str(params.num_processes),
         "--num_machines", "1",
-        "--config_file", str(accelerate_config_path(params.deepspeed)),
+        "--config_file", str(accelerate_config_path(params.deepspeed, cpu=cpu)),
         "--main_process_port", str(29500 + params.seed % 1000),  # two runs on one host must not collide
         "--module", "medr1.train",
     ]

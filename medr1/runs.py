@@ -33,6 +33,10 @@ TRACKED_PACKAGES = ("medr1", "torch", "transformers", "trl", "peft", "accelerate
                     "unsloth", "unsloth_zoo", "vllm", "papermill", "seaborn")
 # Substrings of environment/param keys never written into manifests or logs.
 SECRET_MARKERS = ("token", "secret", "password", "api_key", "apikey", "credential")
+# Keys that contain a marker but name vocabulary tokens or token counts, not credentials (their values
+# still pass the string check below).
+NOT_SECRETS = frozenset({"pad_token", "pad_token_id", "generation_pad_token_id", "eval_max_new_tokens",
+                         "max_new_tokens", "prompt_tokens", "completion_tokens"})
 # Hugging Face and OpenAI-style access tokens, wherever they appear in a string.
 _TOKEN_RE = re.compile(r"(?<![A-Za-z0-9])(?:hf_[A-Za-z0-9]{20,}|sk-[A-Za-z0-9_-]{20,})")
 MIN_FREE_BYTES = 200 * 1024**2
@@ -237,7 +241,8 @@ def hardware() -> dict[str, Any]:
 def redact(values: Any) -> Any:
     """Drop anything that looks like a credential before it reaches a manifest or a log."""
     if isinstance(values, dict):
-        return {k: ("<redacted>" if any(m in str(k).lower() for m in SECRET_MARKERS) else redact(v))
+        return {k: ("<redacted>" if k not in NOT_SECRETS and any(m in str(k).lower() for m in SECRET_MARKERS)
+                    else redact(v))
                 for k, v in values.items()}
     if isinstance(values, list):
         return [redact(v) for v in values]

@@ -7,7 +7,10 @@ ours rather than TRL's, and why:
   on CUDA (faster, 4-bit, vLLM generation). `backend: auto` takes Unsloth only when a CUDA GPU is
   present *and* `import unsloth` works, because Unsloth refuses to import without a GPU. Asking for
   Unsloth without a GPU fails before anything loads, with the fix in the message. The Unsloth path could
-  not be run where this was written (no GPU); it follows Unsloth's documented GRPO recipe.
+  not be run where this was written (no GPU); it follows Unsloth's documented GRPO recipe. Model, LoRA,
+  GRPOConfig and trainer are built in `medr1.grpo_setup` (shared with `benchmarks/run_gpu.py`), which
+  re-asserts params' algorithm on whatever the backend changed; manifest.json records what the trainer
+  really runs (`effective_grpo_config`).
 - Resume. A run killed at any moment (kill -9 included) resumes from the last *complete* checkpoint:
   `transformers`' own `get_last_checkpoint` takes the newest folder even when it is half written, so
   `last_complete_checkpoint` checks that `trainer_state.json` (written last) parses and names the step,
@@ -46,7 +49,8 @@ from pathlib import Path
 from typing import Any
 
 from medr1.config import Params, load_params, read_params_file
-from medr1.launch import build_launch_command, inside_launch, run_launch
+from medr1.grpo_setup import build_grpo_config  # noqa: F401  (re-exported: tests and callers import it here)
+from medr1.launch import build_launch_command, die_with_parent, inside_launch, run_launch
 from medr1.runs import RunDir, atomic_write_json, atomic_write_text, check_writable, write_manifest
 
 log = logging.getLogger(__name__)
@@ -147,70 +151,6 @@ def select_backend(requested: str, *, cuda: bool, unsloth_importable: Callable[[
     if requested == "auto":
         return "unsloth" if cuda and unsloth_importable() else "trl"
     raise ValueError(f"backend must be auto, trl or unsloth, got {requested!r}")
-
-
-def build_grpo_config(params: Params, output_dir: str | os.PathLike, *, cuda: bool, dtype_name: str = "float32"):
-    """`trl.GRPOConfig` from params; the single place where our names meet TRL's.
-
-    Args:
-        params: the run's params.
-        output_dir: `run_dir/train` (checkpoints go to `checkpoint-N/` in it).
-        cuda: training on a CUDA GPU (bf16/fp16 mixed precision) or on CPU (`use_cpu`, fp32).
-        dtype_name: the model's dtype ("bfloat16", "float16", "float32"); picks the mixed precision.
-
-    Returns:
-        A `GRPOConfig`. TRL 1.16 has no `max_prompt_length`; prompts are filtered in `build_dataset`.
-    """
-    from trl import GRPOConfig
-
-    # open-r1 sets these; no hub pushes, no wandb: reviewers read metrics.csv, samples.jsonl and tb/.
-    return GRPOConfig(
-        output_dir=str(output_dir),
-        seed=params.seed,
-        data_seed=params.seed,
-        # optimisation
-        learning_rate=params.learning_rate,
-        lr_scheduler_type=params.lr_scheduler_type,
-        warmup_steps=params.warmup_ratio,  # transformers 5: a float < 1 is a ratio of the total steps
-        weight_decay=params.weight_decay,
-        max_grad_norm=params.max_grad_norm,
-        per_device_train_batch_size=params.per_device_train_batch_size,
-        gradient_accumulation_steps=params.gradient_accumulation_steps,
-        max_steps=params.max_steps,
-        # The dataset is the run's materialised sequence of draws (`medr1.option_order.training_draws`,
-        # `num_train_epochs` passes already inside it), walked once, in order: reshuffling would break
-        # the balance of gold letters within a pass, and resume relies on the order being a pure function
-        # of the params.
-        num_train_epochs=params.num_train_epochs if params.max_steps > 0 else 1.0,
-        shuffle_dataset=False,
-        gradient_checkpointing=params.gradient_checkpointing,
-        # GRPO
-        num_generations=params.num_generations,
-        max_completion_length=params.max_completion_length,
-        temperature=params.temperature,
-        top_p=params.top_p,
-        beta=params.beta,
-        loss_type=params.loss_type,
-        reward_weights=[float(w) for w in params.reward_weights] if params.reward_weights else None,
-        generation_kwargs={"use_cache": True},
-        use_vllm=params.use_vllm,
-        vllm_mode="colocate",  # one process, no separate vLLM server to start
-        remove_unused_columns=False,  # rewards need `answer` and `options_json`
-        # precision and device
-        use_cpu=not cuda,
-        bf16=cuda and dtype_name == "bfloat16",
-        fp16=cuda and dtype_name == "float16",
-        dataloader_pin_memory=cuda,
-        # checkpoints and logs
-        save_strategy="steps",
-        save_steps=params.save_steps,
-        save_total_limit=params.save_total_limit,
-        logging_steps=params.logging_steps,
-        report_to=["tensorboard"],
-        disable_tqdm=True,  # our ProgressBar shows reward and ETA instead of raw log dicts
-        log_completions=False,  # TRL's version prints rich tables; samples.jsonl keeps them instead
-        push_to_hub=False,
-    )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -528,56 +468,6 @@ def _num(v):
 
 
 # --------------------------------------------------------------------------------------------------
-# Models
-# --------------------------------------------------------------------------------------------------
-
-
-def _load_trl(params: Params, path: str, device: str):
-    from peft import LoraConfig
-    from transformers import AutoModelForCausalLM
-
-    from medr1.models import load_tokenizer, pick_dtype
-
-    dtype = pick_dtype(params.torch_dtype, device)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, trust_remote_code=params.trust_remote_code,
-                                                 use_safetensors=True)
-    tokenizer = load_tokenizer(path, trust_remote_code=params.trust_remote_code)
-    if model.generation_config.pad_token_id is None:
-        model.generation_config.pad_token_id = tokenizer.pad_token_id
-    peft_config = LoraConfig(r=params.lora_r, lora_alpha=params.lora_alpha, lora_dropout=params.lora_dropout,
-                             target_modules=list(params.lora_target_modules), task_type="CAUSAL_LM")
-    return model, tokenizer, peft_config, str(dtype).removeprefix("torch.")
-
-
-def _load_unsloth(params: Params, path: str):
-    # Not run where this was written (no GPU). Unsloth's GRPO recipe: FastLanguageModel loads (optionally
-    # 4-bit, optionally with vLLM for generation) and wraps LoRA itself, so no peft_config goes to TRL.
-    import unsloth  # noqa: F401  (must be imported before transformers/trl models are built: it patches them)
-    from unsloth import FastLanguageModel
-
-    model, tokenizer = FastLanguageModel.from_pretrained(
-        model_name=path,
-        max_seq_length=params.max_prompt_length + params.max_completion_length,
-        load_in_4bit=params.load_in_4bit,
-        fast_inference=params.use_vllm,
-        max_lora_rank=params.lora_r,
-        dtype=None if params.torch_dtype == "auto" else params.torch_dtype,
-        trust_remote_code=params.trust_remote_code,
-    )
-    model = FastLanguageModel.get_peft_model(
-        model, r=params.lora_r, lora_alpha=params.lora_alpha, lora_dropout=params.lora_dropout,
-        target_modules=list(params.lora_target_modules),
-        use_gradient_checkpointing="unsloth" if params.gradient_checkpointing else False,
-        random_state=params.seed,
-    )
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    tokenizer.padding_side = "left"
-    dtype = str(getattr(model, "dtype", "bfloat16")).removeprefix("torch.")
-    return model, tokenizer, None, dtype
-
-
-# --------------------------------------------------------------------------------------------------
 # Saving
 # --------------------------------------------------------------------------------------------------
 
@@ -699,6 +589,7 @@ def train(params: Params, *, progress: bool = True, reward_funcs: list[Callable]
     select_backend(params.backend, cuda=pick_device(params.device) == "cuda")  # refuse before touching files
     run = RunDir(params.run_dir)
     if inside_launch():  # a worker under accelerate: the parent holds the lock and prepared the directory
+        die_with_parent()  # a killed launch must not leave workers writing into the run
         return _train_local(params, run, progress=progress, reward_funcs=reward_funcs)
 
     check_writable(run.path)
@@ -742,11 +633,20 @@ def _check_same_draws(run: RunDir, draws_hash: str, *, resuming: bool) -> None:
 def _train_launched(params: Params, run: RunDir, *, progress: bool, echo) -> TrainResult:
     import torch
 
-    if torch.cuda.device_count() < params.num_processes:
+    from medr1.models import pick_device
+
+    # device: cpu with several processes is the documented test mode (DDP over gloo, configs/accelerate/cpu.yaml):
+    # it runs on any machine what several GPUs run. Without device: cpu, processes need GPUs.
+    cpu = pick_device(params.device) == "cpu" and params.device == "cpu"
+    if cpu:
+        log.warning("num_processes=%d on CPU: the multi-process TEST MODE (DDP over gloo), slower than one process",
+                    params.num_processes)
+    elif torch.cuda.device_count() < params.num_processes:
         raise TrainSetupError(f"num_processes={params.num_processes} needs as many CUDA GPUs; "
-                           f"found {torch.cuda.device_count()}. Set num_processes: 1.")
+                           f"found {torch.cuda.device_count()}. Set num_processes: 1 (or device: cpu for the "
+                           f"CPU multi-process test mode).")
     run.train_dir.mkdir(parents=True, exist_ok=True)
-    cmd = build_launch_command(params, run.path / "params.yaml", progress=progress)
+    cmd = build_launch_command(params, run.path / "params.yaml", progress=progress, cpu=cpu)
     log.info("launching: %s", " ".join(cmd))
     run_launch(cmd, log_path=run.train_dir / "launch.log", echo=echo)
     done = json.loads((run.train_dir / COMPLETE_FILE).read_text())
@@ -773,6 +673,7 @@ def _train_local(params: Params, run: RunDir, *, progress: bool, reward_funcs) -
     from transformers import PrinterCallback, set_seed
 
     from medr1.data import questions_hash
+    from medr1.grpo_setup import build_trainer, check_effective_config, load_policy
     from medr1.models import pick_device, resolve_model_path
     from medr1.option_order import shuffle_report, training_draws
     from medr1.prepare import training_pool
@@ -819,10 +720,9 @@ def _train_local(params: Params, run: RunDir, *, progress: bool, reward_funcs) -
 
     # --- model ---------------------------------------------------------------------------------------
     path = resolve_model_path(params.model)
-    if backend == "unsloth":
-        model, tokenizer, peft_config, dtype_name = _load_unsloth(params, path)
-    else:
-        model, tokenizer, peft_config, dtype_name = _load_trl(params, path, device)
+    changed: dict[str, Any] = {}  # what the backend changed on its own (set back to params)
+    model, tokenizer, peft_config, dtype_name = load_policy(params, path, device=device, backend=backend,
+                                                            changed=changed)
 
     # --- draws: the sequence of (option-shuffled) questions the trainer walks, a function of the params ---
     kept, n_dropped = fit_prompts(pool, tokenizer, template=params.prompt_template,
@@ -849,14 +749,17 @@ def _train_local(params: Params, run: RunDir, *, progress: bool, reward_funcs) -
         write_manifest(run, job="train", params=params.to_dict(), data_hashes=data_hashes, extra=manifest_extra)
 
     # --- trainer -----------------------------------------------------------------------------------
-    from trl import GRPOTrainer
-
-    config = build_grpo_config(params, run.train_dir, cuda=device == "cuda", dtype_name=dtype_name)
+    config = build_grpo_config(params, run.train_dir, cuda=device == "cuda", dtype_name=dtype_name, changed=changed)
     callbacks, needs_trainer = _callbacks(run, reward_names, draw_by_prompt, params.sample_every, progress)
     with _env(TENSORBOARD_LOGGING_DIR=str(run.train_dir / "tb")):
-        trainer = GRPOTrainer(model=model, reward_funcs=reward_funcs, args=config, train_dataset=dataset,
-                              processing_class=tokenizer, peft_config=peft_config, callbacks=callbacks)
+        trainer = build_trainer(params, model=model, tokenizer=tokenizer, peft_config=peft_config, config=config,
+                                reward_funcs=reward_funcs, train_dataset=dataset, callbacks=callbacks, changed=changed)
         trainer.remove_callback(PrinterCallback)  # raw log dicts; the metrics go to metrics.csv instead
+        effective, differences = check_effective_config(params, trainer, len(reward_funcs))
+        manifest_extra.update(effective_grpo_config=effective, grpo_config_differences=differences,
+                              grpo_config_set_back=changed)
+        if is_main:
+            write_manifest(run, job="train", params=params.to_dict(), data_hashes=data_hashes, extra=manifest_extra)
         for callback in needs_trainer:
             callback.trainer = trainer
         t0 = time.perf_counter()

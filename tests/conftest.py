@@ -70,3 +70,23 @@ def error_line(capsys):
         return lines[0]
 
     return read
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory):
+    """Directory of a random 2-layer Llama with the embedded model's tokenizer (a real HF tokenizer, as TRL
+    needs): trainers build in a second and a GRPO step takes well under one on CPU."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from medr1.models import load_tokenizer, resolve_model_path
+
+    path = tmp_path_factory.mktemp("tiny-llama")
+    tok = load_tokenizer(resolve_model_path("embedded:smollm2-135m"))
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(tok), hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+                         num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=512,
+                         eos_token_id=tok.eos_token_id, bos_token_id=tok.bos_token_id, pad_token_id=tok.pad_token_id)
+    LlamaForCausalLM(config).save_pretrained(path)
+    tok.save_pretrained(path)
+    return str(path)

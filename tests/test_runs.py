@@ -115,3 +115,12 @@ def test_manifest_records_provenance_without_secrets(tmp_path):
 def test_redact_catches_token_shaped_values():
     assert redact({"note": "hf_" + "x" * 30, "nested": [{"api_key": "k"}]}) == {
         "note": "<redacted>", "nested": [{"api_key": "<redacted>"}]}
+
+
+def test_redact_keeps_vocabulary_tokens_but_not_secrets_inside_them():
+    # pad_token and token counts are run settings a reader needs (the effective GRPO config records the pad
+    # token Unsloth used to change); a credential pasted into one is still caught by the value check.
+    values = {"pad_token": "<|im_end|>", "eval_max_new_tokens": 24, "hf_token": "abc",
+              "effective_grpo_config": {"pad_token": "hf_" + "y" * 30, "pad_token_id": 2}}
+    assert redact(values) == {"pad_token": "<|im_end|>", "eval_max_new_tokens": 24, "hf_token": "<redacted>",
+                              "effective_grpo_config": {"pad_token": "<redacted>", "pad_token_id": 2}}

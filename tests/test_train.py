@@ -206,6 +206,13 @@ def test_smoke_run_writes_all_artifacts_and_skips_when_done(tmp_path):
     # the draws (option-shuffled, gold letters balanced) are recorded: 2 steps x 1 prompt group
     assert job["n_draws"] == 2 and len(job["data_hashes"]["train_draws"]) == 64
     assert job["option_shuffle"]["shuffle_options"] is True
+    # What the trainer ran, read back from it: exactly what params asked (grpo_setup re-asserts it).
+    effective = job["effective_grpo_config"]
+    assert (job["grpo_config_differences"], job["grpo_config_set_back"]) == ({}, {})
+    assert {k: effective[k] for k in ("loss_type", "epsilon", "epsilon_high", "mask_truncated_completions",
+                                      "scale_rewards", "beta", "num_generations", "max_completion_length")} == dict(
+        loss_type="dapo", epsilon=0.2, epsilon_high=0.2, mask_truncated_completions=False, scale_rewards="group",
+        beta=0.0, num_generations=4, max_completion_length=8)
 
     again = train(params, progress=False)  # resume: true and nothing left to do
     assert (again.skipped, again.steps) == (True, 2)
