@@ -522,16 +522,20 @@ def extract_choice(text: Any, options: Any) -> str | None:
 
 RewardFunc = Callable[..., list[float]]
 REWARD_FUNCS: dict[str, RewardFunc] = {}
+# (lowest, highest) value each reward can return: most are scores in [0, 1]; penalties are in [-1, 0].
+REWARD_RANGES: dict[str, tuple[float, float]] = {}
 
 
-def register(name: str) -> Callable[[RewardFunc], RewardFunc]:
-    """Register a reward under `name` and make `name` its `__name__` (TRL logs `rewards/<__name__>`)."""
+def register(name: str, value_range: tuple[float, float] = (0.0, 1.0)) -> Callable[[RewardFunc], RewardFunc]:
+    """Register a reward under `name` and make `name` its `__name__` (TRL logs `rewards/<__name__>`);
+    `value_range` is the interval its values stay in (checked by the property tests)."""
 
     def decorator(fn: RewardFunc) -> RewardFunc:
         if name in REWARD_FUNCS:
             raise ValueError(f"reward {name!r} is already registered")
         fn.__name__ = fn.__qualname__ = name
         REWARD_FUNCS[name] = fn
+        REWARD_RANGES[name] = value_range
         return fn
 
     return decorator
@@ -742,7 +746,7 @@ def format_shaped(completions: Sequence[Any], **kwargs: Any) -> list[float]:
     return rewards
 
 
-@register("letter_balance")
+@register("letter_balance", value_range=(-1.0, 0.0))
 def letter_balance(completions: Sequence[Any], **kwargs: Any) -> list[float]:
     """A batch-level penalty, in [-1, 0], for answering a letter more often than the batch's gold letters
     make it right: the guard against a policy that drifts to its favourite letter.

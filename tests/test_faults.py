@@ -44,7 +44,8 @@ SMOKE = str(PARAMS_DIR / "smoke.yaml")
 def train_params(tmp_path: Path, **changes) -> Params:
     """params/smoke.yaml made smaller: one question of 2 completions per step."""
     values = dict(run_name="f", runs_dir=str(tmp_path / "runs"), data_dir=str(FIXTURES), train_sources=["mini_train"],
-                  decontaminate_against=["mini_test"], model="embedded:smollm2-135m", backend="trl", device="cpu",
+                  decontaminate_against=["mini_test"], eval_benchmarks=["mini_test"], model="embedded:smollm2-135m",
+                  backend="trl", device="cpu",
                   prompt_template="letter", reward_funcs=["accuracy", "answer_parsable"], num_generations=2,
                   per_device_train_batch_size=2, max_prompt_length=384, max_completion_length=8, lora_r=2,
                   lora_alpha=4, lora_target_modules=["q_proj", "v_proj"], learning_rate=1e-4, max_steps=2,

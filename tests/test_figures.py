@@ -370,7 +370,7 @@ def test_notebook_runs_headless_on_a_fake_run(tmp_path):
     cells = json.loads(out.read_text())["cells"]
     images = [o for c in cells if c["cell_type"] == "code" for o in c.get("outputs", [])
               if "image/png" in o.get("data", {})]
-    assert len(images) == 6  # training curves, length, KL (annotated), accuracy, rules, paired
+    assert len(images) == 7  # training curves, length, KL (annotated), accuracy, rules, letter recall, paired
     assert sorted(p.name for p in (tmp_path / "runs" / "fake" / "figures").glob("*.png")) == sorted(
         f"{n}.png" for n in ("training_curves", "completion_length", "accuracy", "extraction_rules",
-                             "paired_base_vs_trained"))
+                             "letter_recall", "paired_base_vs_trained"))

@@ -27,7 +27,7 @@ from medr1.cli import main
 from medr1.config import Params, load_params
 from medr1.data import build_training_pool, load_benchmark
 from medr1.paths import PARAMS_DIR, REPO_ROOT
-from medr1.rewards import REWARD_FUNCS, RULES, extract_choice, extract_choice_with_rule
+from medr1.rewards import REWARD_FUNCS, REWARD_RANGES, RULES, extract_choice, extract_choice_with_rule
 
 FIXTURES = REPO_ROOT / "tests" / "fixtures" / "toyqa"
 SMOKE = str(PARAMS_DIR / "smoke.yaml")
@@ -236,7 +236,7 @@ def test_every_reward_and_the_extraction_survive_adversarial_completions(complet
     assert result.rule in RULES and (result.letter is None or result.letter in OPTIONS)
     for name, fn in REWARD_FUNCS.items():
         (value,) = fn([completion], answer=["B"], options_json=[json.dumps(OPTIONS)])
-        assert 0.0 <= value <= 1.0, name
+        assert REWARD_RANGES[name][0] <= value <= REWARD_RANGES[name][1], name
     # Every rule and reward on a 100k+ character completion, within a training step's budget.
     assert time.perf_counter() - start < 5.0
 
@@ -251,7 +251,7 @@ def test_every_reward_and_the_extraction_survive_adversarial_completions(complet
 def test_rewards_survive_a_broken_options_column(options_json):
     for name, fn in REWARD_FUNCS.items():
         (value,) = fn(["<think>hm</think><answer>B</answer>"], answer=["B"], options_json=[options_json])
-        assert 0.0 <= value <= 1.0, name
+        assert REWARD_RANGES[name][0] <= value <= REWARD_RANGES[name][1], name
 
 
 LETTER_OPTIONS = st.integers(2, 26).flatmap(
@@ -272,7 +272,7 @@ def test_twenty_thousand_hostile_completions_never_raise(text, options, data):
     completion = data.draw(st.sampled_from([text, [{"role": "assistant", "content": text}]]))
     for name, fn in REWARD_FUNCS.items():
         (value,) = fn([completion], answer=[gold], options_json=[json.dumps(options)])
-        assert 0.0 <= value <= 1.0, name
+        assert REWARD_RANGES[name][0] <= value <= REWARD_RANGES[name][1], name
 
 
 # --------------------------------------------------------------------------------------------------

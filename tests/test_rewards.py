@@ -21,6 +21,7 @@ from medr1.prompts import ANSWER_FORMATS, TEMPLATES, build_messages
 from medr1.rewards import (
     EXPLICIT_RULES,
     REWARD_FUNCS,
+    REWARD_RANGES,
     RULES,
     Extraction,
     accuracy,
@@ -511,7 +512,7 @@ def test_rewards_never_raise_and_stay_in_unit_interval(completion, options, data
     gold = data.draw(st.sampled_from(list(options)))
     for fn in REWARD_FUNCS.values():
         (value,) = fn([completion], answer=[gold], options_json=[json.dumps(options)])
-        assert 0.0 <= value <= 1.0, fn.__name__
+        assert REWARD_RANGES[fn.__name__][0] <= value <= REWARD_RANGES[fn.__name__][1], fn.__name__
 
 
 @PROPERTY_SETTINGS

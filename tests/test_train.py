@@ -42,7 +42,8 @@ FIXTURES = Path(__file__).parent / "fixtures" / "train"
 def tiny_params(tmp_path: Path, **changes) -> Params:
     """Settings small enough for a few CPU steps; toyeval repeats one toymed question (decontaminated)."""
     values = dict(run_name="t", runs_dir=str(tmp_path / "runs"), data_dir=str(FIXTURES), train_sources=["toymed"],
-                  decontaminate_against=["toyeval"], model="embedded:smollm2-135m", backend="trl", device="cpu",
+                  decontaminate_against=["toyeval"], eval_benchmarks=["toyeval"], model="embedded:smollm2-135m",
+                  backend="trl", device="cpu",
                   prompt_template="letter", reward_funcs=["accuracy", "answer_parsable"], num_generations=4,
                   per_device_train_batch_size=4, max_prompt_length=256, max_completion_length=8, lora_r=8,
                   lora_alpha=16, learning_rate=1e-4, max_steps=2, save_steps=1, logging_steps=1, sample_every=1,
