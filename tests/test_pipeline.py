@@ -42,10 +42,14 @@ def test_every_notebook_runs_and_writes_its_artifacts(smoke_run):
     assert {"data", "train"} <= set(manifest["jobs"]) and any(j.startswith("eval") for j in manifest["jobs"])
     # 04: predictions and summaries for base and trained, results table
     for label in ("base", "trained"):
-        predictions = (run.eval_dir / label / "predictions.jsonl").read_text().splitlines()
-        assert len(predictions) == 4
-        assert json.loads((run.eval_dir / label / "summary.json").read_text())
+        predictions = [json.loads(x) for x in (run.eval_dir / label / "predictions.jsonl").read_text().splitlines()]
+        # eval_limit 4 questions, each under eval_permutations = 2 rotations of its options
+        assert len(predictions) == 8 and sorted({(r["id"], r["shift"]) for r in predictions}) == sorted(
+            {(r["id"], s) for r in predictions for s in (0, 1)})
+        summary = json.loads((run.eval_dir / label / "summary.json").read_text())
+        assert summary["scores"]["strict"]["mini_test"]["n_questions"] == 4
     assert "measured here" in (run.path / "results.md").read_text()
+    assert "## Letter bias" in (run.path / "results.md").read_text()
     assert "reported by others" in (run.path / "results.md").read_text().lower()
     # 05: figures as PNG and PDF
     assert len(list(run.figures_dir.glob("*.png"))) >= 3
