@@ -66,7 +66,7 @@ def test_every_params_file_is_valid(path):
     assert params.run_name
 
 
-@pytest.mark.parametrize("name", ["demo.yaml", "smoke.yaml"])
+@pytest.mark.parametrize("name", ["demo.yaml", "smoke.yaml", "smoke-vision.yaml"])
 def test_cpu_params_files_set_every_key(name):
     # `papermill -f params/X.yaml` must set every param, so no notebook default leaks into a run.
     values = yaml.safe_load((PARAMS_DIR / name).read_text())
