@@ -318,3 +318,12 @@ def test_generate_vision_keeps_order_and_refuses_prompts_past_the_context():
     assert single[0].text == gens[2].text  # greedy: batching does not change the answer
     too_long = generate_vision(model, processor, prompts[:1], max_new_tokens=10_000)
     assert too_long[0].finish_reason == PROMPT_TOO_LONG and too_long[0].text == ""
+
+
+def test_pipeline_adds_the_vision_notebook_only_for_vision_models():
+    from medr1.pipeline import NOTEBOOKS, VISION_NOTEBOOKS, default_notebooks
+
+    assert default_notebooks(load_params(REPO_ROOT / "params" / "smoke-vision.yaml")) == NOTEBOOKS + VISION_NOTEBOOKS
+    assert default_notebooks(load_params(REPO_ROOT / "params" / "smoke.yaml")) == NOTEBOOKS
+    recipe = load_params(REPO_ROOT / "params" / "medvlm-r1-qwen2vl-2b.yaml")
+    assert is_vision_spec(recipe.model) and recipe.train_sources == ["medvlm-mri"] and not recipe.lora_vision
