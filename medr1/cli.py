@@ -55,9 +55,9 @@ def cmd_eval(args) -> int:
 
 
 def cmd_pipeline(args) -> int:
-    from medr1.pipeline import NOTEBOOKS, run_pipeline
+    from medr1.pipeline import run_pipeline
 
-    notebooks = args.only.split(",") if args.only else NOTEBOOKS
+    notebooks = args.only.split(",") if args.only else None  # None: the params decide (vision adds 06)
     run_pipeline(args.params_file, args.overrides, notebooks=notebooks, force=args.force or None)
     return 0
 

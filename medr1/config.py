@@ -78,12 +78,16 @@ class Params:
     torch_dtype: str = _f("auto", "auto: bfloat16 on GPU, float32 on CPU.", "model", ("auto", "float32", "bfloat16", "float16"))
     trust_remote_code: bool = _f(False, "Run code shipped with a hub model. Off unless you trust the repo.", "model")
     load_in_4bit: bool = _f(False, "QLoRA through Unsloth/bitsandbytes (GPU only).", "model")
+    image_max_pixels: int | None = _f(None, "Vision models: pixels per image at most (Qwen2-VL's max_pixels; "
+                                      "each 28x28 block is one prompt token). None: the processor's default.", "model")
     # --- LoRA ------------------------------------------------------------------------------------
     lora_r: int = _f(8, "LoRA rank.", "lora")
     lora_alpha: int = _f(16, "LoRA alpha.", "lora")
     lora_dropout: float = _f(0.0, "LoRA dropout.", "lora")
     lora_target_modules: list = _f(
         ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"], "Modules to adapt.", "lora")
+    lora_vision: bool = _f(False, "Vision models: also adapt the vision tower (default: LoRA on the language "
+                           "model only, the vision tower frozen, as in MedVLM-R1).", "lora")
     # --- GRPO ------------------------------------------------------------------------------------
     learning_rate: float = _f(1e-5, "Peak learning rate.", "grpo")
     lr_scheduler_type: str = _f("constant_with_warmup", "Learning-rate schedule.", "grpo", SCHEDULERS)
@@ -221,7 +225,7 @@ class Params:
         need(self.pad_token is None or bool(self.pad_token), "pad_token", "must be a token string or null")
         need(0 < self.vllm_gpu_memory_utilization <= 1, "vllm_gpu_memory_utilization", "must be in (0, 1]")
         need(0 <= self.warmup_ratio < 1, "warmup_ratio", "must be in [0, 1)")
-        for key in ("train_limit", "eval_limit", "save_total_limit"):
+        for key in ("train_limit", "eval_limit", "save_total_limit", "image_max_pixels"):
             value = getattr(self, key)
             need(value is None or value > 0, key, "must be > 0 or null")
         need(not (self.eval_num_samples > 1 and self.eval_temperature == 0), "eval_num_samples",

@@ -47,6 +47,8 @@ DATA_DIR_ENV = "MEDR1_DATA_DIR"
 DEFAULT_DATA_DIR = REPO_ROOT.parent / "shared" / "benchmarks"
 # Row fields copied into `meta` when present: they are what per-subject breakdowns are made from.
 META_FIELDS = ("subject", "category", "src", "meta_info")
+# Rows of visual questions also carry `images` (paths relative to the data file; see medr1.images) and
+# `modality` ("MRI", "CT", "X-ray", ...), kept in meta so results split by it.
 PUBMEDQA_OPTIONS = {"A": "yes", "B": "no", "C": "maybe"}
 
 OnError = Literal["raise", "skip"]
@@ -144,7 +146,10 @@ class Question:
         options: ordered letter -> text, 2 to 26 options, letters consecutive from "A".
         answer: the gold letter, one of `options`.
         source: benchmark name ("medqa", "pubmedqa-pqal", ...).
-        meta: anything else: `context` (PubMedQA PQA-L abstract), `subject`, `category`, `split`.
+        meta: anything else: `context` (PubMedQA PQA-L abstract), `subject`, `category`, `split`; for
+            visual questions `modality` and `image_sha256` (one content hash per image).
+        images: absolute paths of the question's images, checked at load time (`medr1.images`); empty
+            for text questions, whose records, dicts and hashes are then exactly what they were before.
 
     >>> q = Question("1", "2+2?", {"A": "3", "B": "4"}, "B", "toy")
     >>> q.letters, q.options[q.answer]
@@ -157,6 +162,7 @@ class Question:
     answer: str
     source: str
     meta: dict = field(default_factory=dict)
+    images: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         rid = self.id if isinstance(self.id, str) else repr(self.id)
@@ -173,6 +179,9 @@ class Question:
             raise DataError(problem[1], kind=problem[0], **where)
         if not isinstance(self.meta, dict):
             raise DataError(f"meta must be a dict, got {type(self.meta).__name__}", kind="bad_meta", **where)
+        if not isinstance(self.images, tuple | list) or not all(isinstance(p, str) and p for p in self.images):
+            raise DataError(f"images must be a list of paths, got {self.images!r}", kind="bad_images", **where)
+        object.__setattr__(self, "images", tuple(self.images))
         # Copies, so that mutating the caller's dicts cannot change a validated (frozen) record.
         object.__setattr__(self, "options", dict(self.options))
         object.__setattr__(self, "meta", dict(self.meta))
@@ -191,6 +200,7 @@ class Question:
             "answer": self.answer,
             "source": self.source,
             "meta": dict(self.meta),
+            **({"images": list(self.images)} if self.images else {}),
         }
 
     @classmethod
@@ -207,9 +217,9 @@ class Question:
         rid = str(d.get("id")) if d.get("id") is not None else None
         if missing := sorted(required - d.keys()):
             raise DataError(f"missing field(s) {', '.join(missing)}", record_id=rid, kind="missing_field")
-        if unknown := sorted(d.keys() - required - {"meta"}):
+        if unknown := sorted(d.keys() - required - {"meta", "images"}):
             raise DataError(f"unknown field(s) {', '.join(unknown)}", record_id=rid, kind="unknown_field")
-        return cls(**{k: d[k] for k in (*required, "meta") if k in d})
+        return cls(**{k: d[k] for k in (*required, "meta", "images") if k in d})
 
 
 # --------------------------------------------------------------------------------------------------
@@ -272,7 +282,8 @@ def _check_on_error(on_error: str) -> None:
 # --------------------------------------------------------------------------------------------------
 
 
-def _row_to_question(row: Any, source: str, *, path: str, line: int, split: str | None) -> Question:
+def _row_to_question(row: Any, source: str, *, path: str, line: int, split: str | None,
+                     root: Path | None = None) -> Question:
     """Convert one parsed JSONL row; every problem raises a `DataError` naming path and line."""
 
     def fail(kind: str, problem: str, rid: str | None = None) -> DataError:
@@ -294,7 +305,19 @@ def _row_to_question(row: Any, source: str, *, path: str, line: int, split: str 
     meta = {k: row[k] for k in META_FIELDS if row.get(k) is not None}
     if split is not None:
         meta["split"] = split
-    return Question(id=rid, question=question, options=options, answer=answer, source=source, meta=meta)
+    images: tuple[str, ...] = ()
+    if row.get("images", row.get("image")) is not None:  # a visual question (medr1.images checks every file)
+        from medr1.images import resolve_images
+
+        images, meta["image_sha256"] = resolve_images(
+            row.get("images", row.get("image")), base_dir=Path(path).parent, root=root or Path(path).parent,
+            path=path, line=line, record_id=rid)
+    if (modality := row.get("modality")) is not None:
+        from medr1.images import normalize_modality
+
+        meta["modality"] = normalize_modality(modality) or modality
+    return Question(id=rid, question=question, options=options, answer=answer, source=source, meta=meta,
+                    images=images)
 
 
 def load_jsonl(
@@ -303,9 +326,11 @@ def load_jsonl(
     *,
     on_error: OnError = "raise",
     split: str | None = None,
+    root: str | os.PathLike | None = None,
 ) -> LoadedQuestions:
     """Load a benchmark JSONL file: one object per line with `question`, `options` {letter: text} and
-    `answer_idx` (the gold letter).
+    `answer_idx` (the gold letter); visual questions add `images` (paths relative to the file, inside
+    `root`, default the file's folder) and `modality` (see `medr1.images`).
 
     The id is `realidx` (or `id`) when present, else `f"{source}-{line}"`. `subject`, `category`, `src`
     and `meta_info` are kept in `meta`. Blank lines are ignored.
@@ -353,7 +378,8 @@ def load_jsonl(
                 raise DataError(
                     f"invalid JSON ({e.msg} at column {e.colno})", path=path, line=line_no, kind="invalid_json"
                 ) from None
-            q = _row_to_question(row, source, path=str(path), line=line_no, split=split)
+            q = _row_to_question(row, source, path=str(path), line=line_no, split=split,
+                                 root=Path(root) if root is not None else None)
             if q.id in first_line_of:
                 raise DataError(
                     f"duplicate id {q.id!r} (first on line {first_line_of[q.id]}, again on line {line_no})",
@@ -571,7 +597,9 @@ class BenchmarkSpec:
         hub_splits: our split name -> hub split name.
         converter: hub row -> `Question` (signature `(row, index, source)`).
         hub_filter: keeps only the rows that make up this benchmark (e.g. MMLU's medical subjects).
-        layout: "jsonl" (`<subdir>/<split>.jsonl`) or "pqal" (the original PubMedQA files).
+        layout: "jsonl" (`<subdir>/<split>.jsonl`), "pqal" (the original PubMedQA files) or "mmed"
+            (a local copy of FreedomIntelligence/Medical_Multimodal_Evaluation_Data, `medr1.images`).
+        modality: for "mmed", the modality kept ("MRI", "CT", "X-ray").
     """
 
     description: str
@@ -581,7 +609,8 @@ class BenchmarkSpec:
     hub_splits: dict[str, str] = field(default_factory=dict)
     converter: Callable[[dict, int, str], Question] | None = None
     hub_filter: Callable[[dict], bool] | None = None
-    layout: Literal["jsonl", "pqal"] = "jsonl"
+    layout: Literal["jsonl", "pqal", "mmed"] = "jsonl"
+    modality: str | None = None
 
 
 KNOWN_BENCHMARKS: dict[str, BenchmarkSpec] = {
@@ -626,7 +655,16 @@ KNOWN_BENCHMARKS: dict[str, BenchmarkSpec] = {
         "Idavidrein/gpqa", "gpqa_main", {"test": "train"}, lambda row, i, s: _gpqa(row, i, s)),
     "afrimedqa": BenchmarkSpec(
         "AfriMed-QA expert MCQs, 5 options; local only (train split, 124 questions)", "afrimedqa"),
+    # MedVLM-R1 (arXiv 2502.19634): train on the first MRI rows of HuatuoGPT-Vision's evaluation data, test on
+    # the authors' MRI_CT_XRAY_300each_dataset.json (300 per modality). Local copies only (images are a zip on
+    # the hub); `split="train"` reads the hub file, `split="test"` the authors' test file, both in one folder.
+    **{f"medvlm-{key}": BenchmarkSpec(
+        f"MedVLM-R1 {modality} visual questions (Medical_Multimodal_Evaluation_Data; test: the authors' 300)",
+        "Medical_Multimodal_Evaluation_Data", layout="mmed", modality=modality)
+       for key, modality in (("mri", "MRI"), ("ct", "CT"), ("xray", "X-ray"))},
 }
+# MedVLM-R1's training set: the first 600 MRI rows of the hub file (their paper; their released grpo.py takes 500).
+MEDVLM_TRAIN_ROWS = 600
 
 
 def _gpqa(row: dict, index: int, source: str) -> Question:
@@ -795,6 +833,15 @@ def load_benchmark(
     if folder is not None and folder.is_dir():
         if spec is not None and spec.layout == "pqal":
             questions = load_pubmedqa_pqal(folder, split, on_error=on_error)
+        elif spec is not None and spec.layout == "mmed":
+            from medr1.images import MEDVLM_TEST_FILE, MMED_FILE, load_mmed
+
+            file = folder / (MEDVLM_TEST_FILE if split == "test" else MMED_FILE)
+            if split not in ("train", "test"):
+                raise DataError(f"{name} has splits 'train' ({MMED_FILE}) and 'test' ({MEDVLM_TEST_FILE})",
+                                path=folder, kind="bad_split")
+            questions = load_mmed(file, name, modality=spec.modality, split=split, root=root, on_error=on_error,
+                                  first=MEDVLM_TRAIN_ROWS if split == "train" else None)
         else:
             file = folder / f"{split}.jsonl"
             if not file.is_file() and spec is not None and split in spec.hub_splits:
@@ -806,7 +853,7 @@ def load_benchmark(
                 raise DataError(f"no split {split!r}; available: {', '.join(available) or 'none'}", path=file,
                                 kind="bad_split")
             else:
-                questions = load_jsonl(file, name, on_error=on_error, split=split)
+                questions = load_jsonl(file, name, on_error=on_error, split=split, root=root)
     elif spec is not None:
         if root is not None:
             log.info("%s not under %s; trying the hub", name, root)
@@ -890,8 +937,9 @@ class Contamination(NamedTuple):
 
     train_id: str
     eval_id: str
-    reason: str  # "exact" (same question text), "normalized" (same after normalize_text), "ngram" or
+    reason: str  # "exact" (same question text), "normalized" (same after normalize_text), "ngram",
     #              "containment" (a short evaluation question inside the training question, same options)
+    #              or "image" (shows an image file of an evaluation question, byte for byte)
     train_source: str
     eval_source: str
 
@@ -1024,9 +1072,16 @@ def decontaminate(
         ngram_size=ngram_size, n_train=len(train), n_eval=len(eval_questions),
         eval_sources=sorted({q.source for q in eval_questions}),
     )
+    from medr1.images import image_hashes
+
+    # Visual questions: "What can be observed in this image?" is generic text; the image is the question.
+    eval_images = image_hashes(eval_questions)
     kept = []
     for q in train:
-        match, reason = exact.get(q.question.strip()), "exact"
+        match, reason = next((eval_images[h] for h in q.meta.get("image_sha256") or () if h in eval_images),
+                             None), "image"
+        if match is None:
+            match, reason = exact.get(q.question.strip()), "exact"
         if match is None:
             match, reason = stems.get(normalize_text(q.question)), "normalized"
         if match is None:
@@ -1037,6 +1092,8 @@ def decontaminate(
                     break
         if match is None and short:
             match, reason = _contained_short(q, short, short_lengths), "containment"
+        if match is not None and reason != "image" and q.images and match.images:
+            match = None  # two visual questions with the same words but different images are different questions
         if match is None:
             kept.append(q)
         else:
@@ -1105,14 +1162,15 @@ def build_training_pool(
     if limit is not None and limit < 0:
         raise ValueError(f"limit must be >= 0 or None, got {limit}")
     pool: list[Question] = []
-    seen: set[str] = set()
+    seen: set[tuple] = set()
     pool_ids: set[str] = set()
     n_duplicates = 0
     for source in sources:
         for q in load_benchmark(source, split, data_dir, on_error=on_error, hub_loader=hub_loader):
             # Abstract + question + options, so that the same PubMedQA item in its JSONL layout (abstract
             # inside the question) and its PQA-L layout (abstract in meta) counts as one.
-            key = _matching_text(q)
+            # A visual question is its text and its images: the same wording about another scan is another question.
+            key = (_matching_text(q), *(q.meta.get("image_sha256") or ()))
             if key in seen:
                 n_duplicates += 1
                 continue
@@ -1167,7 +1225,8 @@ def questions_hash(questions: Iterable[Question]) -> str:
     """
     h = hashlib.sha256()
     for q in questions:
-        h.update(json.dumps(q.to_dict(), sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode())
+        # Image files enter through meta["image_sha256"] (their content), not their machine-specific paths.
+        h.update(json.dumps({k: v for k, v in q.to_dict().items() if k != "images"}, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode())
         h.update(b"\n")
     return h.hexdigest()
 

@@ -284,6 +284,12 @@ def _hf_generate_fn(model_spec, *, adapter, device, torch_dtype, trust_remote_co
             loaded["model"], loaded["tok"] = load_model(model_spec, adapter=adapter, device=device,
                                                         torch_dtype=torch_dtype, trust_remote_code=trust_remote_code,
                                                         merge_adapter=adapter is not None)
+        from medr1.vision import is_processor
+
+        if is_processor(loaded["tok"]):  # a vision-language model: images through its processor
+            from medr1.vision_eval import generate_vision
+
+            return generate_vision(loaded["model"], loaded["tok"], prompts, **kwargs)
         return generate(loaded["model"], loaded["tok"], prompts, decode=decode, **kwargs)
 
     return fn
@@ -293,6 +299,13 @@ def _vllm_generate_fn(model_spec, *, adapter, torch_dtype, trust_remote_code) ->
     from medr1.generation import generate_vllm
 
     def fn(prompts, *, batch_size=None, **kwargs):  # vLLM schedules its own batches
+        from medr1.vision import is_vision_spec
+
+        if is_vision_spec(model_spec):
+            from medr1.vision_eval import generate_vision_vllm
+
+            return generate_vision_vllm(model_spec, prompts, adapter=adapter, torch_dtype=torch_dtype,
+                                        trust_remote_code=trust_remote_code, **kwargs)
         return generate_vllm(model_spec, prompts, adapter=adapter, torch_dtype=torch_dtype,
                              trust_remote_code=trust_remote_code, **kwargs)
 
@@ -429,8 +442,12 @@ def evaluate_model(
                 raise ValueError(f"benchmark {name!r} has duplicate question id {dup!r}; ids must be unique")
             # (benchmark, question as asked, rotation): rotation 0 is the question as written.
             questions += [(name, cyclic_shift(q, s) if s else q, s) for q in qs for s in eval_shifts(q, permutations)]
-        messages = [build_messages(q, template) for _, q, _ in questions]
-        hashes = [prompt_hash(m) for m in messages]
+        from medr1.vision import prompt_identity, vision_messages
+
+        # Visual questions: images in the processor's chat format; hashed by image content, not path.
+        messages = [vision_messages(q, template) if q.images else build_messages(q, template) for _, q, _ in questions]
+        hashes = [prompt_hash(prompt_identity(m) if q.images else m) for m, (_, q, _) in zip(messages, questions,
+                                                                                             strict=True)]
 
         # --- resume -----------------------------------------------------------------------------
         pred_path = out_dir / PREDICTIONS
@@ -480,6 +497,9 @@ def evaluate_model(
                     category = q.meta.get("subject") or q.meta.get("category")
                     if isinstance(category, str):
                         row["category"] = category
+                    if q.images:  # visual questions: per-modality accuracy, and the images for figures
+                        row.update(images=list(q.images), **({"modality": q.meta["modality"]}
+                                                             if q.meta.get("modality") else {}))
                     rows.append(row)
                 if not rows:
                     return
@@ -519,6 +539,10 @@ def evaluate_model(
             "generation": _generation_stats(rows),
             "scores": score_predictions(rows, scorers, seed=seed),
         }
+        from medr1.vision_eval import modality_scores
+
+        if by_modality := modality_scores(rows, scorers, seed=seed):
+            summary["by_modality"] = by_modality
         atomic_write_json(out_dir / SUMMARY, summary)
     return summary
 
@@ -612,6 +636,9 @@ def evaluate_cli(args) -> int:
                 f"  consistent={100 * s['consistent_accuracy']:.1f}% over {s['n_questions']} questions"
             top = "" if s.get("answer_top_share") is None else f"  top_answer_share={100 * s['answer_top_share']:.0f}%"
             print(f"{bench:>16} {scorer:>7}: {acc}{ci}  n={s['n']}  unparsed={s['unparsed']}{consistent}{top}")
+            for modality, m in summary.get("by_modality", {}).get(scorer, {}).get(bench, {}).items():
+                print(f"{'':>16} {'':>7}  {modality}: {100 * m['accuracy']:.1f}% [{100 * m['ci_low']:.1f}, "
+                      f"{100 * m['ci_high']:.1f}]  n={m['n']}")
     print(f"predictions and summary in {args.out}")
     return 0
 

@@ -154,8 +154,14 @@ def build_grpo_config(params: Params, output_dir: str | os.PathLike, *, cuda: bo
 # --------------------------------------------------------------------------------------------------
 
 
+def text_tokenizer(processing_class):
+    """The tokenizer of a processing class: itself, or a vision-language processor's `.tokenizer`."""
+    return getattr(processing_class, "tokenizer", None) or processing_class
+
+
 def intended_pad_token(params: Params, tokenizer) -> str:
     """The pad token params ask for: `pad_token`, else the tokenizer's own (our loader sets EOS when none)."""
+    tokenizer = text_tokenizer(tokenizer)
     if params.pad_token is None:
         return tokenizer.pad_token
     ids = tokenizer.convert_tokens_to_ids(params.pad_token)
@@ -167,6 +173,7 @@ def intended_pad_token(params: Params, tokenizer) -> str:
 
 def set_pad_token(model, tokenizer, pad_token: str) -> None:
     """Make `pad_token` the padding token of the tokenizer and of the model's configs."""
+    tokenizer = text_tokenizer(tokenizer)
     tokenizer.pad_token = pad_token
     pad_id = tokenizer.convert_tokens_to_ids(pad_token)
     for cfg in (getattr(model, "generation_config", None), getattr(model, "config", None)):
@@ -282,7 +289,7 @@ def build_trainer(params: Params, *, model, tokenizer, peft_config, config, rewa
     # TRL bakes sampling settings and the pad id into the GenerationConfig it builds at construction.
     gen = getattr(trainer, "generation_config", None)
     if gen is not None and hasattr(gen, "pad_token_id"):
-        gen.pad_token_id = trainer.processing_class.pad_token_id
+        gen.pad_token_id = text_tokenizer(trainer.processing_class).pad_token_id
         gen.temperature, gen.top_p = want["temperature"], want["top_p"]
     return trainer
 
@@ -309,7 +316,7 @@ def effective_grpo_config(trainer) -> dict[str, Any]:
         out[key] = _plain(getattr(trainer.args, key, None))
     weights = getattr(trainer, "reward_weights", None)
     out["reward_weights"] = [float(w) for w in weights.tolist()] if weights is not None else None
-    tok = trainer.processing_class
+    tok = text_tokenizer(trainer.processing_class)
     out["pad_token"] = getattr(tok, "pad_token", None)
     out["pad_token_id"] = getattr(tok, "pad_token_id", None)
     gen = getattr(trainer, "generation_config", None)  # what TRL's own generate() is called with

@@ -48,7 +48,7 @@ _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 def _embedded_gguf(name: str) -> Path:
     if name not in EMBEDDED_MODELS:
         raise ModelSpecError(f"unknown embedded model {name!r}; known: "
-                             f"{[EMBEDDED_PREFIX + k for k in EMBEDDED_MODELS]}")
+                             f"{[EMBEDDED_PREFIX + k for k in [*EMBEDDED_MODELS, 'tiny-qwen2-vl']]}")
     entry = EMBEDDED_MODELS[name]
     spec = importlib.util.find_spec(entry.package)
     if spec is None or not spec.submodule_search_locations:
@@ -99,6 +99,10 @@ def resolve_model_path(spec: str) -> str:
     """A spec as something `from_pretrained` accepts: embedded names become their converted checkpoint."""
     check_model_spec(spec)
     if spec.startswith(EMBEDDED_PREFIX):
+        from medr1.vision import embedded_vision_name, resolve_vision_path
+
+        if embedded_vision_name(spec):  # a tiny random VLM built from a config in the repo (medr1.vision)
+            return resolve_vision_path(spec)
         return str(embedded_checkpoint(spec[len(EMBEDDED_PREFIX):]))
     return spec
 
@@ -111,7 +115,10 @@ def check_model_spec(spec: str) -> str:
     if not isinstance(spec, str) or not spec.strip():
         raise ModelSpecError(f"model spec must be a non-empty string, got {spec!r}")
     if spec.startswith(EMBEDDED_PREFIX):
-        _embedded_gguf(spec[len(EMBEDDED_PREFIX):])
+        from medr1.vision import embedded_vision_name
+
+        if not embedded_vision_name(spec):
+            _embedded_gguf(spec[len(EMBEDDED_PREFIX):])
         return "embedded"
     path = Path(spec).expanduser()
     if path.exists():
@@ -174,10 +181,20 @@ def load_model(spec: str, *, adapter: str | None = None, device: str = "auto", t
         (model in eval mode on the device, tokenizer with left padding)
 
     >>> model, tok = load_model("embedded:smollm2-135m")  # doctest: +SKIP
+
+    Vision-language specs (Qwen2-VL / Qwen2.5-VL, `embedded:tiny-qwen2-vl`) return `(model, processor)`
+    instead (`medr1.vision.load_vision_model`).
     """
     from transformers import AutoModelForCausalLM
 
+    from medr1.vision import is_vision_spec, load_vision_model
+
     kind = check_model_spec(spec)
+    if is_vision_spec(spec):
+        if kind == "adapter":
+            adapter, spec = spec, json.loads((Path(spec) / "adapter_config.json").read_text())["base_model_name_or_path"]
+        return load_vision_model(spec, adapter=adapter, device=device, torch_dtype=torch_dtype,
+                                 trust_remote_code=trust_remote_code, merge_adapter=merge_adapter)
     if kind == "adapter":
         adapter, spec = spec, json.loads((Path(spec) / "adapter_config.json").read_text())["base_model_name_or_path"]
     path = resolve_model_path(spec)

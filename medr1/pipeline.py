@@ -27,6 +27,8 @@ from medr1.paths import NOTEBOOKS_DIR, REPO_ROOT
 from medr1.runs import LOCK_TOKEN_ENV, RunDir, atomic_write_json, atomic_write_text, check_writable
 
 NOTEBOOKS = ("01_data_preparation", "02_reward_design", "03_grpo_training", "04_evaluation", "05_figures")
+# Run after the others only when the params ask for a vision-language model (`default_notebooks`).
+VISION_NOTEBOOKS = ("06_vision_grpo",)
 # Artifacts a forced rerun removes; anything else a user put in the run directory stays.
 RUN_ARTIFACTS = ("train", "eval", "notebooks", "figures", "data", "rewards", "results.md", "results.csv",
                  "manifest.json", "params.yaml")
@@ -57,6 +59,14 @@ def notebook_parameters(path: Path) -> list[str]:
     return list(papermill.inspect_notebook(str(path)).keys())
 
 
+def default_notebooks(params: Params) -> tuple[str, ...]:
+    """The notebooks a pipeline runs: the numbered five, plus 06_vision_grpo when `params.model` is a
+    vision-language model (its images and completions mean nothing for a text model)."""
+    from medr1.vision import is_vision_spec
+
+    return NOTEBOOKS + VISION_NOTEBOOKS if is_vision_spec(params.model) else NOTEBOOKS
+
+
 def _done_marker(run: RunDir, name: str) -> Path:
     return run.notebooks_dir / f".{name}.done.json"
 
@@ -83,14 +93,14 @@ def _lock_token():
             os.environ.pop(LOCK_TOKEN_ENV, None)
 
 
-def run_pipeline(params_file: str | Path | None = None, overrides=None, *, notebooks=NOTEBOOKS,
+def run_pipeline(params_file: str | Path | None = None, overrides=None, *, notebooks=None,
                  force: bool | None = None, log=print, kernel_name: str = "python3") -> list[StepResult]:
     """Execute the notebooks in order; stop at the first failure with papermill's error.
 
     Args:
         params_file: YAML params (e.g. params/demo.yaml).
         overrides: dict or `key=value` strings applied on top.
-        notebooks: names (without .ipynb) to run, in order.
+        notebooks: names (without .ipynb) to run, in order (default: `default_notebooks(params)`).
         force: rerun every notebook from a clean run directory (default: the params' `force`).
     """
     import papermill
@@ -99,8 +109,9 @@ def run_pipeline(params_file: str | Path | None = None, overrides=None, *, noteb
     params = load_params(params_file, overrides)
     # Checked here, not in a notebook: a typo must fail in a second, not after the notebooks before it ran,
     # and a notebook name is a path (an unknown one could read or write outside the run directory).
-    if unknown := [n for n in notebooks if n not in NOTEBOOKS]:
-        raise PipelineError(f"unknown notebook(s) {unknown}; choose from {list(NOTEBOOKS)}")
+    notebooks = default_notebooks(params) if notebooks is None else notebooks
+    if unknown := [n for n in notebooks if n not in NOTEBOOKS + VISION_NOTEBOOKS]:
+        raise PipelineError(f"unknown notebook(s) {unknown}; choose from {list(NOTEBOOKS + VISION_NOTEBOOKS)}")
     check_model_spec(params.model)
     logging.getLogger("papermill").setLevel(logging.WARNING)  # our one line per notebook is the progress
     force = params.force if force is None else force

@@ -77,10 +77,15 @@ def sample_rewards(params: Params, questions: list[Question], *, num_samples: in
 
     model, tokenizer = load_model(params.model, device=params.device, torch_dtype=params.torch_dtype,
                                   trust_remote_code=params.trust_remote_code)
+    from medr1.vision import is_processor, vision_messages
+    from medr1.vision_eval import generate_vision
+
+    if is_processor(tokenizer):  # a vision-language model: images through its processor (medr1.vision)
+        generate = generate_vision  # noqa: F811
     rows = []
     for template in templates or [params.prompt_template]:
         names, weights = rewards_for(params, template)
-        prompts = [build_messages(q, template) for q in questions]
+        prompts = [vision_messages(q, template) if q.images else build_messages(q, template) for q in questions]
         outputs = generate(model, tokenizer, prompts, max_new_tokens=max_new_tokens or params.max_completion_length,
                            temperature=params.temperature, top_p=params.top_p, num_samples=num_samples,
                            seed=params.seed)

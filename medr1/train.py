@@ -188,7 +188,8 @@ def fit_prompts(questions: Sequence, tokenizer, *, template: str, max_prompt_len
     questions = list(questions)
     texts = [tokenizer.apply_chat_template(build_messages(q, template), add_generation_prompt=True, tokenize=False)
              for q in questions]
-    lengths = [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]] if texts else []
+    text_tokenizer = getattr(tokenizer, "tokenizer", tokenizer)  # a VLM's processor holds the tokenizer
+    lengths = [len(ids) for ids in text_tokenizer(texts, add_special_tokens=False)["input_ids"]] if texts else []
     kept = [q for q, n in zip(questions, lengths, strict=True) if n <= max_prompt_length]
     dropped = len(questions) - len(kept)
     if dropped:
@@ -206,8 +207,10 @@ def draws_dataset(draws: Sequence, *, template: str):
 
     from medr1.prompts import build_messages
 
+    # Visual questions add an `images` column (paths): TRL's GRPOTrainer puts them into the first user message.
     return Dataset.from_list([{"prompt": build_messages(q, template), "answer": q.answer,
-                               "options_json": json.dumps(q.options, ensure_ascii=False), "id": q.id}
+                               "options_json": json.dumps(q.options, ensure_ascii=False), "id": q.id,
+                               **({"images": list(q.images)} if getattr(q, "images", ()) else {})}
                               for q in draws])
 
 
@@ -226,8 +229,22 @@ def n_training_draws(params: Params, n_questions: int) -> int:
     return max(1, math.ceil(params.num_train_epochs * n_questions / per_step)) * per_step
 
 
-def _prompt_key(prompt: Any) -> str:
-    return json.dumps(prompt, sort_keys=True, ensure_ascii=False)
+def _prompt_key(prompt: Any, images: Sequence[str] = ()) -> str:
+    """A draw's prompt as a lookup key. TRL logs a VLM's prompts with the images inserted as content blocks;
+    they are flattened back to the dataset's text messages plus the image paths, so both sides key alike
+    (text prompts key exactly as their JSON)."""
+    images = [str(i) for i in images]
+    if isinstance(prompt, list):
+        flat = []
+        for m in prompt:
+            content = m.get("content") if isinstance(m, dict) else None
+            if isinstance(content, list):
+                images += [str(b.get("image")) for b in content if isinstance(b, dict) and b.get("type") == "image"]
+                content = "".join(b.get("text") or "" for b in content if isinstance(b, dict) and b.get("type") == "text")
+                m = {**m, "content": content}
+            flat.append(m)
+        prompt = flat
+    return json.dumps([prompt, images] if images else prompt, sort_keys=True, ensure_ascii=False)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -677,8 +694,10 @@ def _train_local(params: Params, run: RunDir, *, progress: bool, reward_funcs) -
     from medr1.models import pick_device, resolve_model_path
     from medr1.option_order import shuffle_report, training_draws
     from medr1.prepare import training_pool
+    from medr1.vision import is_vision_spec
 
     set_seed(params.seed)
+    vision = is_vision_spec(params.model)  # a VLM: (model, processor), images in the dataset (medr1.vision)
 
     # --- backend: decided (and refused) before anything loads -------------------------------------
     device = pick_device(params.device)
@@ -721,8 +740,14 @@ def _train_local(params: Params, run: RunDir, *, progress: bool, reward_funcs) -
     # --- model ---------------------------------------------------------------------------------------
     path = resolve_model_path(params.model)
     changed: dict[str, Any] = {}  # what the backend changed on its own (set back to params)
-    model, tokenizer, peft_config, dtype_name = load_policy(params, path, device=device, backend=backend,
-                                                            changed=changed)
+    if vision:  # not yet part of the effective-config set-back of grpo_setup (text models only)
+        from medr1.vision import load_vision_trl, load_vision_unsloth
+
+        model, tokenizer, peft_config, dtype_name = (load_vision_unsloth(params, path) if backend == "unsloth"
+                                                     else load_vision_trl(params, path, device))
+    else:
+        model, tokenizer, peft_config, dtype_name = load_policy(params, path, device=device, backend=backend,
+                                                                changed=changed)
 
     # --- draws: the sequence of (option-shuffled) questions the trainer walks, a function of the params ---
     kept, n_dropped = fit_prompts(pool, tokenizer, template=params.prompt_template,
@@ -730,7 +755,7 @@ def _train_local(params: Params, run: RunDir, *, progress: bool, reward_funcs) -
     draws = training_draws(kept, n_training_draws(params, len(kept)), seed=params.seed,
                            shuffle_options=params.shuffle_options)
     dataset = draws_dataset(draws, template=params.prompt_template)
-    draw_by_prompt = {_prompt_key(p): {"id": q.id, "answer": q.answer, "options": q.options}
+    draw_by_prompt = {_prompt_key(p, q.images): {"id": q.id, "answer": q.answer, "options": q.options}
                       for p, q in zip(dataset["prompt"], draws, strict=True)}
     _check_same_draws(run, questions_hash(draws), resuming=checkpoint is not None)
 
@@ -743,6 +768,8 @@ def _train_local(params: Params, run: RunDir, *, progress: bool, reward_funcs) -
                             "n_removed": len(contamination.removed),
                             "removed_first_100": contamination.to_dict()["removed"][:100]},
         "reward_names": reward_names, "status": "running",
+        **({"vision": {"lora_vision": params.lora_vision, "image_max_pixels": params.image_max_pixels,
+                       "n_images": sum(len(q.images) for q in kept)}} if vision else {}),
     }
     data_hashes = {"train_pool": questions_hash(pool), "train_draws": questions_hash(draws)}
     if is_main:

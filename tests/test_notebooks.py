@@ -8,7 +8,9 @@ import json
 import pytest
 
 from medr1.paths import NOTEBOOKS_DIR
-from medr1.pipeline import NOTEBOOKS, notebook_parameters
+from medr1.pipeline import NOTEBOOKS, VISION_NOTEBOOKS, notebook_parameters
+
+ALL = NOTEBOOKS + VISION_NOTEBOOKS
 
 MAX_CELL_LINES = 15
 
@@ -18,10 +20,10 @@ def _cells(name):
 
 
 def test_the_numbered_notebooks_exist():
-    assert sorted(p.stem for p in NOTEBOOKS_DIR.glob("*.ipynb")) == sorted(NOTEBOOKS)
+    assert sorted(p.stem for p in NOTEBOOKS_DIR.glob("*.ipynb")) == sorted(ALL)
 
 
-@pytest.mark.parametrize("name", NOTEBOOKS)
+@pytest.mark.parametrize("name", ALL)
 def test_committed_without_outputs(name):
     for i, cell in enumerate(_cells(name)):
         if cell["cell_type"] == "code":
@@ -29,14 +31,14 @@ def test_committed_without_outputs(name):
             assert cell.get("execution_count") is None, f"{name} cell {i} has an execution count"
 
 
-@pytest.mark.parametrize("name", NOTEBOOKS)
+@pytest.mark.parametrize("name", ALL)
 def test_one_parameters_cell_with_params_file(name):
     tagged = [c for c in _cells(name) if "parameters" in c.get("metadata", {}).get("tags", [])]
     assert len(tagged) == 1
     assert {"params_file", "run_name"} <= set(notebook_parameters(NOTEBOOKS_DIR / f"{name}.ipynb"))
 
 
-@pytest.mark.parametrize("name", NOTEBOOKS)
+@pytest.mark.parametrize("name", ALL)
 def test_title_first_and_cells_short_without_definitions(name):
     cells = _cells(name)
     assert cells[0]["cell_type"] == "markdown" and "".join(cells[0]["source"]).startswith("# ")
