@@ -181,6 +181,23 @@ def category_breakdown(run_dir: str | Path) -> pd.DataFrame:
     return out[["label", "benchmark", "category", "n", "accuracy", "ci_low", "ci_high"]]
 
 
+def modality_breakdown(run_dir: str | Path) -> pd.DataFrame:
+    """Accuracy per imaging modality (MRI, CT, X-ray, ...) with its 95 % bootstrap CI, per eval label,
+    benchmark and scorer, from the `by_modality` block of each `eval/<label>/summary.json` (written for
+    visual benchmarks whose questions carry a modality); empty for text-only runs."""
+    rows = []
+    eval_dir = RunDir(run_dir).eval_dir
+    for path in sorted(eval_dir.glob("*/summary.json")) if eval_dir.is_dir() else []:
+        summary = json.loads(path.read_text())
+        for scorer, per_bench in (summary.get("by_modality") or {}).items():
+            for bench, per_modality in per_bench.items():
+                for modality, m in per_modality.items():
+                    rows.append({"label": path.parent.name, "benchmark": bench, "scorer": scorer, "modality": modality,
+                                 "n": m.get("n"), "accuracy": _pct(m.get("accuracy")), "ci_low": _pct(m.get("ci_low")),
+                                 "ci_high": _pct(m.get("ci_high"))})
+    return pd.DataFrame(rows, columns=["label", "benchmark", "scorer", "modality", "n", "accuracy", "ci_low", "ci_high"])
+
+
 def paired_comparison(run_dir: str | Path, a: str = "base", b: str = "trained", scorer: str = "strict", *,
                       seed: int = 0) -> pd.DataFrame:
     """Model `b` vs model `a` of one run on the questions both answered, per benchmark.
@@ -316,6 +333,12 @@ def write_results(run_dir: str | Path, reference_yaml: str | Path | None = "para
                "Most frequent extracted answer and its share (%); `constant_answer_baseline` is the accuracy of always "
                "giving the most frequent gold letter on these questions. An accuracy near that baseline with one "
                "dominant answer is letter bias, not knowledge.", "", _markdown(spread), ""]
+    by_modality = modality_breakdown(run.path)
+    if len(by_modality):
+        atomic_write_text(run.path / "results_by_modality.csv", by_modality.to_csv(index=False))
+        md += ["## Accuracy per imaging modality", "",
+               "Visual benchmarks whose questions carry a modality; 95 % bootstrap intervals.", "",
+               _markdown(by_modality), ""]
     by_category = category_breakdown(run.path)
     if len(by_category):
         md += ["## Accuracy per subject / category (strict)", "", _markdown(by_category), ""]

@@ -130,3 +130,20 @@ def test_category_breakdown_only_where_questions_carry_one(tmp_path):
     assert table.loc["anatomy", ["n", "accuracy"]].tolist() == [4, 75.0]  # 3 of 4 right
     assert table.loc["virology", ["n", "accuracy"]].tolist() == [2, 0.0]
     assert set(table["benchmark"]) == {"mmlu"}
+
+
+def test_modality_breakdown_reaches_results_md(tmp_path):
+    # a visual benchmark's summary carries by_modality (medr1.vision_eval.modality_scores); results show it
+    from medr1.results import modality_breakdown, write_results
+
+    out = tmp_path / "run" / "eval" / "trained"
+    out.mkdir(parents=True)
+    block = {"MRI": {"n": 4, "n_correct": 3, "accuracy": 0.75, "ci_low": 0.25, "ci_high": 1.0},
+             "CT": {"n": 2, "n_correct": 0, "accuracy": 0.0, "ci_low": 0.0, "ci_high": 0.0}}
+    (out / "summary.json").write_text(json.dumps({"model": "m", "scores": {}, "by_modality": {"strict": {"vqa": block}}}))
+    table = modality_breakdown(tmp_path / "run")
+    assert table[["modality", "n", "accuracy"]].values.tolist() == [["MRI", 4, 75.0], ["CT", 2, 0.0]]
+    write_results(tmp_path / "run", None)
+    md = (tmp_path / "run" / "results.md").read_text()
+    assert "## Accuracy per imaging modality" in md and "| trained | vqa | strict | MRI | 4 | 75.0 |" in md
+    assert (tmp_path / "run" / "results_by_modality.csv").is_file()
