@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from medr1.config import Params
@@ -63,10 +64,33 @@ def training_pool(params: Params) -> tuple[list[Question], list[Question], Decon
 
 def write_validation(run: RunDir, validation: list[Question]) -> None:
     """The validation split as a local benchmark file (`<run>/data/validation/validation.jsonl`), so that
-    `load_benchmark("validation", "validation", data_dir=<run>/data)` and `medr1 eval` read it."""
-    atomic_write_text(run.path / "data" / "validation" / "validation.jsonl", "".join(
-        json.dumps({"id": q.id, "question": q.question, "options": q.options, "answer_idx": q.answer,
-                    "source": q.source}, ensure_ascii=False) + "\n" for q in validation))
+    `load_benchmark("validation", "validation", data_dir=<run>/data)` and `medr1 eval` read it.
+
+    Images of visual questions are copied beside it (`data/images/<content hash><suffix>`): image paths must
+    stay inside the data directory they are read from (`medr1.images`), and a copy keeps the split
+    readable when the source data moves.
+    """
+    import hashlib
+    import shutil
+
+    data = run.path / "data"
+    rows = []
+    for q in validation:
+        row = {"id": q.id, "question": q.question, "options": q.options, "answer_idx": q.answer, "source": q.source}
+        if q.images:
+            images = []
+            for src in map(Path, q.images):
+                target = data / "images" / (hashlib.sha256(src.read_bytes()).hexdigest()[:16] + src.suffix.lower())
+                target.parent.mkdir(parents=True, exist_ok=True)
+                if not target.exists():
+                    shutil.copyfile(src, target)
+                images.append(f"../images/{target.name}")
+            row["images"] = images
+        if q.meta.get("modality"):
+            row["modality"] = q.meta["modality"]
+        rows.append(row)
+    atomic_write_text(data / "validation" / "validation.jsonl",
+                      "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
 
 
 def prepare_data(params: Params, *, write: bool = True) -> PreparedData:

@@ -43,3 +43,17 @@ def test_train_limit_applies_after_the_validation_split(tmp_path):
 def test_validation_cannot_take_the_whole_pool(tmp_path):
     with pytest.raises(ValueError, match="leaves no training question"):
         training_pool(_params(tmp_path, validation_size=10_000))
+
+
+def test_validation_split_of_visual_questions_keeps_images_and_modality(tmp_path):
+    toyvqa = Path(__file__).parent / "fixtures" / "toyvqa"
+    params = Params(run_name="v", runs_dir=str(tmp_path / "runs"), data_dir=str(toyvqa), train_sources=["vqa_train"],
+                    decontaminate_against=["vqa_test"], eval_benchmarks=["vqa_test"], validation_size=3, seed=1)
+    prepare_data(params)
+    _, validation, _ = training_pool(params)
+    written = load_benchmark("validation", "validation", params.run_dir / "data")
+    assert [q.id for q in written] == [q.id for q in validation]
+    for original, copy in zip(validation, written, strict=True):
+        assert len(copy.images) == len(original.images) >= 1
+        assert [Path(p).read_bytes() for p in copy.images] == [Path(p).read_bytes() for p in original.images]
+        assert copy.meta.get("modality") == original.meta.get("modality")
