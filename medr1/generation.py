@@ -466,6 +466,21 @@ def generate(
 # --------------------------------------------------------------------------------------------------
 
 
+def vllm_request_settings(*, num_samples: int, temperature: float, top_p: float, max_new_tokens: int, seed: int,
+                          adapter: str | os.PathLike | None):
+    """vLLM's `SamplingParams` for our decoding settings (top_p only when sampling) and the `LoRARequest`
+    of an adapter (None without one); shared by text and vision generation."""
+    from vllm import SamplingParams
+
+    params = SamplingParams(n=num_samples, temperature=temperature, top_p=top_p if temperature > 0 else 1.0,
+                            max_tokens=max_new_tokens, seed=seed)
+    if adapter is None:
+        return params, None
+    from vllm.lora.request import LoRARequest
+
+    return params, LoRARequest("adapter", 1, str(adapter))
+
+
 def generate_vllm(
     model_spec: str,
     prompts: Sequence[list[dict] | str],
@@ -498,7 +513,7 @@ def generate_vllm(
         RuntimeError: without a CUDA GPU or without vLLM installed.
     """
     _require_vllm()
-    from vllm import LLM, SamplingParams  # noqa: I001  (lazy: importing vllm initialises CUDA)
+    from vllm import LLM  # noqa: I001  (lazy: importing vllm initialises CUDA)
 
     from medr1.models import resolve_model_path
 
@@ -510,13 +525,8 @@ def generate_vllm(
     ids = encode_prompts(tokenizer, prompts)
     ctx = llm.llm_engine.model_config.max_model_len
     keep = [i for i, r in enumerate(ids) if len(r) + max_new_tokens <= ctx]
-    params = SamplingParams(n=num_samples, temperature=temperature, top_p=top_p if temperature > 0 else 1.0,
-                            max_tokens=max_new_tokens, seed=seed)
-    lora = None
-    if adapter is not None:
-        from vllm.lora.request import LoRARequest
-
-        lora = LoRARequest("adapter", 1, str(adapter))
+    params, lora = vllm_request_settings(num_samples=num_samples, temperature=temperature, top_p=top_p,
+                                         max_new_tokens=max_new_tokens, seed=seed, adapter=adapter)
     start = time.perf_counter()
     outputs = llm.generate([{"prompt_token_ids": ids[i]} for i in keep], params, lora_request=lora)
     latency = time.perf_counter() - start

@@ -22,7 +22,7 @@ evaluation reports all four per benchmark and scorer. No torch here.
 from __future__ import annotations
 
 import math
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -174,14 +174,6 @@ def step_answer_stats(letters: Sequence[str | None]) -> dict[str, float | None]:
     return {"answer_top_share": answer_top_share(letters), "answer_entropy": answer_entropy(letters)}
 
 
-def group_by(keys: Sequence[Any], values: Sequence[Any]) -> dict[Any, list]:
-    """{key: [values in order]}: a small helper for per-benchmark splits."""
-    out: dict[Any, list] = defaultdict(list)
-    for k, v in zip(keys, values, strict=True):
-        out[k].append(v)
-    return dict(out)
-
-
 __all__ = ["COLLAPSE_PATIENCE", "COLLAPSE_THRESHOLD", "CollapseMonitor", "answer_entropy", "answer_top_share",
-           "bias_summary", "collapse_spans", "consistent_correct", "group_by", "letter_recall", "letter_recall_std",
+           "bias_summary", "collapse_spans", "consistent_correct", "letter_recall", "letter_recall_std",
            "step_answer_stats"]

@@ -208,10 +208,22 @@ def load_model(spec: str, *, adapter: str | None = None, device: str = "auto", t
             raise ModelSpecError(f"could not load {spec!r} from the Hugging Face hub or its local cache: {e}. "
                                  f"Offline? Download it first or pass a local path.") from e
         raise
-    tokenizer_source = adapter if adapter and (Path(adapter) / "tokenizer_config.json").is_file() else path
-    tokenizer = load_tokenizer(tokenizer_source, trust_remote_code=trust_remote_code)
+    tokenizer = load_tokenizer(processor_source(path, adapter), trust_remote_code=trust_remote_code)
+    return finish_loading(model, tokenizer.pad_token_id, adapter=adapter, merge_adapter=merge_adapter,
+                          device=device), tokenizer
+
+
+def processor_source(path: str, adapter: str | None) -> str:
+    """Where the tokenizer (or processor) comes from: the adapter directory when training saved one there
+    (it may have changed the pad token), else the base model."""
+    return adapter if adapter and (Path(adapter) / "tokenizer_config.json").is_file() else path
+
+
+def finish_loading(model, pad_token_id: int | None, *, adapter: str | None, merge_adapter: bool, device: str):
+    """The steps every loaded model goes through, text or vision: a pad id for generation when the
+    checkpoint has none, the LoRA adapter on top (merged on request), the device, eval mode."""
     if model.generation_config.pad_token_id is None:
-        model.generation_config.pad_token_id = tokenizer.pad_token_id
+        model.generation_config.pad_token_id = pad_token_id
     if adapter:
         from peft import PeftModel
 
@@ -220,4 +232,4 @@ def load_model(spec: str, *, adapter: str | None = None, device: str = "auto", t
             model = model.merge_and_unload()
     model.to(device)
     model.eval()
-    return model, tokenizer
+    return model

@@ -152,7 +152,8 @@ def balanced_permutations(questions: Sequence[Question], rng: random.Random) -> 
     for n, indices in sorted(by_count.items()):
         letters = LETTERS[:n]
         fixed = [i for i in indices if refers_to_other_options(questions[i])]
-        free = [i for i in indices if i not in set(fixed)]
+        fixed_set = set(fixed)
+        free = [i for i in indices if i not in fixed_set]
         for i in fixed:
             out[i] = dataclasses.replace(questions[i], meta={**questions[i].meta, "option_order": list(range(n)),
                                                              "fixed_order": True})

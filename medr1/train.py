@@ -404,7 +404,9 @@ def _callbacks(run: RunDir, reward_names: list[str], draw_by_prompt: dict[str, d
         collapse monitor's columns; warns when one answer letter dominates for several logged steps."""
 
         trainer = None
-        monitor = CollapseMonitor()
+
+        def __init__(self):
+            self.monitor = CollapseMonitor()  # one per training: its run length must not leak between runs
 
         def on_log(self, args, state, control, logs=None, **kwargs):
             if not state.is_world_process_zero or not logs or "reward" not in logs:
@@ -473,7 +475,6 @@ def _callbacks(run: RunDir, reward_names: list[str], draw_by_prompt: dict[str, d
                 self.bar.close()
 
     samples, metrics = Samples(), MetricsCSV()
-    metrics.monitor = CollapseMonitor()  # one per training, not shared through the class attribute
     return [metrics, samples, *([ProgressBar()] if progress else [])], [metrics, samples]
 
 

@@ -220,25 +220,16 @@ def load_vision_model(spec: str, *, adapter: str | None = None, device: str = "a
                       image_max_pixels: int | None = None):
     """`(model, processor)` of a VLM spec, optionally with a LoRA adapter; the counterpart of
     `medr1.models.load_model` (which calls this for vision specs). Safetensors only."""
-    from medr1.models import pick_device, pick_dtype
+    from medr1.models import finish_loading, pick_device, pick_dtype, processor_source
 
     path = resolve_vision_path(spec)
     device = pick_device(device)
     model = _model_class().from_pretrained(path, dtype=pick_dtype(torch_dtype, device), use_safetensors=True,
                                            trust_remote_code=trust_remote_code)
-    source = adapter if adapter and (Path(adapter) / "tokenizer_config.json").is_file() else path
-    processor = load_processor(source, image_max_pixels=image_max_pixels, trust_remote_code=trust_remote_code)
-    if model.generation_config.pad_token_id is None:
-        model.generation_config.pad_token_id = processor.tokenizer.pad_token_id
-    if adapter:
-        from peft import PeftModel
-
-        model = PeftModel.from_pretrained(model, adapter)
-        if merge_adapter:
-            model = model.merge_and_unload()
-    model.to(device)
-    model.eval()
-    return model, processor
+    processor = load_processor(processor_source(path, adapter), image_max_pixels=image_max_pixels,
+                               trust_remote_code=trust_remote_code)
+    return finish_loading(model, processor.tokenizer.pad_token_id, adapter=adapter, merge_adapter=merge_adapter,
+                          device=device), processor
 
 
 # --------------------------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 
-from medr1.generation import PROMPT_TOO_LONG, Generation, length_batches
+from medr1.generation import PROMPT_TOO_LONG, Generation, length_batches, vllm_request_settings
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +128,7 @@ def generate_vision_vllm(model_spec: str, prompts: Sequence[list[dict]], *, max_
     from medr1.generation import _require_vllm
 
     _require_vllm()
-    from vllm import LLM, SamplingParams  # noqa: I001  (lazy: importing vllm initialises CUDA)
+    from vllm import LLM  # noqa: I001  (lazy: importing vllm initialises CUDA)
 
     from medr1.images import MAX_IMAGES
     from medr1.vision import load_processor, resolve_vision_path
@@ -141,13 +141,8 @@ def generate_vision_vllm(model_spec: str, prompts: Sequence[list[dict]], *, max_
               mm_processor_kwargs={"max_pixels": image_max_pixels} if image_max_pixels else None)
     requests = [{"prompt": processor.apply_chat_template(list(p), add_generation_prompt=True, tokenize=False),
                  "multi_modal_data": {"image": _images_of(p)}} for p in prompts]
-    params = SamplingParams(n=num_samples, temperature=temperature, top_p=top_p if temperature > 0 else 1.0,
-                            max_tokens=max_new_tokens, seed=seed)
-    lora = None
-    if adapter is not None:
-        from vllm.lora.request import LoRARequest
-
-        lora = LoRARequest("adapter", 1, str(adapter))
+    params, lora = vllm_request_settings(num_samples=num_samples, temperature=temperature, top_p=top_p,
+                                         max_new_tokens=max_new_tokens, seed=seed, adapter=adapter)
     start = time.perf_counter()
     outputs = llm.generate(requests, params, lora_request=lora)
     latency = time.perf_counter() - start
