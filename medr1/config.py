@@ -68,6 +68,9 @@ class Params:
     ngram_size: int = _f(13, "Word n-gram length for overlap decontamination.", "data")
     shuffle_options: bool = _f(True, "Permute each training draw's options, gold letters balanced (see "
                                "medr1.option_order), so that no fixed letter earns reward.", "data")
+    train_option_counts: list = _f([], "Cut each training draw to an option count dealt from this list (gold kept, "
+                                   "distractors dropped at random; medr1.option_order.vary_option_counts), so the "
+                                   "letter ranges the evaluation asks with are trained too; [] = as written.", "data")
     # --- prompts and rewards ---------------------------------------------------------------------
     prompt_template: str = _f("r1", "Prompt template name for training (see medr1.prompts.TEMPLATES).", "prompt")
     reward_funcs: list = _f(["accuracy", "format"], "Reward function names (see medr1.rewards.REWARD_FUNCS).", "prompt")
@@ -212,6 +215,8 @@ class Params:
                     "eval_permutations", "num_processes"):
             need(getattr(self, key) > 0, key, "must be > 0")
         need(self.validation_size >= 0, "validation_size", "must be >= 0")
+        need(all(isinstance(k, int) and 2 <= k <= 26 for k in self.train_option_counts), "train_option_counts",
+             "must be option counts between 2 and 26")
         need(self.max_steps == -1 or self.max_steps > 0, "max_steps", "must be > 0, or -1 to use num_train_epochs")
         need(self.num_train_epochs > 0, "num_train_epochs", "must be > 0")
         need(self.temperature > 0, "temperature", "must be > 0 (GRPO needs diverse samples)")

@@ -170,8 +170,45 @@ def balanced_permutations(questions: Sequence[Question], rng: random.Random) -> 
     return out  # type: ignore[return-value]
 
 
-def training_draws(questions: Sequence[Question], n_draws: int, *, seed: int, shuffle_options: bool = True
-                   ) -> list[Question]:
+def keep_options(q: Question, k: int, rng: random.Random) -> Question:
+    """`q` with `k` of its options: the gold one and `k - 1` distractors drawn by `rng`, in their printed
+    order (letters reassigned from "A", gold follows its text). Questions whose options refer to other
+    options, or that have `k` or fewer options, come back unchanged.
+
+    >>> q = Question("1", "?", {"A": "w", "B": "x", "C": "y", "D": "z"}, "C", "toy")
+    >>> p = keep_options(q, 2, random.Random(0))
+    >>> len(p.options), p.options[p.answer]
+    (2, 'y')
+    """
+    n = len(q.options)
+    if k >= n or refers_to_other_options(q):
+        return q
+    if k < 2:
+        raise ValueError(f"a question needs at least 2 options, asked to keep {k}")
+    gold_index = list(q.options).index(q.answer)
+    kept = sorted([gold_index, *rng.sample([j for j in range(n) if j != gold_index], k - 1)])
+    texts = list(q.options.values())
+    options = {LETTERS[i]: texts[j] for i, j in enumerate(kept)}
+    return dataclasses.replace(q, options=options, answer=LETTERS[kept.index(gold_index)],
+                               meta={**q.meta, "kept_options": kept})
+
+
+def vary_option_counts(questions: Sequence[Question], counts: Sequence[int], rng: random.Random) -> list[Question]:
+    """One pass of the pool with each question cut to an option count dealt from a balanced, shuffled
+    deck of `counts` (capped at the question's own count; see `keep_options`).
+
+    Why: a pool with one option count (AfriMed-QA: all five) trains the letter prior of five-letter prompts
+    only; the model's habits on the four-letter prompts of MedQA and MedMCQA, or PubMedQA's three, are
+    whatever the updates happen to leave there (the first balanced demo answered "B" to 96 % of MedQA).
+    Mixing the counts puts every letter range the evaluation uses under the same balancing.
+    """
+    deck = [counts[i % len(counts)] for i in range(len(questions))]
+    rng.shuffle(deck)
+    return [keep_options(q, k, rng) for q, k in zip(questions, deck, strict=True)]
+
+
+def training_draws(questions: Sequence[Question], n_draws: int, *, seed: int, shuffle_options: bool = True,
+                   option_counts: Sequence[int] = ()) -> list[Question]:
     """The sequence of questions GRPO trains on, one per prompt group, materialised in advance.
 
     Passes over the pool are concatenated until `n_draws` questions: pass p visits the pool in an order
@@ -185,6 +222,8 @@ def training_draws(questions: Sequence[Question], n_draws: int, *, seed: int, sh
         n_draws: how many prompt groups the training needs (steps x prompts per step).
         seed: the run's seed.
         shuffle_options: permute options; False keeps every question as written.
+        option_counts: when given, each pass first cuts every question to a count dealt from these
+            (`vary_option_counts`), then balances gold letters per resulting count.
 
     Returns:
         `n_draws` questions; each has `meta["draw_pass"]` and, when shuffled, `meta["option_order"]`.
@@ -198,6 +237,8 @@ def training_draws(questions: Sequence[Question], n_draws: int, *, seed: int, sh
         order = list(questions)
         if p > 0:
             rng.shuffle(order)
+        if option_counts:
+            order = vary_option_counts(order, option_counts, rng)
         batch = balanced_permutations(order, rng) if shuffle_options else order
         draws += [dataclasses.replace(q, meta={**q.meta, "draw_pass": p}) for q in batch]
         p += 1
@@ -212,10 +253,12 @@ def gold_letter_shares(questions: Sequence[Question]) -> dict[int, dict[str, flo
     return {n: {letter: c[letter] / sum(c.values()) for letter in LETTERS[:n]} for n, c in sorted(by_count.items())}
 
 
-def shuffle_report(pool: Sequence[Question], *, seed: int, shuffle_options: bool = True) -> dict[str, Any]:
+def shuffle_report(pool: Sequence[Question], *, seed: int, shuffle_options: bool = True,
+                   option_counts: Sequence[int] = ()) -> dict[str, Any]:
     """What option shuffling does to one pass over `pool`: gold-letter shares before and after (per
     option count) and how many questions keep their order because an option refers to others."""
-    after = training_draws(pool, len(pool), seed=seed, shuffle_options=shuffle_options) if pool else []
+    after = training_draws(pool, len(pool), seed=seed, shuffle_options=shuffle_options,
+                           option_counts=option_counts) if pool else []
     return {
         "shuffle_options": shuffle_options,
         "n_questions": len(pool),
@@ -225,5 +268,5 @@ def shuffle_report(pool: Sequence[Question], *, seed: int, shuffle_options: bool
     }
 
 
-__all__ = ["balanced_permutations", "cyclic_shift", "eval_shifts", "gold_letter_shares", "permute_options",
-           "refers_to_other_options", "shuffle_report", "training_draws"]
+__all__ = ["balanced_permutations", "cyclic_shift", "eval_shifts", "gold_letter_shares", "keep_options",
+           "permute_options", "refers_to_other_options", "shuffle_report", "training_draws", "vary_option_counts"]

@@ -105,7 +105,8 @@ def prepare_data(params: Params, *, write: bool = True) -> PreparedData:
              for name in params.eval_benchmarks}
     pool, validation, report = training_pool(params)
     card = data_card([*pool, *(q for qs in evals.values() for q in qs)])
-    shuffle = shuffle_report(pool, seed=params.seed, shuffle_options=params.shuffle_options)
+    shuffle = shuffle_report(pool, seed=params.seed, shuffle_options=params.shuffle_options,
+                             option_counts=params.train_option_counts)
     card["training gold letters, before and after option shuffling (first pass)"] = shuffle_table(shuffle)
     hashes = {"train_pool": questions_hash(pool), **({"validation": questions_hash(validation)} if validation else {}), **{f"eval:{k}": questions_hash(v) for k, v in evals.items()}}
     if write:

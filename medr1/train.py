@@ -754,7 +754,7 @@ def _train_local(params: Params, run: RunDir, *, progress: bool, reward_funcs) -
     kept, n_dropped = fit_prompts(pool, tokenizer, template=params.prompt_template,
                                   max_prompt_length=params.max_prompt_length)
     draws = training_draws(kept, n_training_draws(params, len(kept)), seed=params.seed,
-                           shuffle_options=params.shuffle_options)
+                           shuffle_options=params.shuffle_options, option_counts=params.train_option_counts)
     dataset = draws_dataset(draws, template=params.prompt_template)
     draw_by_prompt = {_prompt_key(p, q.images): {"id": q.id, "answer": q.answer, "options": q.options}
                       for p, q in zip(dataset["prompt"], draws, strict=True)}
@@ -764,7 +764,8 @@ def _train_local(params: Params, run: RunDir, *, progress: bool, reward_funcs) -
         "backend": backend, "device": device, "dtype": dtype_name, "model_path": path,
         "n_questions": len(kept), "n_draws": len(draws), "n_dropped_long_prompts": n_dropped,
         "resumed_from": str(checkpoint or ""),
-        "option_shuffle": shuffle_report(kept, seed=params.seed, shuffle_options=params.shuffle_options),
+        "option_shuffle": shuffle_report(kept, seed=params.seed, shuffle_options=params.shuffle_options,
+                                         option_counts=params.train_option_counts),
         "decontamination": {**{k: v for k, v in contamination.to_dict().items() if k != "removed"},
                             "n_removed": len(contamination.removed),
                             "removed_first_100": contamination.to_dict()["removed"][:100]},

@@ -28,6 +28,7 @@ BAD_OVERRIDES = [
     (["eval_permutations=0"], ["'eval_permutations'", "> 0"]),  # at least the order as given
     (["validation_size=-1"], ["'validation_size'", ">= 0"]),
     (["shuffle_options=sometimes"], ["'shuffle_options'", "true/false"]),
+    (["train_option_counts=[1, 4]"], ["'train_option_counts'", "between 2 and 26"]),  # a question needs two options
 ]
 
 

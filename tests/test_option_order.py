@@ -11,6 +11,7 @@ from medr1.option_order import (
     cyclic_shift,
     eval_shifts,
     gold_letter_shares,
+    keep_options,
     permute_options,
     refers_to_other_options,
     shuffle_report,
@@ -133,3 +134,36 @@ def test_shuffle_report_counts_and_shares():
     assert report["n_fixed_order"] == sum(refers_to_other_options(q) for q in pool)
     assert report["gold_shares_before"][3]["A"] > report["gold_shares_after"][3]["A"]
     assert set(report["gold_shares_after"]) == {3, 4, 5}
+
+
+def test_keep_options_keeps_gold_text_and_printed_order():
+    q = _q(0, 5, "D")
+    for k, seed in [(2, 0), (3, 1), (4, 2)]:
+        c = keep_options(q, k, random.Random(seed))
+        assert len(c.options) == k and list(c.options) == list(LETTERS[:k])
+        assert c.options[c.answer] == q.options["D"]  # gold follows its text
+        texts = list(q.options.values())
+        assert [texts.index(t) for t in c.options.values()] == sorted(texts.index(t) for t in c.options.values())
+    assert keep_options(q, 5, random.Random(0)) == q  # nothing to drop
+    fixed = _q(1, 4, "A", ["x", "y", "z", "All of the above"])
+    assert keep_options(fixed, 2, random.Random(0)) == fixed  # dropping would change "all of the above"
+    with pytest.raises(ValueError):
+        keep_options(q, 1, random.Random(0))
+
+
+def test_draws_with_option_counts_mix_counts_and_stay_balanced():
+    pool = [q for q in _skewed_pool(300) if len(q.options) == 5]  # one count, as AfriMed-QA
+    draws = training_draws(pool, 3 * len(pool), seed=5, option_counts=[3, 4, 5])
+    by_id = {q.id: q for q in pool}
+    counts = {n: sum(len(d.options) == n for d in draws) for n in (3, 4, 5)}
+    assert min(counts.values()) > 0.25 * len(draws), counts  # each count about a third (fixed ones keep 5)
+    for d in draws:
+        original = by_id[d.id]
+        assert d.options[d.answer] == original.options[original.answer]
+        assert set(d.options.values()) <= set(original.options.values())
+        if refers_to_other_options(original):
+            assert d.options == original.options
+    for n, shares in gold_letter_shares(draws).items():
+        for letter, share in shares.items():
+            assert abs(share - 1 / n) <= 0.03, (n, letter, share)
+    assert draws == training_draws(pool, 3 * len(pool), seed=5, option_counts=[3, 4, 5])  # resume rebuilds them
