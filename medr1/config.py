@@ -68,6 +68,12 @@ class Params:
     ngram_size: int = _f(13, "Word n-gram length for overlap decontamination.", "data")
     shuffle_options: bool = _f(True, "Permute each training draw's options, gold letters balanced (see "
                                "medr1.option_order), so that no fixed letter earns reward.", "data")
+    validation_every: int = _f(0, "Every N optimizer steps (and at the last), decode the validation split greedily as "
+                               "evaluation will and log it to train/validation.csv (medr1.validation_monitor); "
+                               "0 = never. Needs validation_size > 0.", "data")
+    select_checkpoint: str = _f("last", "Which adapter the run keeps: the last step's, or the best validated step's "
+                                "(rule in medr1.validation_monitor.selection_key; validation questions only).",
+                                "data", choices=("last", "validation"))
     train_option_counts: list = _f([], "Cut each training draw to an option count dealt from this list (gold kept, "
                                    "distractors dropped at random; medr1.option_order.vary_option_counts), so the "
                                    "letter ranges the evaluation asks with are trained too; [] = as written.", "data")
@@ -215,6 +221,11 @@ class Params:
                     "eval_permutations", "num_processes"):
             need(getattr(self, key) > 0, key, "must be > 0")
         need(self.validation_size >= 0, "validation_size", "must be >= 0")
+        need(self.validation_every >= 0, "validation_every", "must be >= 0")
+        need(not self.validation_every or self.validation_size > 0, "validation_every",
+             "needs a validation split: set validation_size > 0")
+        need(self.select_checkpoint == "last" or self.validation_every > 0, "select_checkpoint",
+             "'validation' needs validation_every > 0 (and validation_size > 0)")
         need(all(isinstance(k, int) and 2 <= k <= 26 for k in self.train_option_counts), "train_option_counts",
              "must be option counts between 2 and 26")
         need(self.max_steps == -1 or self.max_steps > 0, "max_steps", "must be > 0, or -1 to use num_train_epochs")

@@ -52,6 +52,7 @@ from medr1.config import Params, load_params, read_params_file
 from medr1.grpo_setup import build_grpo_config  # noqa: F401  (re-exported: tests and callers import it here)
 from medr1.launch import build_launch_command, die_with_parent, inside_launch, run_launch
 from medr1.runs import RunDir, atomic_write_json, atomic_write_text, check_writable, write_manifest
+from medr1.validation_monitor import adopt_best, make_validation_monitor, truncate_validation
 
 log = logging.getLogger(__name__)
 # transformers 5 renamed gradient checkpointing and TRL 1.16 still calls the old names once per step:
@@ -705,7 +706,7 @@ def _train_local(params: Params, run: RunDir, *, progress: bool, reward_funcs) -
     backend = select_backend(params.backend, cuda=device == "cuda")
 
     # --- data: validated and decontaminated before the model loads ---------------------------------
-    pool, _validation, contamination = training_pool(params)
+    pool, validation, contamination = training_pool(params)
     if not pool:
         raise ValueError(f"the training pool of {params.train_sources} is empty after decontamination")
 
@@ -730,6 +731,7 @@ def _train_local(params: Params, run: RunDir, *, progress: bool, reward_funcs) -
             shutil.rmtree(leftover, ignore_errors=True)
         truncate_metrics(run.metrics_csv, step0, metrics_columns(reward_names))
         truncate_jsonl(run.samples_jsonl, step0)
+        truncate_validation(run.train_dir, step0)
         (run.train_dir / COMPLETE_FILE).unlink(missing_ok=True)
     if checkpoint:
         log.info("resuming from %s", checkpoint)
@@ -780,6 +782,8 @@ def _train_local(params: Params, run: RunDir, *, progress: bool, reward_funcs) -
     # --- trainer -----------------------------------------------------------------------------------
     config = build_grpo_config(params, run.train_dir, cuda=device == "cuda", dtype_name=dtype_name, changed=changed)
     callbacks, needs_trainer = _callbacks(run, reward_names, draw_by_prompt, params.sample_every, progress)
+    monitor = make_validation_monitor(params, validation, tokenizer, run.train_dir) if is_main else None
+    callbacks += [monitor] if monitor else []
     with _env(TENSORBOARD_LOGGING_DIR=str(run.train_dir / "tb")):
         trainer = build_trainer(params, model=model, tokenizer=tokenizer, peft_config=peft_config, config=config,
                                 reward_funcs=reward_funcs, train_dataset=dataset, callbacks=callbacks, changed=changed)
@@ -799,6 +803,8 @@ def _train_local(params: Params, run: RunDir, *, progress: bool, reward_funcs) -
     _save_adapter(trainer, tokenizer, run)
     steps = trainer.state.global_step
     if trainer.accelerator.is_main_process:
+        selected = adopt_best(run.train_dir, run.adapter_dir) if params.select_checkpoint == "validation" else None
+        manifest_extra["selected_checkpoint"] = selected
         merged = _save_merged(params, backend, trainer, tokenizer, run) if params.merge_adapter else None
         write_manifest(run, job="train", params=params.to_dict(), data_hashes=data_hashes,
                        extra={**manifest_extra, "status": "finished", "global_step": steps,
@@ -825,10 +831,12 @@ def _finish_from_checkpoint(params: Params, run: RunDir, checkpoint: Path, step:
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.copytree(checkpoint, tmp, ignore=shutil.ignore_patterns(*CHECKPOINT_STATE_FILES))
         _replace_dir(tmp, run.adapter_dir)
+        selected = adopt_best(run.train_dir, run.adapter_dir) if params.select_checkpoint == "validation" else None
         merged = _export_merged(params, run) if params.merge_adapter else None
         write_manifest(run, job="train", params=params.to_dict(), data_hashes={"train_pool": questions_hash(pool)},
                        extra={"status": "finished", "global_step": step, "resumed_from": str(checkpoint),
                               "reward_names": reward_names, "finished_from_checkpoint": True,
+                              "selected_checkpoint": selected,
                               "merged_dir": str(merged) if merged else None})
         _write_complete(run, params, step, len(pool), None)
     rows = read_metrics(run.metrics_csv)
