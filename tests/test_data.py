@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from medr1 import data
+from medr1.data import sources
 from medr1.data import (
     KNOWN_BENCHMARKS,
     DataError,
@@ -205,14 +206,14 @@ def test_resolve_data_dir_order(tmp_path, monkeypatch):
     assert resolve_data_dir(arg_dir) == arg_dir  # argument first
     assert resolve_data_dir() == env_dir  # then the environment
     monkeypatch.delenv(data.DATA_DIR_ENV)
-    monkeypatch.setattr(data, "DEFAULT_DATA_DIR", tmp_path / "absent")
+    monkeypatch.setattr(sources, "DEFAULT_DATA_DIR", tmp_path / "absent")
     assert resolve_data_dir() is None  # nothing: the hub
-    monkeypatch.setattr(data, "DEFAULT_DATA_DIR", arg_dir)
+    monkeypatch.setattr(sources, "DEFAULT_DATA_DIR", arg_dir)
     assert resolve_data_dir() == arg_dir  # the shared folder beside the repo
 
 
 def test_resolve_data_dir_default_is_beside_repo():
-    assert data.DEFAULT_DATA_DIR.relative_to(data.REPO_ROOT.parent) == Path("shared", "benchmarks")
+    assert sources.DEFAULT_DATA_DIR.relative_to(sources.REPO_ROOT.parent) == Path("shared", "benchmarks")
 
 
 def test_explicit_missing_data_dir_is_an_error(tmp_path, monkeypatch):
@@ -250,7 +251,7 @@ def test_unknown_benchmark_lists_known_names_and_dir(tmp_path):
 
 
 def test_unknown_benchmark_without_data_dir(monkeypatch, no_env_data_dir, tmp_path):
-    monkeypatch.setattr(data, "DEFAULT_DATA_DIR", tmp_path / "absent")
+    monkeypatch.setattr(sources, "DEFAULT_DATA_DIR", tmp_path / "absent")
     with pytest.raises(DataError, match="no data dir"):
         load_benchmark("whatever")
 
@@ -360,7 +361,7 @@ def test_hub_mmlu_pro_keeps_health(local_hub):
 
 
 def test_hub_is_used_when_no_data_dir(local_hub, monkeypatch, no_env_data_dir, tmp_path):
-    monkeypatch.setattr(data, "DEFAULT_DATA_DIR", tmp_path / "absent")
+    monkeypatch.setattr(sources, "DEFAULT_DATA_DIR", tmp_path / "absent")
     assert len(load_benchmark("mmlu-pro", hub_loader=local_hub)) == 2
 
 
