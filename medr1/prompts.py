@@ -5,7 +5,7 @@ drifts, and then a model is scored on a format it was not trained on. Each templ
 answer format its completions should follow (`answer_format`) and the reward functions that check it
 (`reward_funcs`, names in `medr1.rewards.REWARD_FUNCS`), so a run can be configured by one name.
 
-The tags (`<think>`, `<answer>`) are constants here; `medr1.rewards` imports them, so the reward and the
+The tags (`<think>`, `<answer>`) are constants here; `medr1.answers` imports them, so the parser and the
 instruction can never disagree about spelling.
 
 Templates:

@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 
 from medr1 import data
-from medr1.data import sources
 from medr1.data import (
     KNOWN_BENCHMARKS,
     DataError,
@@ -29,6 +28,7 @@ from medr1.data import (
     normalize_text,
     questions_hash,
     resolve_data_dir,
+    sources,
 )
 
 FIXTURES = Path(__file__).parent / "fixtures" / "data"
