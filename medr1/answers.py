@@ -1,16 +1,13 @@
 """Answer extraction: which option a completion chose, and how that was read. The one contract that
-rewards (training), scoring (evaluation) and results all use.
+rewards (training), scoring (evaluation) and results all use: if training and evaluation parsed answers
+differently, a model could learn a format that the evaluation then reads as wrong, or the reverse.
 
-One extraction function, `extract_choice_with_rule`, serves both the rewards and the scorers: if the two
-parsed answers differently, a model could learn a format that the evaluation then reads as wrong, or the
-reverse. It reports *how* it matched (`Extraction.rule`), so an evaluation can give a parse rate per rule
-instead of a single accuracy that hides format failures.
-
-The policy (the docstring of `extract_choice_with_rule` spells it out) is strict on purpose: it never
-guesses. HuatuoGPT-o1's scorer falls back to a fuzzy match that always produces some answer; ours
-returns None when the text does not name exactly one option, so "no answer" is never counted as a
-lucky guess. The tags come from `medr1.prompts` and the letters from `medr1.data.schema`, so the
-instruction, the record and the parser cannot disagree. No torch or transformers here.
+`extract_choice_with_rule` reports *how* it matched (`Extraction.rule`), so an evaluation can give a
+parse rate per rule instead of a single accuracy that hides format failures. Its policy (its docstring
+spells it out) is strict on purpose: it never guesses. HuatuoGPT-o1's scorer falls back to a fuzzy match
+that always produces some answer; ours returns None when the text does not name exactly one option, so
+"no answer" is never counted as a lucky guess. The tags come from `medr1.prompts` and the letters from
+`medr1.data.schema`, so instruction, record and parser cannot disagree. No torch or transformers here.
 """
 
 from __future__ import annotations
@@ -22,7 +19,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from medr1.data.schema import LETTERS
+from medr1.data.schema import LETTERS, MAX_OPTIONS
 from medr1.prompts import ANSWER_CLOSE, ANSWER_OPEN, THINK_CLOSE, THINK_OPEN
 
 # Rules that mean "the model stated an answer" (as opposed to "an option's text happens to appear").
@@ -136,7 +133,7 @@ _SECOND_LETTER = re.compile(
     re.IGNORECASE,
 )
 # "ABCD", "AC": a run of option letters written as one word.
-_LETTER_RUN = re.compile(r"[(\[{]?([A-Z]{2,26})(?![A-Za-z0-9])")
+_LETTER_RUN = re.compile(rf"[(\[{{]?([A-Z]{{2,{MAX_OPTIONS}}})(?![A-Za-z0-9])")
 _ARTICLE = re.compile(r"(?:the|an|a)\s+", re.IGNORECASE)
 _JOINER = re.compile(r"\s*(?:,|/|&|\+|\bor\b|\band\b)\s*", re.IGNORECASE)
 
@@ -378,15 +375,18 @@ def _bare_letter(region: str, opts: _Options) -> Extraction | None:
 
 
 @dataclass(frozen=True)
-class _Analysis:
+class Analysis:
+    """Everything extraction saw: the final answer, the <answer> blocks, every explicit answer (rewards)."""
+
     final: Extraction
     answer_blocks: int
     explicit: tuple[Extraction, ...]  # every explicit answer outside thinking, in text order
 
 
-def _analyse(text: Any, options: Any) -> _Analysis:
+def analyse(text: Any, options: Any) -> Analysis:
+    """The full reading behind `extract_choice_with_rule`; rewards use it to refuse hedged answers."""
     if not isinstance(text, str) or not text.strip():
-        return _Analysis(Extraction(None, "none"), 0, ())
+        return Analysis(Extraction(None, "none"), 0, ())
     opts = _coerce_options(options) or _ANY_LETTER
     region, unclosed_think = _strip_think(text)
     blocks, unclosed_answer = _answer_blocks(region)
@@ -401,8 +401,8 @@ def _analyse(text: Any, options: Any) -> _Analysis:
     statements = _statements(plain, opts)
     explicit.extend(ex for _, ex in statements)
 
-    def done(final: Extraction) -> _Analysis:
-        return _Analysis(final, region.count(ANSWER_OPEN), tuple(explicit))
+    def done(final: Extraction) -> Analysis:
+        return Analysis(final, region.count(ANSWER_OPEN), tuple(explicit))
 
     if unclosed_think or unclosed_answer:
         return done(Extraction(None, "truncated"))
@@ -486,7 +486,7 @@ def extract_choice_with_rule(text: Any, options: Any) -> Extraction:
     >>> extract_choice_with_rule("The answer is E", {"A": "x", "B": "y", "C": "z", "D": "w"})
     Extraction(letter=None, rule='not_an_option')
     """
-    return _analyse(text, options).final
+    return analyse(text, options).final
 
 
 def extract_choice(text: Any, options: Any) -> str | None:

@@ -31,6 +31,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from medr1.data.schema import MAX_OPTIONS, MIN_OPTIONS
+
 THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
 ANSWER_OPEN, ANSWER_CLOSE = "<answer>", "</answer>"
 THINK_TAGS = (THINK_OPEN, THINK_CLOSE)
@@ -40,8 +42,6 @@ ANSWER_TAGS = (ANSWER_OPEN, ANSWER_CLOSE)
 # "tags": <think>...</think><answer>X</answer>;  "statement": a final line "Answer: X";
 # "free": nothing is asked (the huatuo prompt), only the shared extraction rules apply.
 ANSWER_FORMATS = ("tags", "statement", "free")
-
-MIN_OPTIONS, MAX_OPTIONS = 2, 26
 
 # HuatuoGPT-o1's eval_data.json puts this sentence between a PubMedQA abstract and its question.
 HUATUO_PUBMEDQA_REFERENCE = ("Using the above document as a reference, please review the following question "

@@ -30,7 +30,7 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from medr1.answers import EXPLICIT_RULES, Extraction, _analyse
+from medr1.answers import EXPLICIT_RULES, Extraction, analyse
 from medr1.prompts import ANSWER_CLOSE, ANSWER_OPEN, THINK_CLOSE, THINK_OPEN
 
 # --------------------------------------------------------------------------------------------------
@@ -150,7 +150,7 @@ def _committed_answer(completion: Any, options: Any) -> Extraction:
     Extraction lets the last answer win because models revise; a reward must not, or writing every
     letter once would be paid whenever the last happens to be right.
     """
-    analysis = _analyse(completion_text(completion), options)
+    analysis = analyse(completion_text(completion), options)
     if analysis.answer_blocks > 1:
         return Extraction(None, "ambiguous")
     named = {ex.letter for ex in analysis.explicit if ex.letter is not None}

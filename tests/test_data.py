@@ -1,5 +1,6 @@
-"""Tests for medr1/data.py: record validation, every loader error, lenient loading, benchmark lookup,
-hub converters (on local files laid out like the hub rows), decontamination and the training pool.
+"""Tests for medr1.data (schema, sources, hub, benchmarks, pool): record validation, every loader error,
+lenient loading, benchmark lookup, hub converters (on local files laid out like the hub rows),
+decontamination and the training pool.
 
 Everything runs on tiny fixtures under tests/fixtures/data/ or files written to tmp_path; the real
 benchmark counts are checked under the `benchmarks` marker and skip when ../shared/benchmarks is absent.
