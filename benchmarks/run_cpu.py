@@ -238,7 +238,7 @@ def bench_batched_eval(model, tokenizer, prompts, options, cfg: Config, *, label
         so a batch-1 subset compares fairly with the batched run on all questions; agreement compares the
         extracted answers on the questions both runs answered.
     """
-    from medr1.rewards import extract_choice
+    from medr1.answers import extract_choice
 
     prompts = list(prompts)[:cfg.eval_questions]
     n1 = min(cfg.batch1_questions, len(prompts))

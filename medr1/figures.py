@@ -49,7 +49,7 @@ DPI = 150
 REFERENCE_FILE = PARAMS_DIR / "reference_results.yaml"
 MEASURED = "measured here"
 REPORTED = "reported by"
-# Extraction rules (medr1.rewards.RULES) that return no letter; drawn in greys as "unparsed".
+# Extraction rules (medr1.answers.RULES) that return no letter; drawn in greys as "unparsed".
 UNPARSED_RULES = ("none", "ambiguous", "truncated", "not_an_option", "unparsed", "dropped_empty")
 # Options per question where predictions do not say (chance = 1 / options); mmlu-pro varies (up to 10).
 KNOWN_OPTIONS = {"medqa": 4, "medqa_5options": 5, "medmcqa": 4, "pubmedqa": 3, "pubmedqa-pqal": 3,

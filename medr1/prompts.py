@@ -5,7 +5,7 @@ drifts, and then a model is scored on a format it was not trained on. Each templ
 answer format its completions should follow (`answer_format`) and the reward functions that check it
 (`reward_funcs`, names in `medr1.rewards.REWARD_FUNCS`), so a run can be configured by one name.
 
-The tags (`<think>`, `<answer>`) are constants here; `medr1.rewards` imports them, so the reward and the
+The tags (`<think>`, `<answer>`) are constants here; `medr1.answers` imports them, so the parser and the
 instruction can never disagree about spelling.
 
 Templates:
@@ -31,6 +31,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from medr1.data.schema import MAX_OPTIONS, MIN_OPTIONS
+
 THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
 ANSWER_OPEN, ANSWER_CLOSE = "<answer>", "</answer>"
 THINK_TAGS = (THINK_OPEN, THINK_CLOSE)
@@ -40,8 +42,6 @@ ANSWER_TAGS = (ANSWER_OPEN, ANSWER_CLOSE)
 # "tags": <think>...</think><answer>X</answer>;  "statement": a final line "Answer: X";
 # "free": nothing is asked (the huatuo prompt), only the shared extraction rules apply.
 ANSWER_FORMATS = ("tags", "statement", "free")
-
-MIN_OPTIONS, MAX_OPTIONS = 2, 26
 
 # HuatuoGPT-o1's eval_data.json puts this sentence between a PubMedQA abstract and its question.
 HUATUO_PUBMEDQA_REFERENCE = ("Using the above document as a reference, please review the following question "

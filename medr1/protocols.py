@@ -201,7 +201,7 @@ def _load_source(name: str, split: str, data_dir, hub: bool, hub_loader) -> Load
             return load_pubmedqa_huatuo(root / "pubmedqa-pqal")
         if not hub:
             raise DataError("no local pubmedqa-pqal/ori_pqal.json and the hub is off", path="pubmedqa-pqal")
-        from medr1.data import _datasets_hub_loader
+        from medr1.data.hub import _datasets_hub_loader
 
         rows = list((hub_loader or _datasets_hub_loader)("qiaojin/PubMedQA", "pqa_labeled", "train"))
         return pubmedqa_huatuo_from_hub_rows(rows, "qiaojin/PubMedQA/pqa_labeled[train]")

@@ -146,7 +146,7 @@ def answer_distribution(run_dir: str | Path) -> pd.DataFrame:
         if frame.empty:
             continue
         if "extracted" not in frame:  # rows written by hand or by an older version: extract as evaluation does
-            from medr1.rewards import extract_choice
+            from medr1.answers import extract_choice
 
             frame["extracted"] = [extract_choice(c, o) for c, o in zip(frame["completion"], frame["options"], strict=True)]
         for bench, sub in frame.groupby("benchmark", sort=False):

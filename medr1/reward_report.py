@@ -12,10 +12,11 @@ import json
 
 import pandas as pd
 
+from medr1.answers import extract_choice_with_rule
 from medr1.config import Params
 from medr1.data import Question
 from medr1.prompts import build_messages, get_template
-from medr1.rewards import REWARD_FUNCS, extract_choice_with_rule
+from medr1.rewards import REWARD_FUNCS
 
 EXAMPLE_QUESTION = Question(
     id="example-1", source="example",

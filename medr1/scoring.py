@@ -6,7 +6,7 @@ strings). Both scorers read the same rows, so a reader can see how much of a gap
 and a paper's is the model and how much is the scorer.
 
 strict
-    The letter comes from `medr1.rewards.extract_choice_with_rule`, the same function the GRPO reward
+    The letter comes from `medr1.answers.extract_choice_with_rule`, the same function the GRPO reward
     uses, so what training rewards is what evaluation counts. A completion it cannot parse is wrong;
     nothing is dropped and nothing is guessed. With k samples the row's letter is the majority vote of
     the parsed samples (`medr1.stats.majority_vote`: unparsed samples do not vote, ties go to the
@@ -75,7 +75,7 @@ from typing import NamedTuple
 
 import pandas as pd
 
-from medr1.rewards import extract_choice_with_rule
+from medr1.answers import extract_choice_with_rule
 from medr1.stats import majority_vote
 
 # --- results ---------------------------------------------------------------------------------------

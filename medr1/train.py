@@ -381,7 +381,8 @@ def _step_answers(trainer, draw_by_prompt: dict[str, dict]) -> list[tuple[dict |
     Reads TRL's `trainer._logs` (private; TRL 1.15-1.16 keep the last generation batch there for
     `log_completions`), gathered over processes.
     """
-    from medr1.rewards import completion_text, extract_choice
+    from medr1.answers import extract_choice
+    from medr1.rewards import completion_text
 
     logs = trainer._logs
     out = []

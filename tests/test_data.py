@@ -1,5 +1,6 @@
-"""Tests for medr1/data.py: record validation, every loader error, lenient loading, benchmark lookup,
-hub converters (on local files laid out like the hub rows), decontamination and the training pool.
+"""Tests for medr1.data (schema, sources, hub, benchmarks, pool): record validation, every loader error,
+lenient loading, benchmark lookup, hub converters (on local files laid out like the hub rows),
+decontamination and the training pool.
 
 Everything runs on tiny fixtures under tests/fixtures/data/ or files written to tmp_path; the real
 benchmark counts are checked under the `benchmarks` marker and skip when ../shared/benchmarks is absent.
@@ -28,6 +29,7 @@ from medr1.data import (
     normalize_text,
     questions_hash,
     resolve_data_dir,
+    sources,
 )
 
 FIXTURES = Path(__file__).parent / "fixtures" / "data"
@@ -205,14 +207,14 @@ def test_resolve_data_dir_order(tmp_path, monkeypatch):
     assert resolve_data_dir(arg_dir) == arg_dir  # argument first
     assert resolve_data_dir() == env_dir  # then the environment
     monkeypatch.delenv(data.DATA_DIR_ENV)
-    monkeypatch.setattr(data, "DEFAULT_DATA_DIR", tmp_path / "absent")
+    monkeypatch.setattr(sources, "DEFAULT_DATA_DIR", tmp_path / "absent")
     assert resolve_data_dir() is None  # nothing: the hub
-    monkeypatch.setattr(data, "DEFAULT_DATA_DIR", arg_dir)
+    monkeypatch.setattr(sources, "DEFAULT_DATA_DIR", arg_dir)
     assert resolve_data_dir() == arg_dir  # the shared folder beside the repo
 
 
 def test_resolve_data_dir_default_is_beside_repo():
-    assert data.DEFAULT_DATA_DIR.relative_to(data.REPO_ROOT.parent) == Path("shared", "benchmarks")
+    assert sources.DEFAULT_DATA_DIR.relative_to(sources.REPO_ROOT.parent) == Path("shared", "benchmarks")
 
 
 def test_explicit_missing_data_dir_is_an_error(tmp_path, monkeypatch):
@@ -250,7 +252,7 @@ def test_unknown_benchmark_lists_known_names_and_dir(tmp_path):
 
 
 def test_unknown_benchmark_without_data_dir(monkeypatch, no_env_data_dir, tmp_path):
-    monkeypatch.setattr(data, "DEFAULT_DATA_DIR", tmp_path / "absent")
+    monkeypatch.setattr(sources, "DEFAULT_DATA_DIR", tmp_path / "absent")
     with pytest.raises(DataError, match="no data dir"):
         load_benchmark("whatever")
 
@@ -360,7 +362,7 @@ def test_hub_mmlu_pro_keeps_health(local_hub):
 
 
 def test_hub_is_used_when_no_data_dir(local_hub, monkeypatch, no_env_data_dir, tmp_path):
-    monkeypatch.setattr(data, "DEFAULT_DATA_DIR", tmp_path / "absent")
+    monkeypatch.setattr(sources, "DEFAULT_DATA_DIR", tmp_path / "absent")
     assert len(load_benchmark("mmlu-pro", hub_loader=local_hub)) == 2
 
 

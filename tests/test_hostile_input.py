@@ -23,11 +23,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from medr1.answers import RULES, extract_choice, extract_choice_with_rule
 from medr1.cli import main
 from medr1.config import Params, load_params
 from medr1.data import build_training_pool, load_benchmark
 from medr1.paths import PARAMS_DIR, REPO_ROOT
-from medr1.rewards import REWARD_FUNCS, REWARD_RANGES, RULES, extract_choice, extract_choice_with_rule
+from medr1.rewards import REWARD_FUNCS, REWARD_RANGES
 
 FIXTURES = REPO_ROOT / "tests" / "fixtures" / "toyqa"
 SMOKE = str(PARAMS_DIR / "smoke.yaml")

@@ -2,7 +2,7 @@
 
 The huatuo expectations were derived by hand from the rules in the module docstring (and agree with
 HuatuoGPT-o1's own `match_choice` on these inputs); the strict ones follow the policy of
-`medr1.rewards.extract_choice_with_rule`.
+`medr1.answers.extract_choice_with_rule`.
 """
 
 from __future__ import annotations
