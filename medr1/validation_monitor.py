@@ -33,10 +33,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from medr1.answers import extract_choice
 from medr1.letter_bias import bias_summary
 from medr1.option_order import cyclic_shift, eval_shifts, vary_option_counts
 from medr1.prompts import build_messages
-from medr1.rewards import extract_choice
 
 log = logging.getLogger(__name__)
 
