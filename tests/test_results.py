@@ -6,13 +6,13 @@ import json
 
 import pytest
 
+from medr1.artifacts import read_reference
 from medr1.paths import REPO_ROOT
 from medr1.results import (
     MEASURED,
     REPORTED,
     answer_distribution,
     category_breakdown,
-    load_reference,
     paired_comparison,
     results_table,
     write_results,
@@ -24,7 +24,7 @@ OPTIONS = {"A": "yes", "B": "no", "C": "maybe"}
 
 def _write_eval(run, label, answers, golds, adapter=None):
     """An eval directory as medr1.evaluate writes it: predictions plus a summary computed from them."""
-    from medr1.evaluate import score_predictions
+    from medr1.eval_summary import score_predictions
 
     d = run / "eval" / label
     d.mkdir(parents=True)
@@ -48,7 +48,7 @@ def run(tmp_path):
 
 
 def test_reference_file_has_the_required_models():
-    ref = load_reference(REFERENCE)
+    ref = read_reference(REFERENCE)
     names = [m["model"] for m in ref["models"]]
     for required in ("Med-R1-α-8B", "HuatuoGPT-o1-8B (SFT only)", "HuatuoGPT-o1-8B (SFT + RL)",
                      "Llama-3.1-8B-Instruct", "Qwen2.5-7B-Instruct"):
