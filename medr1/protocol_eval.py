@@ -30,7 +30,7 @@ from medr1.protocols import (
 
 
 def evaluate_protocol(model_spec: str, protocol: Protocol | str, benchmarks: Sequence[str], out_dir: str | Path,
-                      settings: Any, *, eval_seeds: int = 3, eval_file=None, hub: bool | None = None, hub_loader=None,
+                      settings: Any, *, eval_seeds: int, eval_file=None, hub: bool | None = None, hub_loader=None,
                       adapter: str | None = None, progress: bool = True, generate_fn=None) -> dict:
     """Evaluate one model under a protocol into `out_dir`; sampled protocols once per seed.
 

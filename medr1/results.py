@@ -3,13 +3,14 @@
 Readers compare our numbers with the papers', so the table makes the provenance of every row explicit:
 rows we computed say "measured here" and carry their scorer, n and 95 % bootstrap interval; rows copied
 from publications say "reported by" and carry the citation, the scorer those authors used and the
-evaluation set behind the number (which is not always ours). Nothing here generates or scores text: it
-reads `eval/<label>/summary.json` and `predictions.jsonl` written by `medr1.evaluate`, and
-`params/reference_results.yaml`.
+evaluation set behind the number (which is not always ours). Nothing here generates text: it reads
+`eval/<label>/summary.json`, `predictions.jsonl` and `params/reference_results.yaml` through
+`medr1.artifacts`, the one reader of each.
 
 Comparisons between two of our models are paired (same questions): exact McNemar for "is there a
 difference" and a paired bootstrap interval for "how large" (`medr1.stats`), aligned by question id so
-a partially evaluated model is compared only on the questions both answered.
+a partially evaluated model is compared only on the questions both answered. `paired_table` is the one
+implementation; the paired figure draws its output.
 """
 
 from __future__ import annotations
