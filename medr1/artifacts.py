@@ -180,6 +180,17 @@ def read_samples(path: str | Path) -> list[dict]:
     return _read_jsonl(Path(path), lambda r: isinstance(r, dict) and "step" in r, repair=False)
 
 
+def truncate_samples(path: str | Path, step: int) -> int:
+    """Keep the samples.jsonl records with `step <= step`, rewritten atomically (before a resume from
+    checkpoint `step`, which also drops a line cut by the kill). Returns the number kept."""
+    path = Path(path)
+    if not path.is_file():
+        return 0
+    kept = [r for r in read_samples(path) if r["step"] <= step]
+    atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in kept))
+    return len(kept)
+
+
 # --------------------------------------------------------------------------------------------------
 # summary.json
 # --------------------------------------------------------------------------------------------------
@@ -332,4 +343,4 @@ def read_reference(path: str | Path) -> dict:
 
 __all__ = ["ArtifactError", "PredictionsAppender", "eval_predictions", "metrics_frame", "predictions_frame",
            "read_metrics", "read_predictions", "read_reference", "read_run_params", "read_samples", "read_summaries", "read_summary",
-           "row_key", "truncate_metrics", "write_summary"]
+           "row_key", "truncate_metrics", "truncate_samples", "write_summary"]

@@ -17,9 +17,13 @@ Why it is built this way:
   (which starts the directory over).
 - Prompts that do not fit the model context are kept as rows (finish_reason "prompt_too_long", no
   text): the strict scorer counts them wrong, so accuracy is never inflated by dropping hard inputs.
+- predictions.jsonl is read and appended through `medr1.artifacts` (its one rule: one row per
+  (benchmark, id, shift), a cut last line dropped, any other bad line an error).
 - Every row records the strict extraction (`extracted`, `rule`, `correct`) for reading the file by eye;
-  the summary is recomputed from the whole file with every scorer in `medr1.scoring.SCORERS`, so
-  resumed and uninterrupted evaluations give identical summaries.
+  the summary is recomputed from the whole file with every scorer in `medr1.scoring.SCORERS`
+  (`medr1.eval_summary`), so resumed and uninterrupted evaluations give identical summaries.
+- Settings are one typed object (`EvalSettings`), each field taken from one `Params` field, so a default
+  lives in `medr1.config` only.
 - The generator is injectable (`generate_fn`), which is how the tests exercise resume and repair in
   milliseconds without a model.
 """

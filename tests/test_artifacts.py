@@ -17,6 +17,7 @@ from medr1.artifacts import (
     read_samples,
     read_summaries,
     truncate_metrics,
+    truncate_samples,
     write_summary,
 )
 from medr1.paths import REPO_ROOT
@@ -69,6 +70,14 @@ def test_eval_predictions_orders_base_then_trained(tmp_path):
         (tmp_path / "eval" / label / "predictions.jsonl").write_text(ROW % (1, "") + "\n")
     assert list(eval_predictions(tmp_path)) == ["base", "trained", "zeta"]
     assert eval_predictions(tmp_path / "none") == {}
+
+
+def test_truncate_samples_before_a_resume(tmp_path):
+    path = tmp_path / "samples.jsonl"
+    path.write_text('{"step": 1}\n{"step": 2}\n{"step": 3, "te')  # killed while writing step 3
+    assert truncate_samples(path, 1) == 1
+    assert read_samples(path) == [{"step": 1}]
+    assert truncate_samples(tmp_path / "absent.jsonl", 5) == 0
 
 
 def test_samples_follow_the_jsonl_rule(tmp_path):
