@@ -147,3 +147,19 @@ def test_modality_breakdown_reaches_results_md(tmp_path):
     md = (tmp_path / "run" / "results.md").read_text()
     assert "## Accuracy per imaging modality" in md and "| trained | vqa | strict | MRI | 4 | 75.0 |" in md
     assert (tmp_path / "run" / "results_by_modality.csv").is_file()
+
+
+def test_answer_examples_split_every_row_once(tmp_path):
+    from medr1.results import answer_examples
+
+    d = tmp_path / "eval" / "trained"
+    d.mkdir(parents=True)
+    rows = [{"id": "1", "benchmark": "b", "gold": "A", "extracted": "A", "correct": True, "completion": "A"},   # right
+            {"id": "2", "benchmark": "b", "gold": "A", "extracted": "B", "correct": False, "completion": "B"},  # wrong
+            {"id": "3", "benchmark": "b", "gold": "A", "extracted": None, "correct": False, "completion": "?"},  # none
+            {"id": "4", "benchmark": "b", "gold": "B", "extracted": "B", "correct": True, "completion": "B"}]   # right
+    (d / "predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    examples = answer_examples(tmp_path, "trained")
+    assert {k: v["id"].tolist() for k, v in examples.items()} == {"right": ["1", "4"], "wrong": ["2"], "unparsed": ["3"]}
+    assert list(examples["right"].columns) == ["benchmark", "id", "gold", "extracted", "completion"]  # no `rule` here
+    assert all(v.empty for v in answer_examples(tmp_path, "absent").values())
