@@ -24,7 +24,7 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
 
-from medr1.artifacts import eval_predictions, metrics_frame, predictions_frame, read_run_params
+from medr1.artifacts import ArtifactError, eval_predictions, metrics_frame, predictions_frame, read_run_params
 from medr1.paths import FIGURES_DIR, PARAMS_DIR, resolve_repo_path
 from medr1.runs import RunDir
 
@@ -232,7 +232,7 @@ def make_figure(run_dir: str | Path, name: str, out_dir: str | Path | None = Non
         reference = resolve_repo_path(run_params.get("reference_results") or REFERENCE_FILE)
     try:
         fig = _BUILDERS[name](run_dir, reference, run_params.get("beta"))
-    except (ValueError, KeyError) as e:  # FigureSkipped, or an artifact that lacks what this figure needs
+    except (ValueError, KeyError, ArtifactError) as e:  # FigureSkipped, or an artifact lacking what it needs
         logger.warning("skipped figure %r: %s", name, e)
         return None
     out_dir = Path(out_dir) if out_dir is not None else RunDir(run_dir).figures_dir
