@@ -395,8 +395,9 @@ def test_eval_cli_killed_mid_stream_resumes_exactly_once(tmp_path):
         f.write('{"id": "ms3", "benchmark": "mini_')  # a row torn by the kill
     assert main(argv) == 0  # the same command resumes
     rows = read_predictions(out / "predictions.jsonl")
-    # --limit 4 is a seeded subset (the CLI's default --seed 0): each of its questions exactly once.
-    expected = sorted(q.id for q in load_benchmark("mini_test", data_dir=FIXTURES, limit=4, sample_seed=0))
+    # --limit 4 is a seeded subset (the seed is the params' default, as for every subcommand): each of its
+    # questions exactly once.
+    expected = sorted(q.id for q in load_benchmark("mini_test", data_dir=FIXTURES, limit=4, sample_seed=Params().seed))
     assert sorted(r["id"] for r in rows) == expected
     summary = json.loads((out / "summary.json").read_text())
     assert summary["n_questions"] == 4 and summary["generated_now"] == 4 - done
