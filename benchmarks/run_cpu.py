@@ -117,7 +117,7 @@ class ForwardProfile:
     """Wall time of the model's forward calls, split into prefill (>1 position) and decode (1 position).
 
     >>> with ForwardProfile(model) as prof:  # doctest: +SKIP
-    ...     generate(model, tok, prompts, max_new_tokens=8)
+    ...     generate(model, tok, prompts, max_new_tokens=8, batch_size=4)
     >>> prof.prefill_s, prof.decode_s, prof.decode_calls  # doctest: +SKIP
     """
 

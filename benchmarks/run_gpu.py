@@ -219,8 +219,9 @@ def bench_generation(model_dir: str, prompts_n: int, tokens: int) -> dict[str, A
     """Greedy: model.generate vs compact loop vs static cache + torch.compile (+ vLLM when installed)."""
     import torch
 
+    from medr1.backends import generate_vllm, vllm_available
     from medr1.data import load_benchmark
-    from medr1.generation import eos_ids, generate, generate_vllm, vllm_available
+    from medr1.generation import eos_ids, generate
     from medr1.models import load_model
     from medr1.prompts import build_messages
 

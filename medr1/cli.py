@@ -14,6 +14,7 @@ import sys
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
+    from medr1.artifacts import ArtifactError
     from medr1.config import ParamsError
     from medr1.data import DataError
     from medr1.evaluate import EvalSettingsError
@@ -23,7 +24,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from medr1.train import TrainSetupError
 
     return (ParamsError, DataError, ModelSpecError, RunLockedError, OutputDirError, PipelineError,
-            EvalSettingsError, TrainSetupError)
+            EvalSettingsError, TrainSetupError, ArtifactError)
 
 
 def _add_params_args(p: argparse.ArgumentParser) -> None:
@@ -42,16 +43,36 @@ def cmd_train(args) -> int:
     return 0
 
 
-def cmd_eval(args) -> int:
-    from medr1.config import ParamsError
-    from medr1.evaluate import evaluate_cli
-    from medr1.protocol_eval import protocol_cli
+# `medr1 eval`'s own flags: each is an alias of one params key (`--permutations 3` == `--set eval_permutations=3`).
+EVAL_ALIASES = {"benchmarks": "eval_benchmarks", "limit": "eval_limit", "template": "eval_prompt_template",
+                "max_new_tokens": "eval_max_new_tokens", "batch_size": "eval_batch_size",
+                "temperature": "eval_temperature", "top_p": "eval_top_p", "num_samples": "eval_num_samples",
+                "permutations": "eval_permutations", "backend": "eval_backend", "decode": "eval_decode",
+                "split": "eval_split", "data_dir": "data_dir", "seed": "seed", "scorers": "eval_scorers",
+                "seeds": "eval_seeds", "eval_file": "eval_data_file", "force": "force"}
 
+
+def eval_params(args):
+    """The params of `medr1 eval`: the file, then `--set`, then the alias flags given (each a params key)."""
+    from medr1.config import load_params, parse_override
+
+    overrides = dict(parse_override(o) for o in args.overrides)
+    overrides.update({key: getattr(args, flag) for flag, key in EVAL_ALIASES.items() if hasattr(args, flag)})
+    return load_params(args.params_file, overrides)
+
+
+def cmd_eval(args) -> int:
+    from medr1.evaluate import default_eval_label, evaluate_cli
+    from medr1.protocol_eval import protocol_cli
+    from medr1.runs import RunDir
+
+    params = eval_params(args)
     if args.dry_run or args.protocol != "medr1":
-        return protocol_cli(args)
-    if not args.model:
-        raise ParamsError("--model is required (unless --dry-run)")
-    return evaluate_cli(args)
+        model = args.model or params.model
+        out = args.out or RunDir(params.run_dir).eval_dir / (
+            f"{default_eval_label(params, model, args.adapter)}@{args.protocol}")
+        return protocol_cli(params, args, model, out)
+    return evaluate_cli(params, model=args.model, adapter=args.adapter, out=args.out)
 
 
 def cmd_pipeline(args) -> int:
@@ -91,29 +112,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("eval", help="evaluate a model (and adapter) on benchmarks")
-    p.add_argument("--model", help="hub id, local path, adapter dir or embedded:smollm2-135m (not with --dry-run)")
+    _add_params_args(p)
+    p.add_argument("--model", help="hub id, local path or embedded:smollm2-135m (default: the params' model)")
     p.add_argument("--adapter", help="LoRA adapter directory applied on top of --model")
-    p.add_argument("--benchmarks", default="medqa", help="comma-separated benchmark names")
-    p.add_argument("--limit", type=int, help="N questions of each benchmark (a subset seeded by --seed; a prefix would be biased)")
-    p.add_argument("--out", required=True, help="output directory (predictions.jsonl, summary.json)")
-    p.add_argument("--template", default="r1", help="prompt template name")
-    p.add_argument("--max-new-tokens", type=int, default=1024)
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--temperature", type=float, default=0.0)
-    p.add_argument("--top-p", type=float, default=1.0)
-    p.add_argument("--num-samples", type=int, default=1)
-    p.add_argument("--permutations", type=int, default=1, metavar="K",
-                   help="ask each question K times with its options rotated (consistent accuracy, letter bias)")
-    p.add_argument("--backend", default="auto", choices=["auto", "hf", "vllm"])
-    p.add_argument("--split", default="test")
-    p.add_argument("--data-dir")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--scorers", default="strict,huatuo")
-    p.add_argument("--force", action="store_true", help="discard existing predictions in --out")
-    p.add_argument("--protocol", default="medr1", help="evaluation protocol (medr1.protocols): medr1 (the flags "
-                   "above), huatuo-o1 or huatuo-o1-strict (HuatuoGPT-o1's sets, prompt, decoding and scorer)")
-    p.add_argument("--seeds", type=int, default=3, help="seeds of a sampled protocol (mean and spread reported)")
-    p.add_argument("--eval-file", help="your copy of HuatuoGPT-o1's eval_data.json (their sets, exactly)")
+    p.add_argument("--out", help="output directory (default: runs/<run_name>/eval/<label>, label 'base' for the "
+                   "params' own model)")
+    for flag, key in EVAL_ALIASES.items():
+        if flag != "force":  # no default here: the params hold it, and a flag not given leaves them alone
+            p.add_argument(f"--{flag.replace('_', '-')}", dest=flag, default=argparse.SUPPRESS, metavar="VALUE",
+                           help=f"= --set {key}=VALUE")
+    p.add_argument("--force", action="store_const", const=True, default=argparse.SUPPRESS,
+                   help="discard existing predictions (= --set force=true)")
+    p.add_argument("--protocol", default="medr1", help="evaluation protocol (medr1.protocols): medr1 (the eval_* "
+                   "params), huatuo-o1 or huatuo-o1-strict (HuatuoGPT-o1's sets, prompt, decoding and scorer)")
     p.add_argument("--no-hub", action="store_true", help="never try the Hugging Face hub for a set")
     p.add_argument("--dry-run", action="store_true", help="write prompts.jsonl and protocol.json; load no model")
     p.set_defaults(func=cmd_eval)

@@ -24,14 +24,12 @@ Generation dominates evaluation time, so this module is built for throughput on 
 - A prompt that does not fit the model context together with `max_new_tokens` is never truncated
   (cutting a question changes it) and never crashes a batch: it comes back with
   finish_reason "prompt_too_long", no text, and is counted in the log.
-- `generate_vllm` is the GPU path (vLLM, LoRA through `LoRARequest`), imported lazily so that CPU
-  machines never import it; `pick_backend("auto")` chooses it only when CUDA and vLLM are both there.
+- The GPU path (vLLM) and the choice between the two live in `medr1.backends`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import logging
 import os
 import time
@@ -41,7 +39,6 @@ from dataclasses import dataclass
 log = logging.getLogger(__name__)
 
 PROMPT_TOO_LONG = "prompt_too_long"
-VLLM_HINT = "vLLM needs a CUDA GPU and `pip install -e .[gpu]`"
 # The compact loop drops finished rows once at least this fraction (num/den) of the batch has finished.
 COMPACT_FRACTION_NUM, COMPACT_FRACTION_DEN = 1, 4
 # Prompts prefilled together inside a decode batch (see `_prefill`).
@@ -81,46 +78,6 @@ class Generation:
     @property
     def skipped(self) -> bool:
         return self.finish_reasons[0] == PROMPT_TOO_LONG
-
-
-# --------------------------------------------------------------------------------------------------
-# Backends
-# --------------------------------------------------------------------------------------------------
-
-
-def cuda_available() -> bool:
-    try:
-        import torch
-    except ImportError:
-        return False
-    return torch.cuda.is_available()
-
-
-def vllm_available() -> bool:
-    return importlib.util.find_spec("vllm") is not None
-
-
-def pick_backend(backend: str = "auto") -> str:
-    """"vllm" or "hf". auto picks vllm only with a CUDA GPU and vLLM installed; asking for vllm without
-    them raises, so a GPU recipe never silently falls back to a 50x slower path.
-
-    >>> pick_backend("hf")
-    'hf'
-    """
-    if backend not in ("auto", "hf", "vllm"):
-        raise ValueError(f"backend must be auto, hf or vllm, got {backend!r}")
-    if backend == "auto":
-        return "vllm" if cuda_available() and vllm_available() else "hf"
-    if backend == "vllm":
-        _require_vllm()
-    return backend
-
-
-def _require_vllm() -> None:
-    if not cuda_available():
-        raise RuntimeError(f"{VLLM_HINT}: no CUDA GPU is available here. Use backend 'hf' (or 'auto').")
-    if not vllm_available():
-        raise RuntimeError(f"{VLLM_HINT}: the vllm package is not installed.")
 
 
 def set_cpu_threads() -> int:
@@ -357,7 +314,7 @@ def generate(
     prompts: Sequence[list[dict] | str],
     *,
     max_new_tokens: int,
-    batch_size: int = 16,
+    batch_size: int,
     temperature: float = 0.0,
     top_p: float = 1.0,
     num_samples: int = 1,
@@ -459,85 +416,3 @@ def generate(
         if on_batch:
             on_batch(done)
     return results  # type: ignore[return-value]
-
-
-# --------------------------------------------------------------------------------------------------
-# vLLM (GPU)
-# --------------------------------------------------------------------------------------------------
-
-
-def vllm_request_settings(*, num_samples: int, temperature: float, top_p: float, max_new_tokens: int, seed: int,
-                          adapter: str | os.PathLike | None):
-    """vLLM's `SamplingParams` for our decoding settings (top_p only when sampling) and the `LoRARequest`
-    of an adapter (None without one); shared by text and vision generation."""
-    from vllm import SamplingParams
-
-    params = SamplingParams(n=num_samples, temperature=temperature, top_p=top_p if temperature > 0 else 1.0,
-                            max_tokens=max_new_tokens, seed=seed)
-    if adapter is None:
-        return params, None
-    from vllm.lora.request import LoRARequest
-
-    return params, LoRARequest("adapter", 1, str(adapter))
-
-
-def generate_vllm(
-    model_spec: str,
-    prompts: Sequence[list[dict] | str],
-    *,
-    max_new_tokens: int,
-    temperature: float = 0.0,
-    top_p: float = 1.0,
-    num_samples: int = 1,
-    seed: int = 0,
-    adapter: str | None = None,
-    lora_rank: int = 64,
-    torch_dtype: str = "auto",
-    trust_remote_code: bool = False,
-    gpu_memory_utilization: float = 0.85,
-    on_batch: Callable[[list[Generation]], None] | None = None,
-    llm=None,
-) -> list[Generation]:
-    """Generate with vLLM on a CUDA GPU (continuous batching; LoRA adapters via `LoRARequest`).
-
-    vLLM schedules all prompts itself, so results arrive at the end and `on_batch` is called once.
-    Prompts longer than the context are reported like the HF path (finish_reason "prompt_too_long").
-
-    Args:
-        model_spec: hub id, local path or embedded spec of the base model.
-        adapter: LoRA adapter directory applied to every prompt.
-        llm: an existing `vllm.LLM` to reuse (loading one takes a minute).
-        Other arguments as in `generate`.
-
-    Raises:
-        RuntimeError: without a CUDA GPU or without vLLM installed.
-    """
-    _require_vllm()
-    from vllm import LLM  # noqa: I001  (lazy: importing vllm initialises CUDA)
-
-    from medr1.models import resolve_model_path
-
-    if llm is None:
-        llm = LLM(model=resolve_model_path(model_spec), dtype=torch_dtype, seed=seed, enable_lora=adapter is not None,
-                  max_lora_rank=lora_rank, trust_remote_code=trust_remote_code,
-                  gpu_memory_utilization=gpu_memory_utilization)
-    tokenizer = llm.get_tokenizer()
-    ids = encode_prompts(tokenizer, prompts)
-    ctx = llm.llm_engine.model_config.max_model_len
-    keep = [i for i, r in enumerate(ids) if len(r) + max_new_tokens <= ctx]
-    params, lora = vllm_request_settings(num_samples=num_samples, temperature=temperature, top_p=top_p,
-                                         max_new_tokens=max_new_tokens, seed=seed, adapter=adapter)
-    start = time.perf_counter()
-    outputs = llm.generate([{"prompt_token_ids": ids[i]} for i in keep], params, lora_request=lora)
-    latency = time.perf_counter() - start
-    results = [Generation(i, [""] * num_samples, len(ids[i]), [0] * num_samples, [PROMPT_TOO_LONG] * num_samples, 0.0)
-               for i in range(len(ids))]
-    for i, out in zip(keep, outputs, strict=True):
-        results[i] = Generation(i, [o.text for o in out.outputs], len(ids[i]), [len(o.token_ids) for o in out.outputs],
-                                ["length" if o.finish_reason == "length" else "stop" for o in out.outputs], latency)
-    if len(keep) < len(ids):
-        log.warning("skipped %d prompt(s) longer than the model context (%d) minus max_new_tokens", len(ids) - len(keep),
-                    ctx)
-    if on_batch:
-        on_batch(results)
-    return results

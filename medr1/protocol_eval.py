@@ -14,9 +14,9 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
-from medr1.config import ParamsError
 from medr1.protocols import (
     COMPARABLE,
     Protocol,
@@ -29,37 +29,42 @@ from medr1.protocols import (
 )
 
 
-def evaluate_protocol(model_spec: str, protocol: Protocol | str, benchmarks: Sequence[str], out_dir: str | Path, *,
-                      params: Any = None, eval_seeds: int = 3, seed: int = 0, limit: int | None = None,
-                      data_dir=None, eval_file=None, hub: bool | None = None, hub_loader=None,
-                      scorers: Sequence[str] = ("strict", "huatuo"), **eval_kw) -> dict:
+def evaluate_protocol(model_spec: str, protocol: Protocol | str, benchmarks: Sequence[str], out_dir: str | Path,
+                      settings: Any, *, eval_seeds: int, eval_file=None, hub: bool | None = None, hub_loader=None,
+                      adapter: str | None = None, progress: bool = True, generate_fn=None) -> dict:
     """Evaluate one model under a protocol into `out_dir`; sampled protocols once per seed.
 
     A greedy protocol writes one evaluation (`medr1.evaluate.evaluate_model`) into `out_dir`; a sampled one
-    writes `out_dir/seed-<s>/` for `eval_seeds` seeds and, in `out_dir/summary.json`, per scorer and
-    benchmark the mean accuracy over seeds with their standard deviation, min and max, and a 95 %
-    bootstrap interval over questions of each question's mean correctness (the seeds' spread is the
+    writes `out_dir/seed-<s>/` for `eval_seeds` seeds (settings.seed, +1, ...) and, in `out_dir/summary.json`,
+    per scorer and benchmark the mean accuracy over seeds with their standard deviation, min and max, and a
+    95 % bootstrap interval over questions of each question's mean correctness (the seeds' spread is the
     decoding noise; the interval is the question sampling). Both summaries carry `protocol` (the record
     of `dry_run`), from which `medr1.results` decides comparability.
+
+    Args:
+        settings: a `medr1.evaluate.EvalSettings`; the protocol's own template and decoding replace its
+            (`medr1.protocols.decoding`), its limit, seed, data_dir, scorers and backend are used as they are.
     """
-    from medr1.evaluate import evaluate_model, read_predictions
-    from medr1.runs import atomic_write_json
+    from medr1.artifacts import read_predictions, write_summary
+    from medr1.evaluate import evaluate_model
 
     protocol = get_protocol(protocol) if isinstance(protocol, str) else protocol
-    settings = decoding(protocol, params)
-    sets = {b: load_protocol_set(protocol, b, data_dir=data_dir, eval_file=eval_file, hub=hub, hub_loader=hub_loader)
-            for b in benchmarks}
+    fallback = SimpleNamespace(eval_prompt_template=settings.template, eval_temperature=settings.temperature,
+                               eval_top_p=settings.top_p, eval_max_new_tokens=settings.max_new_tokens)
+    dec = decoding(protocol, fallback)
+    seed, limit, scorers = settings.seed, settings.limit, settings.scorers
+    sets = {b: load_protocol_set(protocol, b, data_dir=settings.data_dir, eval_file=eval_file, hub=hub,
+                                 hub_loader=hub_loader) for b in benchmarks}
     question_sets = {b: limited(s, limit, seed) for b, s in sets.items()}
-    sampled = settings["temperature"] > 0
+    sampled = dec["temperature"] > 0
     seeds = [seed + i for i in range(eval_seeds)] if sampled else [seed]
-    record = protocol_record(protocol, settings, sets, limit, len(seeds))
+    record = protocol_record(protocol, dec, sets, limit, len(seeds))
     out = Path(out_dir)
     per_seed = {}
     for s in seeds:
         per_seed[s] = evaluate_model(model_spec, list(benchmarks), out / f"seed-{s}" if sampled else out,
-                                     template=settings["template"], temperature=settings["temperature"],
-                                     top_p=settings["top_p"], max_new_tokens=settings["max_new_tokens"], seed=s,
-                                     data_dir=data_dir, scorers=scorers, question_sets=question_sets, **eval_kw)
+                                     settings.replace(**dec, seed=s), adapter=adapter, progress=progress,
+                                     generate_fn=generate_fn, question_sets=question_sets)
     if not sampled:
         summary = {**per_seed[seeds[0]], "protocol": record}
     else:
@@ -69,7 +74,7 @@ def evaluate_protocol(model_spec: str, protocol: Protocol | str, benchmarks: Seq
                        seeds=seeds, n_questions=first["n_questions"],
                        scores=_seed_scores([read_predictions(out / f"seed-{s}" / "predictions.jsonl")
                                             for s in seeds], per_seed, seeds, scorers, seed))
-    atomic_write_json(out / "summary.json", summary)
+    write_summary(out, summary)
     return summary
 
 
@@ -77,40 +82,39 @@ def evaluate_params_protocols(params: Any, run: Any, jobs: Sequence[tuple[str, s
                               progress: bool = True, generate_fn=None) -> dict[str, dict]:
     """Every protocol of `params.eval_protocol` other than `medr1`, for each (label, model, adapter) job,
     into `eval/<label>@<protocol>/`. Returns {"<label>@<protocol>": summary}."""
+    from medr1.evaluate import EvalSettings
+
+    settings = EvalSettings.from_params(params)
     out = {}
     for name in params.eval_protocol:
         if name == "medr1":
             continue
         for label, spec, adapter in jobs:
             out[f"{label}@{name}"] = evaluate_protocol(
-                spec, name, params.eval_benchmarks, run.eval_dir / f"{label}@{name}", params=params,
-                eval_seeds=params.eval_seeds, seed=params.seed, limit=params.eval_limit, data_dir=params.data_dir,
-                eval_file=params.eval_data_file, scorers=params.eval_scorers, adapter=adapter,
-                batch_size=params.eval_batch_size, backend=params.eval_backend, device=params.device,
-                torch_dtype=params.torch_dtype, trust_remote_code=params.trust_remote_code, resume=params.resume,
-                force=params.force, progress=progress, generate_fn=generate_fn)
+                spec, name, params.eval_benchmarks, run.eval_dir / f"{label}@{name}", settings,
+                eval_seeds=params.eval_seeds, eval_file=params.eval_data_file, adapter=adapter, progress=progress,
+                generate_fn=generate_fn)
     return out
 
 
-def protocol_cli(args) -> int:
-    """`medr1 eval --protocol NAME [--dry-run]`: print, per benchmark, whether the set is the published one."""
-    from types import SimpleNamespace
+def protocol_cli(params: Any, args: Any, model: str, out: Path) -> int:
+    """`medr1 eval --protocol NAME [--dry-run]`: print, per benchmark, whether the set is the published one.
 
-    benchmarks = [b.strip() for b in args.benchmarks.split(",") if b.strip()]
-    params = SimpleNamespace(eval_prompt_template=args.template, eval_temperature=args.temperature,
-                             eval_top_p=args.top_p, eval_max_new_tokens=args.max_new_tokens)
-    load_kw = {"data_dir": args.data_dir, "eval_file": args.eval_file, "hub": False if args.no_hub else None}
+    Args:
+        params: the resolved `medr1.config.Params` (eval_benchmarks, eval_limit, seed, eval_seeds, ...).
+        args: the CLI namespace (protocol, dry_run, no_hub, adapter).
+        model, out: the model spec and the output directory.
+    """
+    from medr1.evaluate import EvalSettings
+
+    benchmarks = list(params.eval_benchmarks)
+    load_kw = {"eval_file": params.eval_data_file, "hub": False if args.no_hub else None}
     if args.dry_run:
-        record = dry_run(args.protocol, benchmarks, args.out, params=params, limit=args.limit, seed=args.seed,
-                         eval_seeds=args.seeds, split=args.split, **load_kw)
+        record = dry_run(args.protocol, benchmarks, out, params=params, limit=params.eval_limit, seed=params.seed,
+                         eval_seeds=params.eval_seeds, split=params.eval_split, data_dir=params.data_dir, **load_kw)
     else:
-        if not args.model:
-            raise ParamsError("--model is required (unless --dry-run)")
-        summary = evaluate_protocol(args.model, args.protocol, benchmarks, args.out, params=params,
-                                    eval_seeds=args.seeds, seed=args.seed, limit=args.limit,
-                                    scorers=[s.strip() for s in args.scorers.split(",") if s.strip()],
-                                    adapter=args.adapter, batch_size=args.batch_size, backend=args.backend,
-                                    force=args.force, **load_kw)
+        summary = evaluate_protocol(model, args.protocol, benchmarks, out, EvalSettings.from_params(params),
+                                    eval_seeds=params.eval_seeds, adapter=args.adapter, **load_kw)
         record = summary["protocol"]
         for scorer, per_bench in summary["scores"].items():
             for bench, s in per_bench.items():
@@ -126,8 +130,7 @@ def protocol_cli(args) -> int:
         verdict = COMPARABLE if b["comparable"] else f"not comparable: {b['why_not_comparable']}"
         print(f"{bench:>16}: {b['set_size']:,} questions from {b['source']} ({published}; set matches published: "
               f"{'yes' if b['set_matches_published'] else 'no'}; fingerprint {b['fingerprint']}) -> {verdict}")
-    print(f"{'prompts.jsonl and ' if args.dry_run else ''}protocol.json in {args.out}" if args.dry_run
-          else f"predictions and summary in {args.out}")
+    print(f"prompts.jsonl and protocol.json in {out}" if args.dry_run else f"predictions and summary in {out}")
     return 0
 
 

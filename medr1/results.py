@@ -3,25 +3,25 @@
 Readers compare our numbers with the papers', so the table makes the provenance of every row explicit:
 rows we computed say "measured here" and carry their scorer, n and 95 % bootstrap interval; rows copied
 from publications say "reported by" and carry the citation, the scorer those authors used and the
-evaluation set behind the number (which is not always ours). Nothing here generates or scores text: it
-reads `eval/<label>/summary.json` and `predictions.jsonl` written by `medr1.evaluate`, and
-`params/reference_results.yaml`.
+evaluation set behind the number (which is not always ours). Nothing here generates text: it reads
+`eval/<label>/summary.json`, `predictions.jsonl` and `params/reference_results.yaml` through
+`medr1.artifacts`, the one reader of each.
 
 Comparisons between two of our models are paired (same questions): exact McNemar for "is there a
 difference" and a paired bootstrap interval for "how large" (`medr1.stats`), aligned by question id so
-a partially evaluated model is compared only on the questions both answered.
+a partially evaluated model is compared only on the questions both answered. `paired_table` is the one
+implementation; the paired figure draws its output.
 """
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterable
 from pathlib import Path
 
 import pandas as pd
-import yaml
 
+from medr1.artifacts import eval_predictions, read_predictions, read_reference, read_summaries, row_key
 from medr1.runs import RunDir, atomic_write_text
 
 MEASURED = "measured here"
@@ -29,42 +29,6 @@ REPORTED = "reported by"
 COLUMNS = ["provenance", "model", "label", "benchmark", "scorer", "accuracy", "ci_low", "ci_high", "n",
            "unparsed", "consistent_accuracy", "n_questions", "permutations", "answer_top_share", "letter_recall_std",
            "eval_set", "source", "n_dropped", "protocol", "set_size", "seed_std", "n_seeds", "comparability"]
-
-
-def load_reference(path: str | Path) -> dict:
-    """The reference YAML (see params/reference_results.yaml), checked for the fields the table needs."""
-    path = Path(path)
-    try:
-        ref = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as e:
-        raise FileNotFoundError(f"reference results file {path} cannot be read: {e}") from None
-    if not isinstance(ref, dict) or not isinstance(ref.get("models"), list) or "citation" not in ref:
-        raise ValueError(f"{path}: expected a mapping with 'citation' and a list 'models'")
-    for i, m in enumerate(ref["models"]):
-        if not isinstance(m, dict) or "model" not in m or not isinstance(m.get("accuracy"), dict):
-            raise ValueError(f"{path}: models[{i}] needs 'model' and an 'accuracy' mapping")
-    return ref
-
-
-def _summaries(items: Iterable) -> list[tuple[str, dict]]:
-    """(label, summary) pairs from run directories, eval directories, summary.json paths or dicts."""
-    out = []
-    for item in items:
-        if isinstance(item, dict):
-            out.append((item.get("label") or item.get("model", "?"), item))
-            continue
-        path = Path(item)
-        if path.is_file():
-            out.append((path.parent.name, json.loads(path.read_text())))
-        elif (path / "summary.json").is_file():
-            out.append((path.name, json.loads((path / "summary.json").read_text())))
-        elif RunDir(path).eval_dir.is_dir():
-            for s in sorted(RunDir(path).eval_dir.glob("*/summary.json")):
-                out.append((s.parent.name, json.loads(s.read_text())))
-        else:
-            raise FileNotFoundError(f"{path}: neither a run directory with eval/*/summary.json, an eval "
-                                    f"directory, nor a summary.json")
-    return out
 
 
 def _pct(x) -> float:
@@ -89,11 +53,9 @@ def results_table(run_dirs_or_summaries: Iterable | str | Path | dict,
     """
     from medr1.protocols import comparability
 
-    if isinstance(run_dirs_or_summaries, str | Path | dict):
-        run_dirs_or_summaries = [run_dirs_or_summaries]
-    ref = load_reference(reference_yaml) if reference_yaml is not None else None
+    ref = read_reference(reference_yaml) if reference_yaml is not None else None
     rows = []
-    for label, summary in _summaries(run_dirs_or_summaries):
+    for label, summary in read_summaries(run_dirs_or_summaries):
         model = summary.get("model", "?")
         if summary.get("adapter"):
             model = f"{model} + LoRA ({label})"
@@ -137,12 +99,9 @@ def answer_distribution(run_dir: str | Path) -> pd.DataFrame:
     then equals that letter's share of the gold answers: an "improvement" that is letter bias, not
     medicine. This table makes that visible next to every accuracy.
     """
-    from medr1.evaluate import read_predictions
-
-    run = RunDir(run_dir)
     rows = []
-    for path in sorted(run.eval_dir.glob("*/predictions.jsonl")):
-        frame = pd.DataFrame(read_predictions(path, repair=False))
+    for label, preds in eval_predictions(run_dir).items():
+        frame = pd.DataFrame(preds)
         if frame.empty:
             continue
         if "extracted" not in frame:  # rows written by hand or by an older version: extract as evaluation does
@@ -151,7 +110,7 @@ def answer_distribution(run_dir: str | Path) -> pd.DataFrame:
             frame["extracted"] = [extract_choice(c, o) for c, o in zip(frame["completion"], frame["options"], strict=True)]
         for bench, sub in frame.groupby("benchmark", sort=False):
             answers = sub["extracted"].fillna("(unparsed)").value_counts()
-            rows.append({"label": path.parent.name, "benchmark": bench, "n": len(sub),
+            rows.append({"label": label, "benchmark": bench, "n": len(sub),
                          "most_common_answer": answers.index[0], "share": 100 * answers.iloc[0] / len(sub),
                          "constant_answer_baseline": 100 * sub["gold"].value_counts().iloc[0] / len(sub),
                          "distinct_answers": int(sub["extracted"].nunique())})
@@ -162,17 +121,16 @@ def answer_distribution(run_dir: str | Path) -> pd.DataFrame:
 def category_breakdown(run_dir: str | Path) -> pd.DataFrame:
     """Strict accuracy per subject/category with a bootstrap CI, for benchmarks whose questions carry one
     (MMLU subjects, MMLU-Pro categories); empty when none do."""
-    from medr1.evaluate import read_predictions
     from medr1.stats import breakdown
 
     frames = []
-    for path in sorted(RunDir(run_dir).eval_dir.glob("*/predictions.jsonl")):
-        frame = pd.DataFrame(read_predictions(path, repair=False))
+    for label, preds in eval_predictions(run_dir).items():
+        frame = pd.DataFrame(preds)
         if "category" not in frame or frame["category"].isna().all():
             continue
         for bench, sub in frame.dropna(subset=["category"]).groupby("benchmark", sort=False):
             table = breakdown(sub.assign(correct=sub["correct"].astype(bool)), "category")
-            frames.append(table.assign(label=path.parent.name, benchmark=bench))
+            frames.append(table.assign(label=label, benchmark=bench))
     if not frames:
         return pd.DataFrame(columns=["label", "benchmark", "category", "n", "accuracy", "ci_low", "ci_high"])
     out = pd.concat(frames, ignore_index=True)
@@ -186,49 +144,53 @@ def modality_breakdown(run_dir: str | Path) -> pd.DataFrame:
     benchmark and scorer, from the `by_modality` block of each `eval/<label>/summary.json` (written for
     visual benchmarks whose questions carry a modality); empty for text-only runs."""
     rows = []
-    eval_dir = RunDir(run_dir).eval_dir
-    for path in sorted(eval_dir.glob("*/summary.json")) if eval_dir.is_dir() else []:
-        summary = json.loads(path.read_text())
+    for label, summary in read_summaries(run_dir) if RunDir(run_dir).eval_dir.is_dir() else []:
         for scorer, per_bench in (summary.get("by_modality") or {}).items():
             for bench, per_modality in per_bench.items():
                 for modality, m in per_modality.items():
-                    rows.append({"label": path.parent.name, "benchmark": bench, "scorer": scorer, "modality": modality,
+                    rows.append({"label": label, "benchmark": bench, "scorer": scorer, "modality": modality,
                                  "n": m.get("n"), "accuracy": _pct(m.get("accuracy")), "ci_low": _pct(m.get("ci_low")),
                                  "ci_high": _pct(m.get("ci_high"))})
     return pd.DataFrame(rows, columns=["label", "benchmark", "scorer", "modality", "n", "accuracy", "ci_low", "ci_high"])
 
 
-def paired_comparison(run_dir: str | Path, a: str = "base", b: str = "trained", scorer: str = "strict", *,
-                      seed: int = 0) -> pd.DataFrame:
-    """Model `b` vs model `a` of one run on the questions both answered, per benchmark.
+PAIRED_COLUMNS = ["benchmark", "scorer", "a", "b", "n", "acc_a", "acc_b", "difference", "diff_low", "diff_high",
+                  "b01", "b10", "p_value", "both_right", "both_wrong"]
+
+
+def paired_table(preds_a: list[dict], preds_b: list[dict], scorer: str = "strict", *, a: str = "base",
+                 b: str = "trained", seed: int = 0) -> pd.DataFrame:
+    """Model `b` vs model `a` on the questions both answered, per benchmark: the one paired test.
 
     The unit is the question: with each question asked under K option rotations, a question is right when
     it is right under every rotation (`consistent_accuracy`); with K = 1 that is the row's verdict. A
-    question counts as answered by a model when all its rotations were; rows a scorer drops (huatuo's
-    empty outputs) leave their question out of the pairing.
+    question counts as answered by a model when all its rotations were, and is paired only where both
+    asked the same rotations; rows a scorer drops (huatuo's empty outputs) leave their question out.
+    Pairing is by (benchmark, id), never by row order.
 
     Args:
-        run_dir: the run directory (reads eval/<a>/ and eval/<b>/predictions.jsonl).
-        a, b: eval labels; positive differences mean b is better.
+        preds_a, preds_b: prediction rows (`medr1.artifacts.read_predictions`).
         scorer: scorer both are scored with.
+        a, b: labels written into the table; positive differences mean b is better.
         seed: bootstrap seed.
 
     Returns:
-        DataFrame with benchmark, n (paired questions), acc_a, acc_b, difference (b - a) and its 95 % paired-bootstrap
-        interval (percentage points), McNemar b01 (a wrong, b right), b10, p_value.
+        DataFrame with `PAIRED_COLUMNS`: n (paired questions), acc_a, acc_b, difference (b - a) and its 95 %
+        paired-bootstrap interval (percentage points), the four outcome counts (both_right, b10: only a
+        right, b01: only b right, both_wrong) and the exact McNemar p-value over b01 and b10.
+
+    >>> rows = lambda ok: [{"benchmark": "m", "id": i, "gold": "A", "options": {"A": "x", "B": "y"},
+    ...                     "completion": "<answer>A</answer>" if c else "<answer>B</answer>"} for i, c in enumerate(ok)]
+    >>> r = paired_table(rows([1, 0, 0]), rows([1, 1, 1])).iloc[0]
+    >>> int(r["both_right"]), int(r["b01"]), float(r["p_value"])
+    (1, 2, 0.5)
     """
-    from medr1.evaluate import read_predictions, row_key
     from medr1.letter_bias import consistent_correct
     from medr1.scoring import score
     from medr1.stats import mcnemar_exact, paired_bootstrap_diff
 
-    run = RunDir(run_dir)
     verdicts, rotations = {}, {}
-    for label in (a, b):
-        path = run.eval_dir / label / "predictions.jsonl"
-        if not path.is_file():
-            raise FileNotFoundError(f"no predictions for {label!r} at {path}; evaluate it first")
-        preds = read_predictions(path, repair=False)
+    for label, preds in ((a, preds_a), (b, preds_b)):
         scored = [(row_key(r), v) for r, v in zip(preds, score(preds, scorer).rows, strict=True)]
         dropped = {k[:2] for k, v in scored if not v.counted}
         verdicts[label] = consistent_correct((k[:2], v.correct) for k, v in scored if k[:2] not in dropped)
@@ -238,19 +200,36 @@ def paired_comparison(run_dir: str | Path, a: str = "base", b: str = "trained", 
         rotations[label] = shifts
     rows = []
     for bench in dict.fromkeys(k[0] for k in verdicts[a]):
-        # Paired only where both asked the same rotations of the question.
         keys = [k for k in verdicts[a] if k[0] == bench and k in verdicts[b] and rotations[a][k] == rotations[b][k]]
-        xa = [verdicts[a][k] for k in keys]
-        xb = [verdicts[b][k] for k in keys]
+        xa = [bool(verdicts[a][k]) for k in keys]
+        xb = [bool(verdicts[b][k]) for k in keys]
         mc = mcnemar_exact(xa, xb)
         diff = paired_bootstrap_diff(xa, xb, seed=seed)
         n = len(keys)
         rows.append({"benchmark": bench, "scorer": scorer, "a": a, "b": b, "n": n,
                      "acc_a": 100 * sum(xa) / n if n else math.nan, "acc_b": 100 * sum(xb) / n if n else math.nan,
                      "difference": 100 * diff.estimate, "diff_low": 100 * diff.low, "diff_high": 100 * diff.high,
-                     "b01": mc.b01, "b10": mc.b10, "p_value": mc.p_value})
-    return pd.DataFrame(rows, columns=["benchmark", "scorer", "a", "b", "n", "acc_a", "acc_b", "difference", "diff_low",
-                                       "diff_high", "b01", "b10", "p_value"])
+                     "b01": mc.b01, "b10": mc.b10, "p_value": mc.p_value,
+                     "both_right": sum(x and y for x, y in zip(xa, xb, strict=True)),
+                     "both_wrong": sum(not (x or y) for x, y in zip(xa, xb, strict=True))})
+    return pd.DataFrame(rows, columns=PAIRED_COLUMNS)
+
+
+def paired_comparison(run_dir: str | Path, a: str = "base", b: str = "trained", scorer: str = "strict", *,
+                      seed: int = 0) -> pd.DataFrame:
+    """`paired_table` of eval/<a>/ and eval/<b>/predictions.jsonl of one run.
+
+    Raises:
+        FileNotFoundError: one of the two was not evaluated.
+    """
+    run = RunDir(run_dir)
+    preds = {}
+    for label in (a, b):
+        path = run.eval_dir / label / "predictions.jsonl"
+        if not path.is_file():
+            raise FileNotFoundError(f"no predictions for {label!r} at {path}; evaluate it first")
+        preds[label] = read_predictions(path)
+    return paired_table(preds[a], preds[b], scorer, a=a, b=b, seed=seed)
 
 
 def _fmt(x, digits=1) -> str:
@@ -326,7 +305,7 @@ def write_results(run_dir: str | Path, reference_yaml: str | Path | None = "para
                        "with (the accuracy itself when K = 1); difference = accuracy(b) - accuracy(a) in points with a "
                        "paired-bootstrap 95 % interval; exact McNemar p-value over the discordant questions (b01: a "
                        "wrong, b right).",
-                       "", _markdown(paired_comparison(run.path, a, b, scorer)), ""]
+                       "", _markdown(paired_comparison(run.path, a, b, scorer).drop(columns=["both_right", "both_wrong"])), ""]
     spread = answer_distribution(run.path)
     if len(spread):
         md += ["## Answer distribution", "",
@@ -344,7 +323,7 @@ def write_results(run_dir: str | Path, reference_yaml: str | Path | None = "para
         md += ["## Accuracy per subject / category (strict)", "", _markdown(by_category), ""]
     theirs = table[table.provenance == REPORTED]
     if len(theirs):
-        ref = load_reference(ref_path)
+        ref = read_reference(ref_path)
         wide = theirs.pivot_table(index="model", columns="benchmark", values="accuracy", sort=False).reset_index()
         md += ["## Reported by others (not measured here)", "",
                f"Source: {' '.join(str(ref['citation']).split())}", "",
@@ -353,3 +332,26 @@ def write_results(run_dir: str | Path, reference_yaml: str | Path | None = "para
         md += [f"- {k}: {v}" for k, v in ref.get("eval_sets", {}).items()] + [""]
     atomic_write_text(run.path / "results.md", "\n".join(md))
     return table
+
+
+def answer_examples(run_dir: str | Path, label: str,
+                    columns: Iterable[str] = ("benchmark", "id", "gold", "extracted", "rule", "completion"),
+                    ) -> dict[str, pd.DataFrame]:
+    """The predictions of eval/<label>/ split into right, wrong (a letter, not the gold one) and unparsed
+    answers (no letter: counted wrong by the strict scorer), each in file order, for reading by eye.
+
+    Args:
+        run_dir: the run directory.
+        label: eval label, e.g. "trained".
+        columns: columns kept (those a row lacks are left out).
+
+    Returns:
+        {"right": frame, "wrong": frame, "unparsed": frame}; together they hold every row once.
+    """
+    frame = pd.DataFrame(read_predictions(RunDir(run_dir).eval_dir / label / "predictions.jsonl"))
+    if frame.empty:
+        return {kind: pd.DataFrame(columns=list(columns)) for kind in ("right", "wrong", "unparsed")}
+    parsed = frame["extracted"].notna()
+    correct = frame["correct"].fillna(False).astype(bool)
+    kept = [c for c in columns if c in frame.columns]
+    return {"right": frame[correct][kept], "wrong": frame[~correct & parsed][kept], "unparsed": frame[~parsed][kept]}

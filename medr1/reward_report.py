@@ -89,7 +89,7 @@ def sample_rewards(params: Params, questions: list[Question], *, num_samples: in
         prompts = [vision_messages(q, template) if q.images else build_messages(q, template) for q in questions]
         outputs = generate(model, tokenizer, prompts, max_new_tokens=max_new_tokens or params.max_completion_length,
                            temperature=params.temperature, top_p=params.top_p, num_samples=num_samples,
-                           seed=params.seed)
+                           seed=params.seed, batch_size=params.eval_batch_size)
         for q, out in zip(questions, outputs, strict=True):
             texts = out.texts
             kwargs = {"answer": [q.answer] * len(texts), "options_json": [json.dumps(q.options)] * len(texts)}

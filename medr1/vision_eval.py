@@ -23,7 +23,8 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 
-from medr1.generation import PROMPT_TOO_LONG, Generation, length_batches, vllm_request_settings
+from medr1.backends import require_vllm, vllm_request_settings
+from medr1.generation import PROMPT_TOO_LONG, Generation, length_batches
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +50,7 @@ def _context_length(model) -> int | None:
     return None
 
 
-def generate_vision(model, processor, prompts: Sequence[list[dict]], *, max_new_tokens: int, batch_size: int = 8,
+def generate_vision(model, processor, prompts: Sequence[list[dict]], *, max_new_tokens: int, batch_size: int,
                     temperature: float = 0.0, top_p: float = 1.0, num_samples: int = 1, seed: int = 0,
                     on_batch: Callable[[list[Generation]], None] | None = None) -> list[Generation]:
     """Completions of chat prompts with images (`medr1.vision.vision_messages`), batched.
@@ -125,9 +126,8 @@ def generate_vision_vllm(model_spec: str, prompts: Sequence[list[dict]], *, max_
     The chat template comes from the model's processor; images go in as `multi_modal_data`, at most
     `medr1.images.MAX_IMAGES` per prompt. Results arrive at the end; `on_batch` is called once.
     """
-    from medr1.generation import _require_vllm
 
-    _require_vllm()
+    require_vllm()
     from vllm import LLM  # noqa: I001  (lazy: importing vllm initialises CUDA)
 
     from medr1.images import MAX_IMAGES

@@ -20,7 +20,7 @@ import time
 
 from medr1.config import load_params
 from medr1.data import load_benchmark
-from medr1.evaluate import evaluate_model
+from medr1.evaluate import EvalSettings, evaluate_model
 from medr1.option_order import keep_options
 from medr1.prepare import prepare_data
 from medr1.runs import RunDir, atomic_write_text
@@ -64,11 +64,9 @@ def main(argv: list[str]) -> int:
     # The base model's answers do not depend on the candidate: evaluated once, resumed after.
     base_dir = RunDir(params.run_dir.parent / f"tune-base-v{params.validation_size}-s{params.seed}").eval_dir / "base"
     for label, adapter, out in (("base", None, base_dir), ("trained", str(run.adapter_dir), run.eval_dir / "trained")):
-        summary = evaluate_model(params.model, benchmarks, out, adapter=adapter,
-                                 template=params.eval_prompt_template, max_new_tokens=params.eval_max_new_tokens,
-                                 batch_size=params.eval_batch_size, permutations=max(VALIDATION_OPTION_COUNTS),
-                                 split="validation", data_dir=data_dir, seed=params.seed, progress=False,
-                                 force=label == "trained")
+        settings = EvalSettings.from_params(params, permutations=max(VALIDATION_OPTION_COUNTS), split="validation",
+                                            data_dir=data_dir, force=label == "trained")
+        summary = evaluate_model(params.model, benchmarks, out, settings, adapter=adapter, progress=False)
         for bench in benchmarks:
             s = summary["scores"]["strict"][bench]
             print(json.dumps({"name": name, "model": label, "set": bench, "overrides": overrides,

@@ -48,7 +48,7 @@ def tripwires(monkeypatch):
     import papermill
     import transformers
 
-    import medr1.evaluate
+    import medr1.backends
     import medr1.models
 
     def tripped(*args, **kwargs):
@@ -56,7 +56,7 @@ def tripwires(monkeypatch):
 
     monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", tripped)
     monkeypatch.setattr(medr1.models, "embedded_checkpoint", tripped)
-    monkeypatch.setattr(medr1.evaluate, "_hf_generate_fn", tripped)
+    monkeypatch.setattr(medr1.backends, "hf_generate_fn", tripped)
     monkeypatch.setattr(papermill, "execute_notebook", tripped)
 
 
@@ -90,3 +90,12 @@ def tiny_checkpoint(tmp_path_factory):
     LlamaForCausalLM(config).save_pretrained(path)
     tok.save_pretrained(path)
     return str(path)
+
+
+def run_eval(model, benchmarks, out, **kw):
+    """`evaluate_model` with settings given as keywords: the package defaults (`Params`), seed 0, and `kw`
+    (EvalSettings fields; adapter, progress, generate_fn and question_sets go to the call itself)."""
+    from medr1.evaluate import EvalSettings, evaluate_model
+
+    runtime = {k: kw.pop(k) for k in ("adapter", "progress", "generate_fn", "question_sets") if k in kw}
+    return evaluate_model(model, benchmarks, out, EvalSettings.from_params(None, **{"seed": 0, **kw}), **runtime)

@@ -49,7 +49,7 @@ def test_timed_generate_forces_length_and_profiles(bench, tiny):
     # The hook is removed afterwards: the same EOS now stops the first row at its first token.
     from medr1.generation import generate
 
-    assert generate(tiny, tok, PROMPTS[:1], max_new_tokens=5)[0].finish_reason == "stop"
+    assert generate(tiny, tok, PROMPTS[:1], max_new_tokens=5, batch_size=1)[0].finish_reason == "stop"
 
 
 def test_smoke_batched_eval_and_targets(bench, tiny):

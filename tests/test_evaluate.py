@@ -12,15 +12,10 @@ import os
 import socket
 
 import pytest
+from conftest import run_eval
 
-from medr1.evaluate import (
-    EvalSettingsError,
-    evaluate_cli,
-    evaluate_model,
-    evaluate_params,
-    prompt_hash,
-    read_predictions,
-)
+from medr1.artifacts import ArtifactError, read_predictions
+from medr1.evaluate import EvalSettingsError, evaluate_params, prompt_hash
 from medr1.generation import Generation
 from medr1.runs import RunLockedError
 
@@ -76,7 +71,7 @@ def _eval(data_dir, out, gen=None, **kw):
     args = {"max_new_tokens": 32, "batch_size": 3, "data_dir": data_dir, "progress": False,
             "generate_fn": gen or FakeGenerator(), "scorers": ["strict", "huatuo"]}
     args.update(kw)
-    return evaluate_model("fake-org/fake-model", ["toya", "toyb"], out, **args)
+    return run_eval("fake-org/fake-model", ["toya", "toyb"], out, **args)
 
 
 def test_predictions_and_summary(data_dir, tmp_path):
@@ -166,7 +161,7 @@ def test_corrupt_middle_line_is_not_silently_dropped(tmp_path):
     path = tmp_path / "predictions.jsonl"
     good = json.dumps({"id": "1", "benchmark": "b"})
     path.write_text(f"{good}\nnot json\n{json.dumps({'id': '2', 'benchmark': 'b'})}\n")
-    with pytest.raises(EvalSettingsError, match="line 2"):
+    with pytest.raises(ArtifactError, match="line 2"):
         read_predictions(path)
 
 
@@ -179,7 +174,7 @@ def test_corrupt_middle_line_is_not_silently_dropped(tmp_path):
 def test_read_predictions_repairs(tmp_path, content, expected_ids):
     path = tmp_path / "predictions.jsonl"
     path.write_text(content)
-    assert [r["id"] for r in read_predictions(path)] == expected_ids
+    assert [r["id"] for r in read_predictions(path, repair=True)] == expected_ids
     repaired = path.read_text()
     assert repaired == "".join(json.dumps({"id": i, "benchmark": "b"}) + "\n" for i in expected_ids)
 
@@ -243,18 +238,78 @@ def test_evaluate_params_labels(data_dir, tmp_path):
         assert (run / "eval" / label / "summary.json").is_file()
 
 
-def test_evaluate_cli_namespace(data_dir, tmp_path, monkeypatch, capsys):
-    import argparse
+def _fake_backend(monkeypatch):
+    import medr1.backends
 
-    import medr1.evaluate as ev
+    monkeypatch.setattr(medr1.backends, "hf_generate_fn", lambda *a, **k: FakeGenerator())
 
-    monkeypatch.setattr(ev, "_hf_generate_fn", lambda *a, **k: FakeGenerator())
-    args = argparse.Namespace(model="org/m", adapter=None, benchmarks="toya", limit=3, out=str(tmp_path / "o"),
-                              template="r1", max_new_tokens=8, batch_size=2, temperature=0.0, top_p=1.0,
-                              num_samples=1, backend="hf", split="test", data_dir=str(data_dir), seed=0,
-                              scorers="strict", force=False)
-    assert evaluate_cli(args) == 0
-    assert "toya" in capsys.readouterr().out
+
+def test_eval_cli_takes_a_params_file_and_overrides(tmp_path, monkeypatch, capsys):
+    from medr1.cli import main
+    from medr1.paths import REPO_ROOT
+
+    _fake_backend(monkeypatch)
+    out = tmp_path / "o"
+    argv = ["eval", "-f", str(REPO_ROOT / "params" / "smoke.yaml"), "--set", "eval_limit=2", "--set",
+            f"data_dir={REPO_ROOT / 'tests' / 'fixtures' / 'toyqa'}", "--backend", "hf", "--out", str(out)]
+    assert main(argv) == 0
+    assert "mini_test" in capsys.readouterr().out
+    rows = read_predictions(out / "predictions.jsonl")
+    # eval_limit=2 questions, each under smoke.yaml's eval_permutations: 2 rotations
+    assert len({r["id"] for r in rows}) == 2 and {r["shift"] for r in rows} == {0, 1}
+    settings = json.loads((out / "settings.json").read_text())
+    assert (settings["limit"], settings["template"], settings["max_new_tokens"]) == (2, "letter", 16)
+
+
+@pytest.mark.parametrize("flags, overrides", [
+    (["--permutations", "3"], ["eval_permutations=3"]),          # an alias is its params key
+    (["--benchmarks", "toya,toyb"], ["eval_benchmarks=[toya, toyb]"]),
+    (["--limit", "2", "--force"], ["eval_limit=2", "force=true"]),
+    ([], []),                                                     # no flag: the params' values stay
+])
+def test_eval_cli_flags_are_aliases_of_params_keys(flags, overrides):
+    from medr1.cli import build_parser, eval_params
+
+    parser = build_parser()
+    alias = eval_params(parser.parse_args(["eval", "-f", "params/smoke.yaml", *flags]))
+    given = eval_params(parser.parse_args(["eval", "-f", "params/smoke.yaml", *(
+        x for o in overrides for x in ("--set", o))]))
+    assert alias == given
+
+
+def test_eval_cli_default_out_is_the_runs_eval_dir(data_dir, tmp_path, monkeypatch):
+    from medr1.cli import main
+
+    _fake_backend(monkeypatch)
+    argv = ["eval", "--set", f"runs_dir={tmp_path}", "--set", "run_name=r", "--benchmarks", "toya",
+            "--data-dir", str(data_dir), "--limit", "3", "--backend", "hf"]
+    assert main(argv) == 0
+    assert len(read_predictions(tmp_path / "r" / "eval" / "base" / "predictions.jsonl")) == 3
+
+
+@pytest.mark.slow
+def test_eval_cli_smoke_params_with_the_embedded_model(tmp_path, capsys):
+    from medr1.cli import main
+    from medr1.paths import REPO_ROOT
+
+    out = tmp_path / "o"
+    argv = ["eval", "-f", str(REPO_ROOT / "params" / "smoke.yaml"), "--set", "eval_limit=2", "--set",
+            f"data_dir={REPO_ROOT / 'tests' / 'fixtures' / 'toyqa'}", "--backend", "hf", "--out", str(out)]
+    assert main(argv) == 0
+    assert len(read_predictions(out / "predictions.jsonl")) == 4  # 2 questions x 2 rotations
+
+
+def test_eval_settings_come_from_params():
+    from medr1.config import Params
+    from medr1.evaluate import PARAMS_KEYS, EvalSettings
+
+    params = Params(eval_batch_size=7, eval_limit=3, seed=5)
+    settings = EvalSettings.from_params(params)
+    assert all(getattr(settings, k) == (tuple(v) if isinstance(v := getattr(params, p), list) else v)
+               for k, p in PARAMS_KEYS.items())
+    assert settings.replace(batch_size=2).batch_size == 2 and settings.batch_size == 7
+    with pytest.raises(TypeError, match="unknown evaluation setting"):
+        EvalSettings.from_params(params, batchsize=2)
 
 
 @pytest.mark.slow
@@ -262,8 +317,8 @@ def test_end_to_end_embedded_model(tmp_path):
     data = tmp_path / "data"
     _write_benchmark(data, "toya", 4)
     out = tmp_path / "eval"
-    summary = evaluate_model("embedded:smollm2-135m", ["toya"], out, template="letter", max_new_tokens=12,
-                             batch_size=4, data_dir=data, backend="hf", device="cpu", progress=False)
+    summary = run_eval("embedded:smollm2-135m", ["toya"], out, template="letter", max_new_tokens=12,
+                       batch_size=4, data_dir=data, backend="hf", device="cpu", progress=False)
     rows = read_predictions(out / "predictions.jsonl")
     assert len(rows) == 4
     assert all(r["completion_tokens"] <= 12 and r["finish_reason"] in ("stop", "length") for r in rows)

@@ -30,10 +30,10 @@ from pathlib import Path
 
 import pytest
 
+from medr1.artifacts import read_predictions
 from medr1.cli import main
 from medr1.config import Params
 from medr1.data import load_benchmark
-from medr1.evaluate import read_predictions
 from medr1.paths import PARAMS_DIR, REPO_ROOT
 from medr1.train import is_complete_checkpoint, last_complete_checkpoint, read_metrics, train
 
@@ -128,9 +128,9 @@ def test_train_without_resume_refuses_an_earlier_training(tmp_path, tripwires):
 
 def test_eval_cli_refuses_to_mix_settings(tmp_path, monkeypatch, capsys, error_line):
     # A finished evaluation, then the same --out with another template: one clear line, exit 2.
-    import medr1.evaluate
+    import medr1.backends
 
-    monkeypatch.setattr(medr1.evaluate, "_hf_generate_fn", lambda *a, **k: answer_first_option)
+    monkeypatch.setattr(medr1.backends, "hf_generate_fn", lambda *a, **k: answer_first_option)
     out = tmp_path / "eval"
     assert main(_eval_argv(out)) == 0
     capsys.readouterr()
@@ -167,9 +167,10 @@ answer_first_option = _namespace["answer_first_option"]
 
 EVAL_RUNNER = FAKE_GENERATOR + r'''
 import functools, sys
-from medr1.evaluate import evaluate_model
-evaluate_model("org/fake", ["mini_test"], sys.argv[1], template="letter", max_new_tokens=8, batch_size=1,
-               data_dir=sys.argv[2], progress=False,
+from medr1.evaluate import EvalSettings, evaluate_model
+settings = EvalSettings.from_params(None, template="letter", max_new_tokens=8, batch_size=1, data_dir=sys.argv[2],
+                                    seed=0)
+evaluate_model("org/fake", ["mini_test"], sys.argv[1], settings, progress=False,
                generate_fn=functools.partial(answer_first_option, delay=0.4))
 '''
 
@@ -208,14 +209,14 @@ def test_eval_process_killed_mid_stream_resumes_exactly_once(tmp_path):
         calls.append(len(prompts))
         return answer_first_option(prompts, **kwargs)
 
-    from medr1.evaluate import evaluate_model
+    from conftest import run_eval
 
     kwargs = dict(template="letter", max_new_tokens=8, batch_size=1, data_dir=FIXTURES, progress=False)
-    summary = evaluate_model("org/fake", ["mini_test"], out, generate_fn=counting, **kwargs)
+    summary = run_eval("org/fake", ["mini_test"], out, generate_fn=counting, **kwargs)
     assert calls == [8 - done]  # only the questions without a complete row
     ids = [json.loads(x)["id"] for x in (out / "predictions.jsonl").read_text().splitlines()]
     assert len(ids) == len(set(ids)) == 8  # exactly one prediction per question, the torn one repaired
-    fresh = evaluate_model("org/fake", ["mini_test"], tmp_path / "fresh", generate_fn=answer_first_option, **kwargs)
+    fresh = run_eval("org/fake", ["mini_test"], tmp_path / "fresh", generate_fn=answer_first_option, **kwargs)
     assert summary["scores"] == fresh["scores"]  # indistinguishable from an uninterrupted run
     assert not (out / ".lock").exists()
 
@@ -394,8 +395,9 @@ def test_eval_cli_killed_mid_stream_resumes_exactly_once(tmp_path):
         f.write('{"id": "ms3", "benchmark": "mini_')  # a row torn by the kill
     assert main(argv) == 0  # the same command resumes
     rows = read_predictions(out / "predictions.jsonl")
-    # --limit 4 is a seeded subset (the CLI's default --seed 0): each of its questions exactly once.
-    expected = sorted(q.id for q in load_benchmark("mini_test", data_dir=FIXTURES, limit=4, sample_seed=0))
+    # --limit 4 is a seeded subset (the seed is the params' default, as for every subcommand): each of its
+    # questions exactly once.
+    expected = sorted(q.id for q in load_benchmark("mini_test", data_dir=FIXTURES, limit=4, sample_seed=Params().seed))
     assert sorted(r["id"] for r in rows) == expected
     summary = json.loads((out / "summary.json").read_text())
     assert summary["n_questions"] == 4 and summary["generated_now"] == 4 - done

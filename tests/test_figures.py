@@ -23,8 +23,10 @@ import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from medr1 import figures  # noqa: E402
+from medr1 import figures, figures_eval, figures_training  # noqa: E402
+from medr1.artifacts import metrics_frame, predictions_frame, read_predictions  # noqa: E402
 from medr1.paths import REPO_ROOT  # noqa: E402
+from medr1.results import paired_table  # noqa: E402
 
 # medqa: 4 options, 6 questions; pubmedqa: 3 options, 4 questions. Verdicts per question id:
 BASE_CORRECT = {"medqa": [1, 1, 0, 0, 0, 1], "pubmedqa": [1, 0, 0, 1]}
@@ -132,75 +134,41 @@ def _legend_texts(fig: Figure) -> list[str]:
     (["reward", "reward_std", "frac_reward_zero_std"], {}),  # aggregate columns are not reward functions
 ])
 def test_reward_columns(columns, expected):
-    assert figures.reward_columns(pd.DataFrame(columns=columns)) == expected
+    assert figures_training.reward_columns(pd.DataFrame(columns=columns)) == expected
 
 
-def test_load_metrics_renames_trl_keys_and_dedupes_resumed_steps(tmp_path):
+def test_metrics_frame_renames_trl_keys_and_dedupes_resumed_steps(tmp_path):
     path = tmp_path / "metrics.csv"
     # step 2 logged twice (a resume re-logged it): the later row wins; TRL's raw length key is renamed
     path.write_text("step,reward,completions/mean_length,completions/clipped_ratio\n"
                     "1,0.1,50,0\n2,0.2,60,0\n2,0.3,70,0.5\n3,0.4,80,0\n")
-    df = figures.load_metrics(path)
+    df = metrics_frame(path)
     assert df["step"].tolist() == [1, 2, 3]
     assert df["completion_length"].tolist() == [50, 70, 80]
     assert "clipped_ratio" in df
 
 
-def test_load_predictions_tolerates_a_cut_last_line_and_fills_rules(tmp_path, caplog):
+def test_predictions_frame_after_a_cut_last_line_fills_rules(tmp_path, caplog):
     path = tmp_path / "predictions.jsonl"
     path.write_text(
-        '{"id": 1, "benchmark": "medqa", "letter": null, "gold": "A", "options": {"A": "x", "B": "y"}}\n'
-        '{"id": 2, "benchmark": "medqa", "letter": "A", "rule": "answer_tag", "gold": "A", "options": {"A": "x"}}\n'
+        '{"id": 1, "benchmark": "medqa", "extracted": null, "gold": "A", "options": {"A": "x", "B": "y"}}\n'
+        '{"id": 2, "benchmark": "medqa", "extracted": "A", "rule": "answer_tag", "gold": "A", "options": {"A": "x"}}\n'
         '{"id": 3, "bench')  # a crash mid-write
-    with caplog.at_level(logging.WARNING, logger="medr1.figures"):
-        df = figures.load_predictions(path)
+    with caplog.at_level(logging.WARNING, logger="medr1.artifacts"):
+        df = predictions_frame(read_predictions(path))
     assert df["rule"].tolist() == ["unparsed", "answer_tag"]  # no letter, no rule -> "unparsed"
     assert df["correct"].tolist() == [False, True]  # computed from letter vs gold when absent
     assert df["n_options"].tolist() == [2, 1]
-    assert "line 3" in caplog.text
-
-
-@pytest.mark.parametrize("text", [
-    # flat rows, percent
-    "- {model: Qwen2.5-7B-Instruct, benchmark: MedQA, accuracy: 57.0, source: Med-R1 README}\n",
-    # per-model mapping under a container with a shared source
-    "source: Med-R1 README\nmodels:\n  Qwen2.5-7B-Instruct: {MedQA: 57.0}\n",
-    # list of models with nested results, fractions
-    "- model: Qwen2.5-7B-Instruct\n  source: reported by Med-R1 README\n  results: {MedQA: 0.57}\n",
-])
-def test_load_reference_formats(tmp_path, text):
-    path = tmp_path / "ref.yaml"
-    path.write_text(text)
-    df = figures.load_reference(path)
-    assert df[["model", "benchmark", "source"]].values.tolist() == [
-        ["Qwen2.5-7B-Instruct", "MedQA", "reported by Med-R1 README"]]
-    assert df["accuracy"].tolist() == pytest.approx([0.57])
-
-
-@pytest.mark.parametrize("summary", [
-    # medr1.evaluate: nested under "scores", scorer then benchmark
-    {"settings": {}, "scores": {"strict": {"medqa": {"n": 10, "accuracy": 0.4}},
-                                "huatuo": {"medqa": {"n": 10, "accuracy": 0.5}}}},
-    # medr1.scoring.ScoreResult.summary() of each scorer, concatenated: scorer and benchmark inside
-    [{"scorer": "strict", "benchmark": "medqa", "n": 10, "accuracy": 0.4},
-     {"scorer": "huatuo", "benchmark": "medqa", "n": 10, "accuracy": 0.5}],
-])
-def test_load_summaries_layouts(tmp_path, summary):
-    path = tmp_path / "eval" / "base" / "summary.json"
-    path.parent.mkdir(parents=True)
-    path.write_text(json.dumps(summary))
-    df = figures.load_summaries(tmp_path)
-    assert df[["model", "benchmark", "scorer", "accuracy"]].values.tolist() == [
-        ["base", "medqa", "strict", 0.4], ["base", "medqa", "huatuo", 0.5]]
+    assert "truncated last line" in caplog.text
 
 
 def test_load_results_falls_back_to_summaries_plus_reference(tmp_path):
     run = make_fake_run(tmp_path, train=False, results_csv=False)
     ref = tmp_path / "ref.yaml"
-    ref.write_text("source: Med-R1 README\nmodels:\n  Qwen2.5-7B-Instruct: {MedQA: 57.0}\n")
+    ref.write_text("citation: Med-R1 README\nmodels:\n  - {model: Qwen2.5-7B-Instruct, accuracy: {medqa: 57.0}}\n")
     df = figures.load_results(run, reference=ref)
     ours = df[df["source"] == "measured here"]
-    assert sorted(zip(ours["model"], ours["benchmark"], strict=True)) == [
+    assert sorted(zip(ours["label"], ours["benchmark"], strict=True)) == [
         ("base", "medqa"), ("base", "pubmedqa"), ("trained", "medqa"), ("trained", "pubmedqa")]
     # no CI in summary.json: Wilson from n, around the estimate
     assert ((ours["ci_low"] <= ours["accuracy"]) & (ours["accuracy"] <= ours["ci_high"])).all()
@@ -211,7 +179,7 @@ def test_load_results_falls_back_to_summaries_plus_reference(tmp_path):
 
 
 def test_training_curves_panels_and_legend():
-    fig = figures.plot_training_curves(_metrics())
+    fig = figures_training.plot_training_curves(_metrics())
     assert [ax.get_ylabel() for ax in fig.axes] == [
         "reward (mean per completion)", "reward std within group", "groups with zero\nreward std (%)"]
     assert fig.axes[-1].get_xlabel() == "training step"
@@ -221,9 +189,9 @@ def test_training_curves_panels_and_legend():
 
 
 def test_completion_length_with_and_without_clipped_ratio():
-    fig = figures.plot_completion_length(_metrics())
+    fig = figures_training.plot_completion_length(_metrics())
     assert [ax.get_ylabel() for ax in fig.axes] == ["completion length (tokens)", "cut at max length (%)"]
-    fig = figures.plot_completion_length(_metrics().drop(columns="clipped_ratio"))
+    fig = figures_training.plot_completion_length(_metrics().drop(columns="clipped_ratio"))
     assert len(fig.axes) == 1
 
 
@@ -232,7 +200,7 @@ def test_completion_length_with_and_without_clipped_ratio():
     (False, 0.0, False),  # beta = 0: TRL logs no KL; the figure says so instead of a flat line
 ])
 def test_kl(kl, beta, drawn):
-    fig = figures.plot_kl(_metrics(kl=kl), beta=beta)
+    fig = figures_training.plot_kl(_metrics(kl=kl), beta=beta)
     ax = fig.axes[0]
     assert bool(ax.lines) is drawn
     assert f"beta = {beta:g}" in ax.get_title()
@@ -242,7 +210,7 @@ def test_kl(kl, beta, drawn):
 
 def test_accuracy_bars_legend_and_chance(tmp_path):
     results = figures.load_results(make_fake_run(tmp_path), reference=None)
-    fig = figures.plot_accuracy(results)
+    fig = figures_eval.plot_accuracy(results)
     axes = [ax for ax in fig.axes if ax.get_visible()]
     assert [ax.get_title() for ax in axes] == ["medqa (n = 6)", "pubmedqa (n = 4)"]  # MMLU-Pro: not measured
     # medqa: 3 bars of ours + 2 published (MedQA and medqa match); pubmedqa: 1 of ours
@@ -263,7 +231,7 @@ def test_accuracy_bars_legend_and_chance(tmp_path):
 def test_extraction_rules_shares():
     preds = {"base": pd.DataFrame(_prediction_rows(BASE_CORRECT, 2)),
              "trained": pd.DataFrame(_prediction_rows(TRAINED_CORRECT, 5))}
-    fig = figures.plot_extraction_rules(preds)
+    fig = figures_eval.plot_extraction_rules(preds)
     ax = fig.axes[0]
     assert _legend_texts(fig) == ["answer_tag", "answer_statement", "none (unparsed)"]
     assert len(ax.patches) == 3 * 2  # one segment per rule and label
@@ -273,18 +241,30 @@ def test_extraction_rules_shares():
 
 
 def test_paired_counts_pair_by_id_not_row_order():
-    base = pd.DataFrame(_prediction_rows(BASE_CORRECT, 2))
-    trained = pd.DataFrame(_prediction_rows(TRAINED_CORRECT, 5)).iloc[::-1]  # reversed: ids must pair
-    table = figures.paired_table(base, trained).set_index("benchmark")
+    base = _prediction_rows(BASE_CORRECT, 2)
+    trained = _prediction_rows(TRAINED_CORRECT, 5)[::-1]  # reversed: ids must pair
+    for rows, correct in ((base, BASE_CORRECT), (trained, TRAINED_CORRECT)):  # completions the scorer reads
+        for r in rows:
+            r["completion"] = f"<answer>{'A' if correct[r['benchmark']][int(r['id'].rsplit('-')[-1])] else 'B'}</answer>"
+    table = paired_table(base, trained).set_index("benchmark")
+    cells = ["both_right", "b10", "b01", "both_wrong"]
     # medqa: base 110001 vs trained 111110 -> both right 2, only base 1, only trained 3, both wrong 0
-    assert table.loc["medqa", list(figures._PAIR_CATEGORIES)].tolist() == [2, 1, 3, 0]
+    assert table.loc["medqa", cells].tolist() == [2, 1, 3, 0]
     assert table.loc["medqa", "p_value"] == pytest.approx(0.625)  # exact binomial, 1 vs 3 discordant
-    assert table.loc["pubmedqa", list(figures._PAIR_CATEGORIES)].tolist() == [2, 0, 1, 1]
-    fig = figures.plot_paired(base, trained)
+    assert table.loc["pubmedqa", cells].tolist() == [2, 0, 1, 1]
+    fig = figures_eval.plot_paired(table.reset_index())
     ax = fig.axes[0]
     assert len(ax.patches) == 4 * 2
     assert "McNemar p = 0.625" in ax.texts[-2].get_text()
-    assert _legend_texts(fig) == list(figures._PAIR_CATEGORIES)
+    assert _legend_texts(fig) == ["both right", "only base right", "only trained right", "both wrong"]
+
+
+def test_make_figure_one_at_a_time(tmp_path, caplog):
+    run = make_fake_run(tmp_path, kl=True)
+    assert isinstance(figures.make_figure(run, "kl"), Figure)
+    assert sorted(p.name for p in (run / "figures").iterdir()) == ["kl.pdf", "kl.png"]
+    with pytest.raises(ValueError, match="unknown figure"):
+        figures.make_figure(run, "nope")
 
 
 # --- make_all_figures ------------------------------------------------------------------------------
@@ -370,7 +350,8 @@ def test_notebook_runs_headless_on_a_fake_run(tmp_path):
     cells = json.loads(out.read_text())["cells"]
     images = [o for c in cells if c["cell_type"] == "code" for o in c.get("outputs", [])
               if "image/png" in o.get("data", {})]
-    assert len(images) == 7  # training curves, length, KL (annotated), accuracy, rules, letter recall, paired
+    # one per figure made: training curves, length, accuracy, rules, letter recall, paired (beta = 0: no KL)
+    assert len(images) == 6
     assert sorted(p.name for p in (tmp_path / "runs" / "fake" / "figures").glob("*.png")) == sorted(
         f"{n}.png" for n in ("training_curves", "completion_length", "accuracy", "extraction_rules",
                              "letter_recall", "paired_base_vs_trained"))

@@ -11,14 +11,8 @@ import pytest
 import torch
 from conftest import ByteTokenizer  # the tiny model fixture lives there too
 
-from medr1.generation import (
-    PROMPT_TOO_LONG,
-    VLLM_HINT,
-    generate,
-    generate_vllm,
-    length_batches,
-    pick_backend,
-)
+from medr1.backends import VLLM_HINT, generate_vllm, pick_backend
+from medr1.generation import PROMPT_TOO_LONG, generate, length_batches
 
 # --------------------------------------------------------------------------------------------------
 # A tiny model and a byte tokenizer
@@ -115,13 +109,13 @@ def test_static_decode_passes_the_compile_choice_to_generate(tiny, monkeypatch, 
         return original(*args, **kwargs)
 
     monkeypatch.setattr(tiny, "generate", spy)
-    generate(tiny, ByteTokenizer(), ["hi"], max_new_tokens=2, decode="static", compile=compile)
+    generate(tiny, ByteTokenizer(), ["hi"], max_new_tokens=2, batch_size=1, decode="static", compile=compile)
     if "compile_config" in seen:
         assert seen["compile_config"]._compile_all_devices is True
         seen["compile_config"] = "all devices"
     assert seen == expected
     with pytest.raises(ValueError, match="compile must be"):
-        generate(tiny, ByteTokenizer(), ["hi"], max_new_tokens=2, decode="static", compile="yes")
+        generate(tiny, ByteTokenizer(), ["hi"], max_new_tokens=2, batch_size=1, decode="static", compile="yes")
 
 
 def test_chat_messages_and_on_batch_streaming(tiny):
@@ -160,7 +154,7 @@ def test_sampling_is_seeded(tiny):
 ])
 def test_bad_arguments(tiny, kwargs, message):
     with pytest.raises(ValueError, match=message):
-        generate(tiny, ByteTokenizer(), ["x"], **kwargs)
+        generate(tiny, ByteTokenizer(), ["x"], batch_size=1, **kwargs)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only behaviour")

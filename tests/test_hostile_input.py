@@ -113,7 +113,8 @@ def test_training_pool_drops_a_question_repeated_in_two_sources(tmp_path):
 def test_eval_keeps_benchmarks_sharing_ids_apart(tmp_path):
     # Predictions are keyed by (benchmark, id): two files with the same ids give one row each, and a
     # resumed run recognises both as done.
-    from medr1.evaluate import evaluate_model
+    from conftest import run_eval
+
     from medr1.generation import Generation
 
     _write_jsonl(tmp_path / "x" / "test.jsonl", [_question(i, "x") for i in range(3)])
@@ -127,10 +128,10 @@ def test_eval_keeps_benchmarks_sharing_ids_apart(tmp_path):
         return gens
 
     kwargs = dict(template="letter", data_dir=tmp_path, progress=False, generate_fn=gen)
-    summary = evaluate_model("org/fake", ["x", "y"], tmp_path / "out", **kwargs)
+    summary = run_eval("org/fake", ["x", "y"], tmp_path / "out", **kwargs)
     assert summary["n_questions"] == 6
     assert {b: s["n"] for b, s in summary["scores"]["strict"].items()} == {"x": 3, "y": 3}
-    evaluate_model("org/fake", ["x", "y"], tmp_path / "out", **kwargs)
+    run_eval("org/fake", ["x", "y"], tmp_path / "out", **kwargs)
     assert calls == [6]  # the rerun found all six done
 
 
@@ -285,13 +286,14 @@ HUGE = "A patient presents with " + "fever and cough " * 6_000 + "; which drug?"
 
 @pytest.mark.slow
 def test_huge_questions_are_counted_not_crashed_in_eval_and_training(tmp_path):
-    from medr1.evaluate import evaluate_model
+    from conftest import run_eval
+
     from medr1.models import load_tokenizer, resolve_model_path
     from medr1.train import build_dataset
 
     _write_jsonl(tmp_path / "bench" / "test.jsonl", [_question(0, "x"), _question(1, "x", HUGE), _question(2, "x")])
     # Evaluation: the huge prompt shares a batch with normal ones; it becomes a counted, wrong row.
-    summary = evaluate_model("embedded:smollm2-135m", ["bench"], tmp_path / "eval", template="letter",
+    summary = run_eval("embedded:smollm2-135m", ["bench"], tmp_path / "eval", template="letter",
                              max_new_tokens=4, batch_size=3, data_dir=tmp_path, backend="hf", device="cpu",
                              progress=False)
     assert summary["n_questions"] == 3 and summary["generation"]["bench"]["prompt_too_long"] == 1

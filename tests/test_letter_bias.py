@@ -9,8 +9,9 @@ import re
 from types import SimpleNamespace
 
 import pytest
+from conftest import run_eval
 
-from medr1.evaluate import evaluate_model, read_predictions
+from medr1.artifacts import read_predictions
 from medr1.generation import Generation
 from medr1.letter_bias import (
     CollapseMonitor,
@@ -160,7 +161,7 @@ def benchmark(tmp_path):
 
 
 def _evaluate(data_dir, out, policy, k):
-    return evaluate_model("fake/model", ["toy4"], out, template="letter", data_dir=data_dir, progress=False,
+    return run_eval("fake/model", ["toy4"], out, template="letter", data_dir=data_dir, progress=False,
                           permutations=k, generate_fn=Answerer(policy), scorers=["strict"])
 
 

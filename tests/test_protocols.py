@@ -15,6 +15,7 @@ import pytest
 from medr1.cli import main
 from medr1.data import Question, build_training_pool, decontaminate, load_benchmark
 from medr1.eval_sets import huatuo_set_name, load_eval_data_file, set_fingerprint
+from medr1.evaluate import EvalSettings
 from medr1.generation import Generation
 from medr1.prompts import build_messages
 from medr1.protocol_eval import evaluate_protocol
@@ -165,8 +166,8 @@ def fake_generate(calls):
 def test_sampled_protocol_runs_seeds_with_its_decoding(eval_file, tmp_path):
     calls = []
     summary = evaluate_protocol("fake", "huatuo-o1", ["medqa", "pubmedqa", "mmlu-pro"], tmp_path / "ev",
-                                eval_file=eval_file, eval_seeds=3, seed=7, generate_fn=fake_generate(calls),
-                                progress=False)
+                                EvalSettings.from_params(None, seed=7), eval_file=eval_file, eval_seeds=3,
+                                generate_fn=fake_generate(calls), progress=False)
     assert [(c["temperature"], c["top_p"], c["max_new_tokens"], c["seed"]) for c in calls] == [
         (0.5, 0.9, 2000, 7), (0.5, 0.9, 2000, 8), (0.5, 0.9, 2000, 9)]  # their decoding, one call per seed
     assert calls[0]["first"] == theirs(EVAL_DATA["MedQA_USLME_test"][0])

@@ -6,13 +6,13 @@ import json
 
 import pytest
 
+from medr1.artifacts import read_reference
 from medr1.paths import REPO_ROOT
 from medr1.results import (
     MEASURED,
     REPORTED,
     answer_distribution,
     category_breakdown,
-    load_reference,
     paired_comparison,
     results_table,
     write_results,
@@ -24,7 +24,7 @@ OPTIONS = {"A": "yes", "B": "no", "C": "maybe"}
 
 def _write_eval(run, label, answers, golds, adapter=None):
     """An eval directory as medr1.evaluate writes it: predictions plus a summary computed from them."""
-    from medr1.evaluate import score_predictions
+    from medr1.eval_summary import score_predictions
 
     d = run / "eval" / label
     d.mkdir(parents=True)
@@ -48,7 +48,7 @@ def run(tmp_path):
 
 
 def test_reference_file_has_the_required_models():
-    ref = load_reference(REFERENCE)
+    ref = read_reference(REFERENCE)
     names = [m["model"] for m in ref["models"]]
     for required in ("Med-R1-α-8B", "HuatuoGPT-o1-8B (SFT only)", "HuatuoGPT-o1-8B (SFT + RL)",
                      "Llama-3.1-8B-Instruct", "Qwen2.5-7B-Instruct"):
@@ -147,3 +147,19 @@ def test_modality_breakdown_reaches_results_md(tmp_path):
     md = (tmp_path / "run" / "results.md").read_text()
     assert "## Accuracy per imaging modality" in md and "| trained | vqa | strict | MRI | 4 | 75.0 |" in md
     assert (tmp_path / "run" / "results_by_modality.csv").is_file()
+
+
+def test_answer_examples_split_every_row_once(tmp_path):
+    from medr1.results import answer_examples
+
+    d = tmp_path / "eval" / "trained"
+    d.mkdir(parents=True)
+    rows = [{"id": "1", "benchmark": "b", "gold": "A", "extracted": "A", "correct": True, "completion": "A"},   # right
+            {"id": "2", "benchmark": "b", "gold": "A", "extracted": "B", "correct": False, "completion": "B"},  # wrong
+            {"id": "3", "benchmark": "b", "gold": "A", "extracted": None, "correct": False, "completion": "?"},  # none
+            {"id": "4", "benchmark": "b", "gold": "B", "extracted": "B", "correct": True, "completion": "B"}]   # right
+    (d / "predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    examples = answer_examples(tmp_path, "trained")
+    assert {k: v["id"].tolist() for k, v in examples.items()} == {"right": ["1", "4"], "wrong": ["2"], "unparsed": ["3"]}
+    assert list(examples["right"].columns) == ["benchmark", "id", "gold", "extracted", "completion"]  # no `rule` here
+    assert all(v.empty for v in answer_examples(tmp_path, "absent").values())

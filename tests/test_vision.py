@@ -287,18 +287,20 @@ def test_vision_training_resumes_from_its_last_checkpoint(tmp_path):
 
 @needs_embedded
 def test_evaluation_with_images_writes_predictions_and_modality_scores(tmp_path):
-    from medr1.evaluate import evaluate_model, read_predictions
+    from conftest import run_eval
+
+    from medr1.artifacts import read_predictions
 
     out = tmp_path / "eval"
     kw = dict(data_dir=TOYVQA, template="r1", max_new_tokens=4, batch_size=4, permutations=2, backend="hf",
               device="cpu", progress=False)
-    summary = evaluate_model("embedded:tiny-qwen2-vl", ["vqa_test"], out, **kw)
+    summary = run_eval("embedded:tiny-qwen2-vl", ["vqa_test"], out, **kw)
     rows = read_predictions(out / "predictions.jsonl")
     assert len(rows) == 12 and {r["modality"] for r in rows} == {"MRI", "CT", "X-ray"}
     assert all(Path(r["images"][0]).is_file() and r["finish_reason"] in ("stop", "length") for r in rows)
     by_mod = summary["by_modality"]["strict"]["vqa_test"]
     assert sum(m["n"] for m in by_mod.values()) == 12 and all("ci_low" in m for m in by_mod.values())
-    again = evaluate_model("embedded:tiny-qwen2-vl", ["vqa_test"], out, **kw)
+    again = run_eval("embedded:tiny-qwen2-vl", ["vqa_test"], out, **kw)
     assert again["generated_now"] == 0 and again["scores"] == summary["scores"]  # resumed, nothing regenerated
 
 
@@ -314,9 +316,9 @@ def test_generate_vision_keeps_order_and_refuses_prompts_past_the_context():
     batches = []
     gens = generate_vision(model, processor, prompts, max_new_tokens=3, batch_size=2, on_batch=batches.append)
     assert [g.index for g in gens] == [0, 1, 2] and [len(b) for b in batches] == [2, 1]
-    single = generate_vision(model, processor, prompts[2:], max_new_tokens=3)
+    single = generate_vision(model, processor, prompts[2:], max_new_tokens=3, batch_size=8)
     assert single[0].text == gens[2].text  # greedy: batching does not change the answer
-    too_long = generate_vision(model, processor, prompts[:1], max_new_tokens=10_000)
+    too_long = generate_vision(model, processor, prompts[:1], max_new_tokens=10_000, batch_size=8)
     assert too_long[0].finish_reason == PROMPT_TOO_LONG and too_long[0].text == ""
 
 
