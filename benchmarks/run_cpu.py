@@ -342,12 +342,12 @@ def make_grpo_trainer(model_factory, tokenizer, prompts, *, generations: int, to
     """A TRL GRPOTrainer as `medr1.train` builds it (demo params: LoRA r=8 on all projections, dapo loss,
     temperature 1), over `prompts`, with a constant reward (the reward's cost is not what we measure)."""
     from datasets import Dataset
-    from peft import LoraConfig
     from trl import GRPOTrainer
 
     from medr1.config import load_params
+    from medr1.grpo_setup import build_grpo_config
+    from medr1.models import lora_config
     from medr1.paths import REPO_ROOT
-    from medr1.train import build_grpo_config
 
     params = load_params(REPO_ROOT / "params" / "demo.yaml", {
         "num_generations": generations, "per_device_train_batch_size": generations * prompts_per_step,
@@ -355,8 +355,7 @@ def make_grpo_trainer(model_factory, tokenizer, prompts, *, generations: int, to
         "reward_funcs": ["accuracy"], "reward_weights": [1.0]})
     config = build_grpo_config(params, out_dir, cuda=False)
     config.report_to = []
-    peft_config = LoraConfig(r=params.lora_r, lora_alpha=params.lora_alpha, lora_dropout=params.lora_dropout,
-                             target_modules=list(params.lora_target_modules), task_type="CAUSAL_LM")
+    peft_config = lora_config(params)
     n = max(len(prompts), prompts_per_step)
     dataset = Dataset.from_list([{"prompt": prompts[i % len(prompts)]} for i in range(n * (steps + 1))])
 

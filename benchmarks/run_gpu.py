@@ -181,7 +181,8 @@ def grpo_child(args) -> dict[str, Any]:
 
     from medr1.data import load_benchmark
     from medr1.generation import eos_ids
-    from medr1.grpo_setup import build_grpo_config, build_trainer, check_effective_config, load_policy
+    from medr1.grpo_setup import build_grpo_config, build_trainer, check_effective_config
+    from medr1.models import load_policy
     from medr1.prompts import build_messages
     from medr1.rewards import get_reward_funcs
     from medr1.step_timer import StepTimer

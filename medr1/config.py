@@ -257,6 +257,7 @@ class Params:
                  f"needs one weight per reward function ({len(self.reward_funcs)}: {self.reward_funcs})")
             need(all(isinstance(w, int | float) and math.isfinite(w) for w in self.reward_weights),
                  "reward_weights", "must be finite numbers")
+        self._check_template_and_rewards()
         need(not (self.use_vllm and self.device == "cpu"), "use_vllm", "vLLM needs a CUDA GPU; set use_vllm: false")
         need(not (self.backend == "unsloth" and self.device == "cpu"), "backend",
              "unsloth needs a CUDA GPU; use backend: trl on CPU")
@@ -264,6 +265,23 @@ class Params:
              "DeepSpeed configs are for multi-GPU runs (num_processes > 1)")
         need(not (self.deepspeed != "none" and self.device == "cpu"), "deepspeed",
              "DeepSpeed needs CUDA GPUs; the CPU multi-process test mode (device: cpu) runs deepspeed: none")
+
+    def _check_template_and_rewards(self):
+        """Template and reward names, and whether they fit together, checked here: before any model loads."""
+        from medr1.prompts import TEMPLATES, check_rewards_fit
+        from medr1.rewards import validate_reward_config
+
+        for key in ("prompt_template", "eval_prompt_template"):
+            if getattr(self, key) not in TEMPLATES:
+                hint = _closest(getattr(self, key), list(TEMPLATES))
+                raise ParamsError(f"param {key!r} = {getattr(self, key)!r}: must be one of {list(TEMPLATES)}"
+                                  + (f" (did you mean {hint!r}?)" if hint else ""))
+        for key, check in (("reward_funcs", lambda: validate_reward_config(self.reward_funcs, self.reward_weights)),
+                           ("reward_funcs", lambda: check_rewards_fit(self.prompt_template, self.reward_funcs))):
+            try:
+                check()
+            except ValueError as e:
+                raise ParamsError(f"param {key!r} = {self.reward_funcs!r}: {e}") from None
 
     # -- I/O ---------------------------------------------------------------------------------------
     @classmethod

@@ -428,11 +428,15 @@ def evaluate_params(params, run_dir: str | Path | None = None, *, progress: bool
 
         for _, spec, _ in jobs:  # every spec before the first evaluation: a typo in the last one costs seconds
             check_model_spec(spec)
+    from medr1.prepare import prepared_eval_sets
+
+    prepared = prepared_eval_sets(params)  # the sets preparation wrote for this run (checked by hash), if any
     settings = EvalSettings.from_params(params)
     summaries = {}
     for label, spec, adapter in jobs if "medr1" in params.eval_protocol else ():
         summaries[label] = evaluate_model(spec, params.eval_benchmarks, run.eval_dir / label, settings,
-                                          adapter=adapter, progress=progress, generate_fn=generate_fn)
+                                          adapter=adapter, progress=progress, generate_fn=generate_fn,
+                                          question_sets=prepared)
         with contextlib.suppress(OSError):
             write_manifest(run, job=f"eval:{label}", params=params.to_dict(),
                            data_hashes=summaries[label]["data_hashes"])

@@ -1,5 +1,5 @@
-"""One place builds what a GRPO run trains with: the policy (model + LoRA, either backend), the `GRPOConfig`
-and the trainer; and reads back what the built trainer will really run.
+"""One place builds what a GRPO run trains with: the `GRPOConfig` and the trainer (the policy, model + LoRA on
+either backend, comes from `medr1.models.load_policy`); and reads back what the built trainer will really run.
 
 Why this module exists: switching `backend` must change speed, not the experiment. Measured on an H100
 (issue 15): Unsloth 2026.10 set `mask_truncated_completions=True` and `epsilon_high=0.28` on its own
@@ -23,6 +23,9 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from medr1.config import Params
+
+# The policy (model + LoRA, either backend) is loaded in medr1.models; re-exported for callers of this module.
+from medr1.models import intended_pad_token, load_policy, set_pad_token, text_tokenizer  # noqa: F401
 
 log = logging.getLogger(__name__)
 
@@ -147,109 +150,6 @@ def build_grpo_config(params: Params, output_dir: str | os.PathLike, *, cuda: bo
                 changed[key] = _plain(getattr(config, key, None))
             setattr(config, key, kwargs[key])
     return config
-
-
-# --------------------------------------------------------------------------------------------------
-# Policy: model, tokenizer, LoRA
-# --------------------------------------------------------------------------------------------------
-
-
-def text_tokenizer(processing_class):
-    """The tokenizer of a processing class: itself, or a vision-language processor's `.tokenizer`."""
-    return getattr(processing_class, "tokenizer", None) or processing_class
-
-
-def intended_pad_token(params: Params, tokenizer) -> str:
-    """The pad token params ask for: `pad_token`, else the tokenizer's own (our loader sets EOS when none)."""
-    tokenizer = text_tokenizer(tokenizer)
-    if params.pad_token is None:
-        return tokenizer.pad_token
-    ids = tokenizer.convert_tokens_to_ids(params.pad_token)
-    if ids is None or ids == tokenizer.unk_token_id:
-        raise ValueError(f"param 'pad_token' = {params.pad_token!r} is not a token of this tokenizer; set it to "
-                         f"one of its tokens (e.g. {tokenizer.eos_token!r}) or null for the tokenizer's own")
-    return params.pad_token
-
-
-def set_pad_token(model, tokenizer, pad_token: str) -> None:
-    """Make `pad_token` the padding token of the tokenizer and of the model's configs."""
-    tokenizer = text_tokenizer(tokenizer)
-    tokenizer.pad_token = pad_token
-    pad_id = tokenizer.convert_tokens_to_ids(pad_token)
-    for cfg in (getattr(model, "generation_config", None), getattr(model, "config", None)):
-        if cfg is not None:
-            cfg.pad_token_id = pad_id
-
-
-def load_policy(params: Params, path: str, *, device: str, backend: str, changed: dict[str, Any] | None = None):
-    """The trainable policy for `backend`: (model, tokenizer, peft_config or None, dtype name).
-
-    TRL: transformers + a `LoraConfig` that TRL applies. Unsloth: `FastLanguageModel` loads (optionally
-    4-bit, optionally with its vLLM engine) and wraps LoRA itself, so no peft_config goes to TRL; the pad
-    token Unsloth may have replaced is set back to the one params ask for (recorded in `changed`).
-    """
-    if backend == "unsloth":
-        return _load_unsloth(params, path, changed)
-    return _load_trl(params, path, device)
-
-
-def lora_config(params: Params):
-    from peft import LoraConfig
-
-    return LoraConfig(r=params.lora_r, lora_alpha=params.lora_alpha, lora_dropout=params.lora_dropout,
-                      target_modules=list(params.lora_target_modules), task_type="CAUSAL_LM")
-
-
-def _load_trl(params: Params, path: str, device: str):
-    from transformers import AutoModelForCausalLM
-
-    from medr1.models import load_tokenizer, pick_dtype
-
-    dtype = pick_dtype(params.torch_dtype, device)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, trust_remote_code=params.trust_remote_code,
-                                                 use_safetensors=True)
-    tokenizer = load_tokenizer(path, trust_remote_code=params.trust_remote_code)
-    if model.generation_config.pad_token_id is None:
-        model.generation_config.pad_token_id = tokenizer.pad_token_id
-    if params.pad_token is not None:
-        set_pad_token(model, tokenizer, intended_pad_token(params, tokenizer))
-    return model, tokenizer, lora_config(params), str(dtype).removeprefix("torch.")
-
-
-def _load_unsloth(params: Params, path: str, changed: dict[str, Any] | None):
-    # Unsloth's GRPO recipe. Run on an H100 once (issue 15) with a Qwen2.5-1.5B-shaped model.
-    import unsloth  # noqa: F401  (must be imported before transformers/trl models are built: it patches them)
-    from unsloth import FastLanguageModel
-
-    from medr1.models import load_tokenizer
-
-    # Our own loader says which pad token the tokenizer has before Unsloth touches it.
-    wanted_pad = intended_pad_token(params, load_tokenizer(path, trust_remote_code=params.trust_remote_code))
-    model, tokenizer = FastLanguageModel.from_pretrained(
-        model_name=path,
-        max_seq_length=params.max_prompt_length + params.max_completion_length,
-        load_in_4bit=params.load_in_4bit,
-        fast_inference=params.use_vllm,
-        gpu_memory_utilization=params.vllm_gpu_memory_utilization,
-        max_lora_rank=params.lora_r,
-        dtype=None if params.torch_dtype == "auto" else params.torch_dtype,
-        trust_remote_code=params.trust_remote_code,
-    )
-    model = FastLanguageModel.get_peft_model(
-        model, r=params.lora_r, lora_alpha=params.lora_alpha, lora_dropout=params.lora_dropout,
-        target_modules=list(params.lora_target_modules),
-        use_gradient_checkpointing="unsloth" if params.gradient_checkpointing else False,
-        random_state=params.seed,
-    )
-    if tokenizer.pad_token != wanted_pad:
-        log.warning("unsloth changed pad_token from %r to %r; set back to %r (params)", wanted_pad, tokenizer.pad_token,
-                    wanted_pad)
-        if changed is not None:
-            changed["pad_token"] = tokenizer.pad_token
-    set_pad_token(model, tokenizer, wanted_pad)
-    tokenizer.padding_side = "left"
-    dtype = str(getattr(model, "dtype", "bfloat16")).removeprefix("torch.")
-    return model, tokenizer, None, dtype
 
 
 # --------------------------------------------------------------------------------------------------

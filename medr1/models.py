@@ -185,8 +185,6 @@ def load_model(spec: str, *, adapter: str | None = None, device: str = "auto", t
     Vision-language specs (Qwen2-VL / Qwen2.5-VL, `embedded:tiny-qwen2-vl`) return `(model, processor)`
     instead (`medr1.vision.load_vision_model`).
     """
-    from transformers import AutoModelForCausalLM
-
     from medr1.vision import is_vision_spec, load_vision_model
 
     kind = check_model_spec(spec)
@@ -201,8 +199,7 @@ def load_model(spec: str, *, adapter: str | None = None, device: str = "auto", t
     device = pick_device(device)
     dtype = pick_dtype(torch_dtype, device)
     try:
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, trust_remote_code=trust_remote_code,
-                                                     use_safetensors=True)
+        model = _from_pretrained(path, dtype=dtype, trust_remote_code=trust_remote_code)
     except OSError as e:
         if kind == "hub":
             raise ModelSpecError(f"could not load {spec!r} from the Hugging Face hub or its local cache: {e}. "
@@ -211,6 +208,14 @@ def load_model(spec: str, *, adapter: str | None = None, device: str = "auto", t
     tokenizer = load_tokenizer(processor_source(path, adapter), trust_remote_code=trust_remote_code)
     return finish_loading(model, tokenizer.pad_token_id, adapter=adapter, merge_adapter=merge_adapter,
                           device=device), tokenizer
+
+
+def _from_pretrained(path: str, *, dtype, trust_remote_code: bool):
+    """A causal LM's weights, the one way both evaluation and training read them: safetensors only."""
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(path, dtype=dtype, trust_remote_code=trust_remote_code,
+                                                use_safetensors=True)
 
 
 def processor_source(path: str, adapter: str | None) -> str:
@@ -233,3 +238,113 @@ def finish_loading(model, pad_token_id: int | None, *, adapter: str | None, merg
     model.to(device)
     model.eval()
     return model
+
+
+# --------------------------------------------------------------------------------------------------
+# The trainable policy: model + LoRA, TRL or Unsloth (training and benchmarks load through here)
+# --------------------------------------------------------------------------------------------------
+
+
+def lora_config(params, target_modules=None):
+    """The one `peft.LoraConfig` of a run, from params (`lora_r`, `lora_alpha`, `lora_dropout`,
+    `lora_target_modules`); `target_modules` replaces the module list (a VLM's language-model regex)."""
+    from peft import LoraConfig
+
+    return LoraConfig(r=params.lora_r, lora_alpha=params.lora_alpha, lora_dropout=params.lora_dropout,
+                      target_modules=list(params.lora_target_modules) if target_modules is None else target_modules,
+                      task_type="CAUSAL_LM")
+
+
+def text_tokenizer(processing_class):
+    """The tokenizer of a processing class: itself, or a vision-language processor's `.tokenizer`."""
+    return getattr(processing_class, "tokenizer", None) or processing_class
+
+
+def intended_pad_token(params, tokenizer) -> str:
+    """The pad token params ask for: `pad_token`, else the tokenizer's own (our loader sets EOS when none)."""
+    tokenizer = text_tokenizer(tokenizer)
+    if params.pad_token is None:
+        return tokenizer.pad_token
+    ids = tokenizer.convert_tokens_to_ids(params.pad_token)
+    if ids is None or ids == tokenizer.unk_token_id:
+        raise ValueError(f"param 'pad_token' = {params.pad_token!r} is not a token of this tokenizer; set it to "
+                         f"one of its tokens (e.g. {tokenizer.eos_token!r}) or null for the tokenizer's own")
+    return params.pad_token
+
+
+def set_pad_token(model, tokenizer, pad_token: str) -> None:
+    """Make `pad_token` the padding token of the tokenizer and of the model's configs."""
+    tokenizer = text_tokenizer(tokenizer)
+    tokenizer.pad_token = pad_token
+    pad_id = tokenizer.convert_tokens_to_ids(pad_token)
+    for cfg in (getattr(model, "generation_config", None), getattr(model, "config", None)):
+        if cfg is not None:
+            cfg.pad_token_id = pad_id
+
+
+def load_policy(params, path: str, *, device: str, backend: str, changed: dict | None = None):
+    """The trainable policy for `backend`: (model, tokenizer or processor, peft_config or None, dtype name).
+
+    TRL: transformers + a `LoraConfig` that TRL applies. Unsloth: `FastLanguageModel` loads (optionally
+    4-bit, optionally with its vLLM engine) and wraps LoRA itself, so no peft_config goes to TRL; the pad
+    token Unsloth may have replaced is set back to the one params ask for (recorded in `changed`).
+    Vision-language models go through `medr1.vision` (LoRA on the language model unless `lora_vision`).
+    """
+    from medr1.vision import is_vision_spec
+
+    if is_vision_spec(params.model):
+        from medr1.vision import load_vision_trl, load_vision_unsloth
+
+        return load_vision_unsloth(params, path) if backend == "unsloth" else load_vision_trl(params, path, device)
+    if backend == "unsloth":
+        return _load_unsloth(params, path, changed)
+    return load_trl_policy(params, path, device)
+
+
+def load_trl_policy(params, path: str, device: str):
+    """TRL's policy: the model as `load_model` reads it (safetensors, dtype per device), our tokenizer,
+    the pad token params ask for, and the `LoraConfig` that TRL applies."""
+    dtype = pick_dtype(params.torch_dtype, device)
+    model = _from_pretrained(path, dtype=dtype, trust_remote_code=params.trust_remote_code)
+    tokenizer = load_tokenizer(path, trust_remote_code=params.trust_remote_code)
+    if model.generation_config.pad_token_id is None:
+        model.generation_config.pad_token_id = tokenizer.pad_token_id
+    if params.pad_token is not None:
+        set_pad_token(model, tokenizer, intended_pad_token(params, tokenizer))
+    return model, tokenizer, lora_config(params), str(dtype).removeprefix("torch.")
+
+
+def _load_unsloth(params, path: str, changed: dict | None):
+    # Unsloth's GRPO recipe. Run on an H100 once (issue 15) with a Qwen2.5-1.5B-shaped model. Imported here
+    # only: Unsloth refuses to import without a CUDA GPU.
+    import unsloth  # noqa: F401  (must be imported before transformers/trl models are built: it patches them)
+    from unsloth import FastLanguageModel
+
+    # Our own loader says which pad token the tokenizer has before Unsloth touches it.
+    wanted_pad = intended_pad_token(params, load_tokenizer(path, trust_remote_code=params.trust_remote_code))
+    model, tokenizer = FastLanguageModel.from_pretrained(
+        model_name=path,
+        max_seq_length=params.max_prompt_length + params.max_completion_length,
+        load_in_4bit=params.load_in_4bit,
+        fast_inference=params.use_vllm,
+        gpu_memory_utilization=params.vllm_gpu_memory_utilization,
+        max_lora_rank=params.lora_r,
+        dtype=None if params.torch_dtype == "auto" else params.torch_dtype,
+        trust_remote_code=params.trust_remote_code,
+    )
+    lora = lora_config(params)
+    model = FastLanguageModel.get_peft_model(
+        model, r=lora.r, lora_alpha=lora.lora_alpha, lora_dropout=lora.lora_dropout,
+        target_modules=list(params.lora_target_modules),  # in order: LoraConfig keeps a set
+        use_gradient_checkpointing="unsloth" if params.gradient_checkpointing else False,
+        random_state=params.seed,
+    )
+    if tokenizer.pad_token != wanted_pad:
+        log.warning("unsloth changed pad_token from %r to %r; set back to %r (params)", wanted_pad, tokenizer.pad_token,
+                    wanted_pad)
+        if changed is not None:
+            changed["pad_token"] = tokenizer.pad_token
+    set_pad_token(model, tokenizer, wanted_pad)
+    tokenizer.padding_side = "left"
+    dtype = str(getattr(model, "dtype", "bfloat16")).removeprefix("torch.")
+    return model, tokenizer, None, dtype

@@ -1,14 +1,20 @@
-"""Data preparation for a run: evaluation sets, the decontaminated training pool, and their data card.
+"""Data preparation for a run, and its hand-over: evaluation sets, the decontaminated training pool (and the
+validation split carved from it) and their data card, written into `runs/<name>/data/`; later stages read
+those files back through `load_prepared` / `prepared_eval_sets` instead of rebuilding them.
 
-The training job rebuilds the same pool from the same params (the build is deterministic given the
-seed), so this step is for inspection and the record: it writes what went in and what was removed into
-`runs/<name>/data/`, and the hashes of both into the manifest, so a reviewer can check that no test
-question reached training.
+The hand-over is checked, not trusted. `data/prepared.json` (written last) records the params that produced
+the files (`PREPARED_KEYS`) and each file's sha256. A stage that finds no prepared.json, or one made from
+other params, prepares again (the build is a deterministic function of those params, so this is what
+`medr1 train` run alone does). A file whose hash no longer matches (edited or cut after preparation) is an
+error, `PreparedDataError`, naming the file: training silently on other data than the record says would
+void the decontamination guarantee.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +31,18 @@ from medr1.data import (
 from medr1.option_order import shuffle_report
 from medr1.paths import resolve_repo_path
 from medr1.runs import RunDir, atomic_write_json, atomic_write_text, write_manifest
+
+log = logging.getLogger(__name__)
+
+PREPARED_FILE = "prepared.json"  # written last by `prepare_data`: which params made the files, and their hashes
+# The params the prepared files are a function of (data section, plus what decides the evaluation sets).
+PREPARED_KEYS = ("seed", "data_dir", "train_sources", "train_limit", "validation_size", "decontaminate_against",
+                 "ngram_size", "shuffle_options", "eval_benchmarks", "eval_split", "eval_limit", "eval_protocol",
+                 "eval_data_file")
+
+
+class PreparedDataError(ValueError):
+    """A prepared file differs from what `data/prepared.json` recorded; the message names it and the fix."""
 
 
 @dataclass
@@ -101,14 +119,16 @@ def prepare_data(params: Params, *, write: bool = True) -> PreparedData:
         over both, and sha256 hashes for the manifest.
     """
     data_dir = data_dir_of(params)
+    # The pool first: a bad training record is reported as such, before any evaluation set is read.
+    pool, validation, report = training_pool(params)
     evals = {name: load_benchmark(name, params.eval_split, data_dir, limit=params.eval_limit, sample_seed=params.seed)
              for name in params.eval_benchmarks}
-    pool, validation, report = training_pool(params)
     card = data_card([*pool, *(q for qs in evals.values() for q in qs)])
     shuffle = shuffle_report(pool, seed=params.seed, shuffle_options=params.shuffle_options,
                              option_counts=params.train_option_counts)
     card["training gold letters, before and after option shuffling (first pass)"] = shuffle_table(shuffle)
-    hashes = {"train_pool": questions_hash(pool), **({"validation": questions_hash(validation)} if validation else {}), **{f"eval:{k}": questions_hash(v) for k, v in evals.items()}}
+    hashes = {"train_pool": questions_hash(pool), **({"validation": questions_hash(validation)} if validation else {}),
+              **{f"eval:{k}": questions_hash(v) for k, v in evals.items()}}
     if write:
         run = RunDir(params.run_dir)
         out = run.path / "data"
@@ -128,6 +148,8 @@ def prepare_data(params: Params, *, write: bool = True) -> PreparedData:
                                                   "by_eval_source": report.by_eval_source,
                                                   "by_eval_set": report.removed_by_eval_set},
                               "option_shuffle": shuffle})
+        _write_questions(out / "eval", evals)
+        _record_prepared(params, out, hashes)
     return PreparedData(pool, report, evals, card, hashes, shuffle)
 
 
@@ -143,3 +165,87 @@ def shuffle_table(report: dict[str, Any]):
     table = pd.DataFrame(rows).set_index(["options", "when"]) if rows else pd.DataFrame()
     table.attrs["n_fixed_order"] = report["n_fixed_order"]
     return table
+
+
+# --------------------------------------------------------------------------------------------------
+# Hand-over: later stages read what was prepared
+# --------------------------------------------------------------------------------------------------
+
+
+def _write_questions(folder: Path, sets: dict[str, list[Question]]) -> None:
+    for name, questions in sets.items():
+        atomic_write_text(folder / f"{name}.jsonl",
+                          "".join(json.dumps(q.to_dict(), ensure_ascii=False) + "\n" for q in questions))
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def prepared_params(params: Params) -> dict[str, Any]:
+    """The params the prepared files depend on (`PREPARED_KEYS`), as recorded in prepared.json."""
+    return {k: getattr(params, k) for k in PREPARED_KEYS}
+
+
+def _record_prepared(params: Params, out: Path, hashes: dict[str, str]) -> None:
+    files = [out / "train_pool.jsonl", out / "decontamination.json", *sorted((out / "eval").glob("*.jsonl"))]
+    atomic_write_json(out / PREPARED_FILE, {
+        "params": prepared_params(params), "question_hashes": hashes,
+        "files": {str(f.relative_to(out)): _sha256(f) for f in files if f.is_file()}})
+
+
+def _checked_record(params: Params) -> dict[str, Any] | None:
+    """prepared.json of the run when it was made from these params, its files verified; None when absent or
+    made from other params."""
+    out = RunDir(params.run_dir).path / "data"
+    try:
+        record = json.loads((out / PREPARED_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    if json.loads(json.dumps(prepared_params(params))) != record.get("params"):
+        return None
+    for name, digest in record.get("files", {}).items():
+        if not (out / name).is_file() or _sha256(out / name) != digest:
+            raise PreparedDataError(f"{out / name} differs from what preparation wrote ({out / PREPARED_FILE}); "
+                                    f"delete {out} (or run with force: true) to prepare it again")
+    return record
+
+
+def load_prepared(params: Params) -> tuple[list[Question], dict[str, Any]]:
+    """(training pool, decontamination report as a dict) that preparation wrote for this run, checked by hash;
+    prepared first when absent or made from other params (`medr1 train` run alone).
+
+    Raises:
+        PreparedDataError: a prepared file was changed after preparation.
+    """
+    if _checked_record(params) is None:
+        log.info("preparing the data of %s (no data/%s from these params)", params.run_name, PREPARED_FILE)
+        prepare_data(params)
+        if _checked_record(params) is None:
+            raise PreparedDataError(f"preparing {params.run_dir / 'data'} did not leave a matching {PREPARED_FILE}")
+    out = RunDir(params.run_dir).path / "data"
+    pool = [Question.from_dict(json.loads(line))
+            for line in (out / "train_pool.jsonl").read_text(encoding="utf-8").splitlines() if line.strip()]
+    return pool, json.loads((out / "decontamination.json").read_text())
+
+
+def load_validation(params: Params) -> list[Question]:
+    """The validation split preparation wrote (`data/validation/validation.jsonl`), [] without one."""
+    if not params.validation_size:
+        return []
+    return list(load_benchmark("validation", "validation", RunDir(params.run_dir).path / "data"))
+
+
+def prepared_eval_sets(params: Params, names: list[str] | None = None) -> dict[str, list[Question]] | None:
+    """The evaluation sets preparation wrote for this run (`data/eval/<name>.jsonl`), checked by hash; None when
+    the run has none from these params (the caller then loads the benchmarks itself)."""
+    record = _checked_record(params)
+    if record is None:
+        return None
+    folder = RunDir(params.run_dir).path / "data" / "eval"
+    names = list(params.eval_benchmarks) if names is None else names
+    if not all((folder / f"{n}.jsonl").is_file() for n in names):
+        return None
+    return {n: [Question.from_dict(json.loads(line))
+                for line in (folder / f"{n}.jsonl").read_text(encoding="utf-8").splitlines() if line.strip()]
+            for n in names}

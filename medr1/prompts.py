@@ -2,8 +2,9 @@
 
 Training and evaluation build their prompts here and nowhere else: a template copied between the two
 drifts, and then a model is scored on a format it was not trained on. Each template also declares the
-answer format its completions should follow (`answer_format`) and the reward functions that check it
-(`reward_funcs`, names in `medr1.rewards.REWARD_FUNCS`), so a run can be configured by one name.
+answer format its completions should follow (`answer_format`). Rewards are chosen in one place, the params'
+`reward_funcs`; the rewards that read one answer format only are listed in `FORMAT_REWARDS`, and
+`check_rewards_fit` refuses a reward that cannot score the template's format when params load.
 
 The tags (`<think>`, `<answer>`) are constants here; `medr1.answers` imports them, so the parser and the
 instruction can never disagree about spelling.
@@ -58,7 +59,6 @@ class PromptTemplate:
         user: pattern with the fields `{question}` (stem, with context), `{options}` ("A. text" lines)
             and `{letters}` ("A, B, C or D"); other braces must be doubled.
         answer_format: one of `ANSWER_FORMATS`.
-        reward_funcs: reward names (in `medr1.rewards.REWARD_FUNCS`) suited to this template.
         description: one line for listings and error messages.
         verbatim: the question text goes in unstripped, and a `meta["context"]` in HuatuoGPT-o1's document
             layout instead of ours ("Context: ...\nQuestion: ..."), so their prompts are reproduced exactly.
@@ -68,7 +68,6 @@ class PromptTemplate:
     system: str | None
     user: str
     answer_format: str
-    reward_funcs: tuple[str, ...]
     description: str
     verbatim: bool = False
 
@@ -97,7 +96,6 @@ TEMPLATES: dict[str, PromptTemplate] = {
             system=_R1_SYSTEM,
             user="{question}\n{options}",
             answer_format="tags",
-            reward_funcs=("accuracy", "format"),
             description="R1-style: reason in <think>, only the option letter in <answer> (paper recipes)",
         ),
         # HuatuoGPT-o1 evaluation/eval.py (FreedomIntelligence/HuatuoGPT-o1, `--format huatuo` without
@@ -110,7 +108,6 @@ TEMPLATES: dict[str, PromptTemplate] = {
             system=None,
             user="Please answer the following multiple-choice question:\n{question}\n{options}",
             answer_format="free",
-            reward_funcs=("accuracy",),
             description="HuatuoGPT-o1's plain evaluation prompt (no system prompt, no format asked)",
             verbatim=True,
         ),
@@ -122,7 +119,6 @@ TEMPLATES: dict[str, PromptTemplate] = {
                   "multiple-choice questions, ensuring your response concludes with the correct option in the "
                   "format: 'The answer is A.'.\n{question}\n{options}"),
             answer_format="free",
-            reward_funcs=("accuracy",),
             description="HuatuoGPT-o1's --strict_prompt evaluation prompt (asks for 'The answer is A.')",
             verbatim=True,
         ),
@@ -133,7 +129,6 @@ TEMPLATES: dict[str, PromptTemplate] = {
                   "Reply with one short line: \"Answer: X\", where X is the letter of the correct option "
                   "({letters})."),
             answer_format="statement",
-            reward_funcs=("accuracy", "answer_parsable"),
             description="tiny models: asks plainly for one line 'Answer: X' (embedded SmolLM2-135M demo)",
         ),
         PromptTemplate(
@@ -143,11 +138,31 @@ TEMPLATES: dict[str, PromptTemplate] = {
                   "Think briefly (two or three sentences), then finish with one line: \"Answer: X\", where X "
                   "is the letter of the correct option ({letters})."),
             answer_format="statement",
-            reward_funcs=("accuracy", "answer_parsable"),
             description="small models: brief reasoning, then a final line 'Answer: X'",
         ),
     )
 }
+
+
+# Rewards that score one answer format only (every other reward reads any format): checked against the
+# template when params load, so that a run never trains on a reward its prompt cannot earn.
+FORMAT_REWARDS = {"format": "tags", "format_shaped": "tags"}
+
+
+def check_rewards_fit(template: str, reward_names) -> None:
+    """Raise ValueError when a reward in `reward_names` scores an answer format other than the template's.
+
+    >>> check_rewards_fit("r1", ["accuracy", "format"])
+    >>> check_rewards_fit("letter", ["format"])
+    Traceback (most recent call last):
+    ...
+    ValueError: reward 'format' scores the tags answer format; template 'letter' asks for statement (use a template with that format, or another reward)
+    """
+    fmt = get_template(template).answer_format
+    for name in reward_names:
+        if FORMAT_REWARDS.get(name, fmt) != fmt:
+            raise ValueError(f"reward {name!r} scores the {FORMAT_REWARDS[name]} answer format; template {template!r} "
+                             f"asks for {fmt} (use a template with that format, or another reward)")
 
 
 def get_template(name: str | PromptTemplate) -> PromptTemplate:

@@ -55,12 +55,20 @@ def score_examples(reward_names: list[str], question: Question = EXAMPLE_QUESTIO
     return table
 
 
+# Notebook 02 compares prompt templates by the paper recipe's rewards for their answer format (binary accuracy
+# plus the strict check of that format), each weighted 1. A comparison only: a run trains on its own
+# `params.reward_funcs`, the one place rewards are chosen.
+COMPARISON_REWARDS = {"tags": ("accuracy", "format"), "statement": ("accuracy", "answer_parsable"),
+                      "free": ("accuracy",)}
+
+
 def rewards_for(params: Params, template: str) -> tuple[list[str], list[float]]:
-    """The rewards a template is trained with: the run's own for its template, else the template's defaults
-    (each weighted 1): `r1` is judged by accuracy + format, `letter` by accuracy + answer_parsable."""
+    """The rewards a template is scored by here: the run's own for its template, else `COMPARISON_REWARDS`
+    of the template's answer format (each weighted 1): `r1` by accuracy + format, `letter` by accuracy +
+    answer_parsable."""
     if template == params.prompt_template:
         return list(params.reward_funcs), list(params.reward_weights or [1.0] * len(params.reward_funcs))
-    names = list(get_template(template).reward_funcs)
+    names = list(COMPARISON_REWARDS[get_template(template).answer_format])
     return names, [1.0] * len(names)
 
 

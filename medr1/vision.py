@@ -296,10 +296,8 @@ def lora_target_modules(names: list[str], *, include_vision: bool = False) -> st
 
 def load_vision_trl(params, path: str, device: str):
     """(model, processor, peft LoraConfig, dtype name) for TRL GRPO on a VLM; the vision counterpart of
-    `medr1.train._load_trl`."""
-    from peft import LoraConfig
-
-    from medr1.models import pick_dtype
+    `medr1.models.load_trl_policy`."""
+    from medr1.models import lora_config, pick_dtype
 
     dtype = pick_dtype(params.torch_dtype, device)
     model = _model_class().from_pretrained(path, dtype=dtype, trust_remote_code=params.trust_remote_code,
@@ -308,10 +306,8 @@ def load_vision_trl(params, path: str, device: str):
                                trust_remote_code=params.trust_remote_code)
     if model.generation_config.pad_token_id is None:
         model.generation_config.pad_token_id = processor.tokenizer.pad_token_id
-    peft_config = LoraConfig(r=params.lora_r, lora_alpha=params.lora_alpha, lora_dropout=params.lora_dropout,
-                             target_modules=lora_target_modules(list(params.lora_target_modules),
-                                                                include_vision=params.lora_vision),
-                             task_type="CAUSAL_LM")
+    peft_config = lora_config(params, lora_target_modules(list(params.lora_target_modules),
+                                                          include_vision=params.lora_vision))
     return model, processor, peft_config, str(dtype).removeprefix("torch.")
 
 

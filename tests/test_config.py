@@ -67,11 +67,35 @@ def test_every_params_file_is_valid(path):
     assert params.run_name
 
 
-@pytest.mark.parametrize("name", ["demo.yaml", "smoke.yaml", "smoke-vision.yaml"])
-def test_cpu_params_files_set_every_key(name):
-    # `papermill -f params/X.yaml` must set every param, so no notebook default leaks into a run.
-    values = yaml.safe_load((PARAMS_DIR / name).read_text())
-    assert set(values) == {f.name for f in dataclasses.fields(Params)}
+RECIPES = sorted(p for p in PARAMS_DIR.glob("*.yaml") if not p.name.startswith("reference_results"))
+
+
+@pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.name)
+def test_recipes_list_only_what_differs_from_the_defaults(path):
+    # A recipe is a diff over `Params` (the one place a default lives): every key is a real param, and a key
+    # set to its default would hide which values the recipe chose (run_name is always named).
+    values = yaml.safe_load(path.read_text())
+    defaults = Params().to_dict()
+    assert set(values) <= {f.name for f in dataclasses.fields(Params)}
+    assert [k for k, v in values.items() if k != "run_name" and v == defaults[k]] == []
+
+
+TEMPLATE_REWARD_CASES = [
+    # (overrides, words the message must contain)
+    (["prompt_template=leter"], ["'prompt_template'", "did you mean 'letter'"]),  # typo, before any model loads
+    (["eval_prompt_template=nope"], ["'eval_prompt_template'", "r1"]),  # lists the templates
+    (["reward_funcs=[accuracy, acuracy]"], ["'reward_funcs'", "unknown reward"]),  # not registered
+    (["reward_funcs=[accuracy, accuracy]"], ["'reward_funcs'", "repeats"]),  # TRL logs rewards by name
+    (["prompt_template=letter"], ["'reward_funcs'", "'format'", "tags"]),  # format reward, statement template
+]
+
+
+@pytest.mark.parametrize(("overrides", "words"), TEMPLATE_REWARD_CASES)
+def test_template_and_rewards_are_checked_when_params_load(overrides, words):
+    with pytest.raises(ParamsError) as err:
+        load_params(None, overrides)
+    for word in words:
+        assert word in str(err.value)
 
 
 def test_params_file_errors_name_the_file(tmp_path):

@@ -30,12 +30,13 @@ from pathlib import Path
 
 import pytest
 
-from medr1.artifacts import read_predictions
+from medr1.artifacts import read_metrics, read_predictions
+from medr1.checkpoints import is_complete_checkpoint, last_complete_checkpoint
 from medr1.cli import main
 from medr1.config import Params
 from medr1.data import load_benchmark
 from medr1.paths import PARAMS_DIR, REPO_ROOT
-from medr1.train import is_complete_checkpoint, last_complete_checkpoint, read_metrics, train
+from medr1.train import train
 
 FIXTURES = REPO_ROOT / "tests" / "fixtures" / "toyqa"
 SMOKE = str(PARAMS_DIR / "smoke.yaml")
@@ -252,7 +253,7 @@ def die():
     os.kill(os.getpid(), signal.SIGKILL)
 
 def in_step():  # step `step` is under way once the checkpoint of the step before it is complete
-    from medr1.train import is_complete_checkpoint
+    from medr1.checkpoints import is_complete_checkpoint
     return step == 1 or is_complete_checkpoint(train_dir / f"checkpoint-{step - 1}")
 
 if point == "checkpoint":  # halfway through the weights of checkpoint-<step>: before trainer_state.json

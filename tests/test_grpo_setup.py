@@ -171,7 +171,7 @@ def test_unsloth_path_passes_and_keeps_the_same_algorithm(tmp_path, tiny_checkpo
     calls: dict = {}
     _fake_unsloth(monkeypatch, calls)
     changed: dict = {}
-    with caplog.at_level(logging.WARNING, logger="medr1.grpo_setup"):
+    with caplog.at_level(logging.WARNING, logger="medr1"):
         trainer = _build(params, tiny_checkpoint, tmp_path, "unsloth", changed=changed)
         effective, diff = check_effective_config(params, trainer, n_rewards=2)
     assert type(trainer).__name__ == "UnslothGRPOTrainer"

@@ -341,8 +341,8 @@ def captured_loads(monkeypatch, tmp_path):
 
 @pytest.mark.parametrize("trust", [None, True])  # None: the default
 def test_models_load_from_safetensors_without_remote_code_unless_asked(trust, captured_loads, tmp_path):
-    from medr1.grpo_setup import _load_trl
     from medr1.models import load_model, load_tokenizer
+    from medr1.models import load_trl_policy as _load_trl
 
     model_dir, calls = captured_loads
     kwargs = {} if trust is None else {"trust_remote_code": True}

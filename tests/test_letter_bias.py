@@ -74,18 +74,18 @@ def _fake_trainer(completions, golds):
     (["A", "B", "C", "D", "A", "B", "C", "D"], False),   # healthy: balanced answers
 ])
 def test_collapse_warning_fires_only_on_a_collapsed_run(tmp_path, caplog, answers, warns):
+    from medr1.callbacks import metrics_columns, training_callbacks
     from medr1.runs import RunDir
-    from medr1.train import _callbacks, metrics_columns
 
     run = RunDir(tmp_path / "run")
     run.train_dir.mkdir(parents=True)
     run.metrics_csv.write_text(",".join(metrics_columns(["accuracy"])) + "\n")
     trainer, draws = _fake_trainer([f"Answer: {a}" for a in answers], list("ABCD") * 2)
-    callbacks, needs_trainer = _callbacks(run, ["accuracy"], draws, sample_every=100, progress=False)
+    callbacks, needs_trainer = training_callbacks(run, ["accuracy"], draws, sample_every=100, progress=False)
     for cb in needs_trainer:
         cb.trainer = trainer
     metrics_cb = callbacks[0]
-    with caplog.at_level(logging.WARNING, logger="medr1.train"):
+    with caplog.at_level(logging.WARNING, logger="medr1.callbacks"):
         for step in range(1, 7):
             state = SimpleNamespace(is_world_process_zero=True, global_step=step)
             metrics_cb.on_log(None, state, None, logs={"reward": 0.5})

@@ -19,8 +19,10 @@ import time
 import pytest
 from test_train import tiny_params  # the shared tiny settings
 
+from medr1.artifacts import read_metrics
+from medr1.checkpoints import last_complete_checkpoint
 from medr1.paths import REPO_ROOT
-from medr1.train import last_complete_checkpoint, read_metrics, train
+from medr1.train import train
 
 pytestmark = pytest.mark.slow
 

@@ -57,3 +57,40 @@ def test_validation_split_of_visual_questions_keeps_images_and_modality(tmp_path
         assert len(copy.images) == len(original.images) >= 1
         assert [Path(p).read_bytes() for p in copy.images] == [Path(p).read_bytes() for p in original.images]
         assert copy.meta.get("modality") == original.meta.get("modality")
+
+
+# --- hand-over: later stages read what preparation wrote, checked by hash ----------------------------
+
+
+def test_training_reads_the_prepared_pool_and_evaluation_the_prepared_sets(tmp_path):
+    from medr1.data import questions_hash
+    from medr1.prepare import load_prepared, prepared_eval_sets
+
+    params = _params(tmp_path, validation_size=2)
+    assert prepared_eval_sets(params) is None  # nothing prepared yet: evaluation loads the benchmarks itself
+    pool, report = load_prepared(params)  # prepares first when run alone
+    train, _, expected = training_pool(params)
+    assert questions_hash(pool) == questions_hash(train) and report["n_kept"] == expected.n_kept
+    evals = prepared_eval_sets(params)
+    assert questions_hash(evals["toyeval"]) == questions_hash(load_benchmark("toyeval", "test", FIXTURES,
+                                                                            sample_seed=params.seed))
+
+
+@pytest.mark.parametrize("change, outcome", [
+    ("other_params", "reprepared"),  # prepared from other params: prepared again, deterministic
+    ("edited_pool", "error"),        # a file changed after preparation: stop, naming the file
+])
+def test_a_stale_or_edited_hand_over_is_never_read_silently(tmp_path, change, outcome):
+    from medr1.prepare import PreparedDataError, load_prepared
+
+    params = _params(tmp_path)
+    prepare_data(params)
+    if change == "other_params":
+        params = params.replace(validation_size=3)
+        pool, _ = load_prepared(params)
+        assert len(pool) == len(training_pool(params)[0])
+    else:
+        path = params.run_dir / "data" / "train_pool.jsonl"
+        path.write_text("\n".join(path.read_text().splitlines()[1:]) + "\n")
+        with pytest.raises(PreparedDataError, match="train_pool.jsonl"):
+            load_prepared(params)

@@ -53,11 +53,13 @@ def test_templates_declare_their_answer_format(name, answer_format, has_system):
     assert (tpl.system is not None) == has_system
 
 
-def test_every_template_names_registered_rewards():
-    # A template whose reward names drift from the registry would fail only when training starts.
+def test_format_rewards_are_registered_and_name_real_formats():
+    # A format-bound reward whose name drifts from the registry would never be checked against a template.
+    from medr1.prompts import FORMAT_REWARDS
+
     for tpl in TEMPLATES.values():
         assert tpl.answer_format in ANSWER_FORMATS
-        assert tpl.reward_funcs and set(tpl.reward_funcs) <= set(REWARD_FUNCS), tpl.name
+    assert set(FORMAT_REWARDS) <= set(REWARD_FUNCS) and set(FORMAT_REWARDS.values()) <= set(ANSWER_FORMATS)
 
 
 def test_r1_system_prompt_uses_the_tag_constants():

@@ -22,19 +22,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from medr1.artifacts import read_metrics, truncate_metrics, truncate_samples
+from medr1.callbacks import metrics_columns
+from medr1.checkpoints import is_complete_checkpoint, last_complete_checkpoint
 from medr1.config import Params
+from medr1.grpo_setup import build_grpo_config
 from medr1.paths import REPO_ROOT
-from medr1.train import (
-    build_grpo_config,
-    is_complete_checkpoint,
-    last_complete_checkpoint,
-    metrics_columns,
-    read_metrics,
-    select_backend,
-    train,
-    truncate_jsonl,
-    truncate_metrics,
-)
+from medr1.train import select_backend, train
 
 FIXTURES = Path(__file__).parent / "fixtures" / "train"
 
@@ -163,10 +157,10 @@ def test_truncate_metrics_drops_rows_after_the_resume_point(tmp_path):
     assert (tmp_path / "new.csv").read_text() == ",".join(columns) + "\n"
 
 
-def test_truncate_jsonl(tmp_path):
+def test_truncate_samples(tmp_path):
     path = tmp_path / "samples.jsonl"
     path.write_text('{"step": 1}\n{"step": 2}\n{"step": 3}\n{"step": 4, "compl')  # last line cut by a kill
-    assert truncate_jsonl(path, 2) == 2
+    assert truncate_samples(path, 2) == 2
     assert [json.loads(x)["step"] for x in path.read_text().splitlines()] == [1, 2]
 
 
@@ -220,8 +214,9 @@ def test_smoke_run_writes_all_artifacts_and_skips_when_done(tmp_path):
 
 
 def test_training_draws_count_and_resume_check(tmp_path, caplog):
+    from medr1.checkpoints import check_same_draws as _check_same_draws
     from medr1.runs import RunDir, atomic_write_json
-    from medr1.train import _check_same_draws, n_training_draws, prompts_per_step
+    from medr1.train import n_training_draws, prompts_per_step
 
     params = tiny_params(tmp_path, per_device_train_batch_size=8, num_generations=4, gradient_accumulation_steps=2)
     assert prompts_per_step(params) == 4
@@ -230,7 +225,7 @@ def test_training_draws_count_and_resume_check(tmp_path, caplog):
     assert n_training_draws(epochs, 15) == 24  # ceil(1.5 * 15 / 4) = 6 steps of 4 prompts
     run = RunDir(tmp_path / "r")
     atomic_write_json(run.manifest_path, {"jobs": {"train": {"data_hashes": {"train_draws": "a" * 64}}}})
-    with caplog.at_level("WARNING", logger="medr1.train"):
+    with caplog.at_level("WARNING", logger="medr1.checkpoints"):
         _check_same_draws(run, "a" * 64, resuming=True)
         assert "different training draws" not in caplog.text
         _check_same_draws(run, "b" * 64, resuming=True)

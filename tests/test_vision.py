@@ -270,7 +270,8 @@ def test_lora_vision_adapts_the_vision_tower_too(tmp_path):
 
 @needs_embedded
 def test_vision_training_resumes_from_its_last_checkpoint(tmp_path):
-    from medr1.train import read_metrics, train
+    from medr1.artifacts import read_metrics
+    from medr1.train import train
 
     params = vision_params(tmp_path, max_steps=2, save_steps=1)
     first = train(params, progress=False, reward_funcs=[varied_reward])
