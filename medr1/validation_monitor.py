@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from medr1.answers import extract_choice
+from medr1.artifacts import read_metrics, truncate_metrics
 from medr1.letter_bias import bias_summary
 from medr1.option_order import cyclic_shift, eval_shifts, vary_option_counts
 from medr1.prompts import build_messages
@@ -91,13 +92,9 @@ def selection_key(row: dict[str, Any], base_parse_rate: float) -> tuple:
 
 
 def read_validation(path: str | os.PathLike) -> list[dict[str, Any]]:
-    """Rows of `train/validation.csv` as numbers (empty list when absent)."""
-    path = Path(path)
-    if not path.is_file():
-        return []
-    with open(path, newline="", encoding="utf-8") as f:
-        return [{k: (float(v) if v not in ("", None) else None) for k, v in row.items()} | {"step": int(row["step"])}
-                for row in csv.DictReader(f)]
+    """Rows of `train/validation.csv` as numbers, `step` an int (empty list when absent); read under
+    metrics.csv's rule (`medr1.artifacts.read_metrics`: one row per step, a row cut by a kill dropped)."""
+    return [{**row, "step": int(row["step"])} for row in read_metrics(path)]
 
 
 def truncate_validation(train_dir: Path, step: int) -> None:
@@ -105,9 +102,8 @@ def truncate_validation(train_dir: Path, step: int) -> None:
     adapter when it came from a step the interrupted session got past (its weights are not reproducible
     from what is on disk, so it is no candidate any more)."""
     path = train_dir / VALIDATION_CSV
-    rows = [r for r in read_validation(path) if r["step"] <= step]
     if path.is_file():
-        _write_rows(path, rows)
+        truncate_metrics(path, step, COLUMNS)
     best = read_best(train_dir)
     if best is not None and best["step"] > step:
         shutil.rmtree(train_dir / BEST_ADAPTER, ignore_errors=True)
@@ -136,15 +132,6 @@ def adopt_best(train_dir: Path, adapter_dir: Path) -> dict[str, Any] | None:
     shutil.rmtree(old, ignore_errors=True)
     log.info("select_checkpoint=validation: the adapter is step %d's (%s)", best["step"], best["row"])
     return best
-
-
-def _write_rows(path: Path, rows: list[dict[str, Any]]) -> None:
-    tmp = path.with_suffix(".tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore", lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(tmp, path)
 
 
 def _append_row(path: Path, row: dict[str, Any]) -> None:

@@ -7,12 +7,11 @@ is tested in tests/test_answers.py.
 
 import json
 import math
-import string
 import subprocess
 import sys
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from medr1.data import Question
@@ -29,6 +28,7 @@ from medr1.rewards import (
     register,
     validate_reward_config,
 )
+from tests.test_answers import PROPERTY_SETTINGS, options_dicts, texts
 
 DRUGS = {"A": "Aspirin", "B": "Warfarin", "C": "Beta blocker", "D": "Aspirin and clopidogrel"}
 
@@ -298,23 +298,7 @@ def test_rewards_answers_prompts_and_data_do_not_import_torch():
 # Properties
 # --------------------------------------------------------------------------------------------------
 
-FRAGMENTS = [
-    "<think>", "</think>", "<answer>", "</answer>", "Answer: ", "the answer is ", "\\boxed{", "}",
-    "## Final Response\n", "A", "b", "C", "E", "a ", "I ", "(", ")", ".", ",", " or ", " and ", "\n", " ",
-    "yes", "no", "maybe", "Aspirin", "warfarin", "Option ", " is correct", "\x00", "\u00e9", "答案",
-]
-texts = st.lists(st.one_of(st.sampled_from(FRAGMENTS), st.text(max_size=8)), max_size=30).map("".join)
-
-
-@st.composite
-def options_dicts(draw):
-    n = draw(st.integers(2, 26))
-    words = st.one_of(st.sampled_from(["yes", "no", "maybe", "Aspirin", "Warfarin", "a", "B", ""]),
-                      st.text(max_size=12))
-    return {L: draw(words) for L in string.ascii_uppercase[:n]}
-
-
-PROPERTY_SETTINGS = settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# The text and option generators are the extraction tests' (tests/test_answers.py): one grammar, one fuzzing diet.
 
 
 @PROPERTY_SETTINGS
