@@ -77,6 +77,9 @@ class Params:
     train_option_counts: list = _f([], "Cut each training draw to an option count dealt from this list (gold kept, "
                                    "distractors dropped at random; medr1.option_order.vary_option_counts), so the "
                                    "letter ranges the evaluation asks with are trained too; [] = as written.", "data")
+    validation_option_counts: list | None = _f(None, "Cut validation questions to option counts dealt from this list "
+                                               "(the test sets' counts: a model's letter and format habits differ "
+                                               "by option count); None = train_option_counts.", "data")
     # --- prompts and rewards ---------------------------------------------------------------------
     prompt_template: str = _f("r1", "Prompt template name for training (see medr1.prompts.TEMPLATES).", "prompt")
     reward_funcs: list = _f(["accuracy", "format"], "Reward function names (see medr1.rewards.REWARD_FUNCS).", "prompt")
@@ -228,6 +231,9 @@ class Params:
              "'validation' needs validation_every > 0 (and validation_size > 0)")
         need(all(isinstance(k, int) and 2 <= k <= 26 for k in self.train_option_counts), "train_option_counts",
              "must be option counts between 2 and 26")
+        need(self.validation_option_counts is None or all(isinstance(k, int) and 2 <= k <= 26
+                                                          for k in self.validation_option_counts),
+             "validation_option_counts", "must be None or option counts between 2 and 26")
         need(self.max_steps == -1 or self.max_steps > 0, "max_steps", "must be > 0, or -1 to use num_train_epochs")
         need(self.num_train_epochs > 0, "num_train_epochs", "must be > 0")
         need(self.temperature > 0, "temperature", "must be > 0 (GRPO needs diverse samples)")

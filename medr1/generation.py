@@ -10,6 +10,10 @@ Generation dominates evaluation time, so this module is built for throughput on 
   and their KV caches are left-padded into one decode batch: prefill is compute-bound on CPU (batching
   does not make it cheaper per token), so a batch prefilled in one pass paid for padding up to its
   longest prompt (2x the real tokens on 32 MedQA prompts; benchmarks/run_cpu.py measures it).
+- Work that prompts have in common is done once: the samples of one prompt share its prefill (its
+  cache is repeated), and prompts sharing most of their tokens (a question's option rotations) are
+  batched together with their common beginning prefilled once (`medr1.prefix_sharing`). Decode steps
+  read every weight once per step whatever the batch, so larger batches cost little more per step.
 - Decoding runs under `torch.inference_mode()` with a KV cache. The default `decode="compact"` loop is
   our own: once a quarter of a batch has emitted EOS it drops those rows from the batch and from the KV
   cache, so a batch whose answers have mostly finished stops paying for them (HF `generate` keeps
@@ -191,6 +195,15 @@ def _cache_kwarg(model) -> str:
     return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
 
 
+def _plain_cache(model) -> bool:
+    """Whether the model's KV cache is plain per-layer tensors (no sliding windows), which the shared and
+    grouped prefills concatenate and pad."""
+    from transformers import DynamicCache
+    from transformers.cache_utils import DynamicLayer
+
+    return all(type(layer) is DynamicLayer for layer in DynamicCache(config=model.config).layers)
+
+
 def _prefill(model, input_ids, attention_mask, position_ids, cache, cache_kw):
     """The prompt pass: fills `cache`, returns the last position's logits per row.
 
@@ -226,21 +239,40 @@ def _prefill(model, input_ids, attention_mask, position_ids, cache, cache_kw):
     return torch.cat(logits)
 
 
-def _decode_compact(model, input_ids, attention_mask, *, max_new_tokens, temperature, top_p, eos, generator):
-    """Token lists per row, dropping finished rows from the batch and the KV cache as they stop."""
+def _decode_compact(model, input_ids, attention_mask, *, max_new_tokens, temperature, top_p, eos, generator,
+                    num_samples=1, shared_groups=None):
+    """Token lists per row (`num_samples` rows per prompt row, adjacent), dropping finished rows from the
+    batch and the KV cache as they stop.
+
+    Each prompt is prefilled once and its cache repeated for its samples: prefill is most of the cost on
+    CPU, and a GRPO-style group of 4 samples of one prompt would otherwise compute its prompt 4 times.
+    `shared_groups` (sizes of adjacent row groups sharing a beginning; `input_ids` is then a list of token
+    lists) prefills each group's common prefix once (`medr1.prefix_sharing`).
+    """
     import torch
     from transformers import DynamicCache
 
-    n = input_ids.shape[0]
-    out: list[list[int]] = [[] for _ in range(n)]
-    alive = torch.arange(n, device=input_ids.device)
-    eos_t = torch.tensor(eos, device=input_ids.device)
-    position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
-    cache = DynamicCache(config=model.config)
     cache_kw = _cache_kwarg(model)
-    logits = _prefill(model, input_ids, attention_mask, position_ids, cache, cache_kw)
-    next_pos = position_ids[:, -1:] + 1
-    finished = torch.zeros(n, dtype=torch.bool, device=input_ids.device)
+    if shared_groups:
+        from medr1.prefix_sharing import prefill_groups
+
+        # pad id 0: padded slots are masked, any id in the vocabulary serves
+        logits, cache, attention_mask, next_pos = prefill_groups(model, input_ids, shared_groups, 0, cache_kw)
+    else:
+        position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+        cache = DynamicCache(config=model.config)
+        logits = _prefill(model, input_ids, attention_mask, position_ids, cache, cache_kw)
+        next_pos = position_ids[:, -1:] + 1
+    if num_samples > 1:
+        for layer in cache.layers:
+            layer.batch_repeat_interleave(num_samples)
+        logits, attention_mask, next_pos = (t.repeat_interleave(num_samples, dim=0)
+                                            for t in (logits, attention_mask, next_pos))
+    n = attention_mask.shape[0]
+    out: list[list[int]] = [[] for _ in range(n)]
+    alive = torch.arange(n, device=attention_mask.device)
+    eos_t = torch.tensor(eos, device=attention_mask.device)
+    finished = torch.zeros(n, dtype=torch.bool, device=attention_mask.device)
     for step in range(max_new_tokens):
         tokens = _next_tokens(logits, temperature, top_p, generator)
         for row, tok, done in zip(alive.tolist(), tokens.tolist(), finished.tolist(), strict=True):
@@ -263,6 +295,28 @@ def _decode_compact(model, input_ids, attention_mask, *, max_new_tokens, tempera
         logits = model(input_ids=tokens[:, None], attention_mask=attention_mask, position_ids=next_pos,
                        use_cache=True, **{cache_kw: cache}).logits[:, -1, :]
         next_pos = next_pos + 1
+    return out
+
+
+def sample_token_ids(model, prompt_ids: Sequence[list[int]], *, num_samples: int, max_new_tokens: int,
+                     temperature: float, top_p: float, eos: Sequence[int], pad_id: int, generator=None,
+                     batch_size: int = 64) -> list[list[int]]:
+    """Completion token ids (EOS included when reached) for each prompt in `prompt_ids`, `num_samples` per
+    prompt, adjacent and in input order: the compact loop on token ids, each prompt prefilled once.
+
+    For callers that already tokenized (GRPO's generation step, `medr1.grpo_generation`). Prompts are not
+    sorted by length: a group of samples must stay together, and GRPO's prompts are few per step.
+    """
+    import torch
+
+    device = next(model.parameters()).device
+    out: list[list[int]] = []
+    per_batch = max(1, batch_size // num_samples)
+    with torch.inference_mode():
+        for s in range(0, len(prompt_ids), per_batch):
+            input_ids, mask = _left_pad([list(r) for r in prompt_ids[s:s + per_batch]], pad_id, device)
+            out.extend(_decode_compact(model, input_ids, mask, max_new_tokens=max_new_tokens, temperature=temperature,
+                                       top_p=top_p, eos=list(eos), generator=generator, num_samples=num_samples))
     return out
 
 
@@ -322,6 +376,7 @@ def generate(
     on_batch: Callable[[list[Generation]], None] | None = None,
     decode: str = "compact",
     compile: bool | str = "auto",
+    share_prefixes: bool = True,
 ) -> list[Generation]:
     """Generate completions for many prompts with length-grouped batches.
 
@@ -340,6 +395,9 @@ def generate(
             (`model.generate` with a static KV cache, compiled with torch.compile on CUDA; the GPU path for
             evaluation without vLLM; greedy outputs equal "hf", tests/test_generation.py checks it on CPU).
         compile: for decode="static": "auto" (compile on CUDA only), True, or False (`static_cache_kwargs`).
+        share_prefixes: decode="compact": prompts sharing most of their tokens (one question's option
+            rotations) are batched together and their common beginning prefilled once
+            (`medr1.prefix_sharing`); False prefills every prompt whole (the tests' reference).
 
     Returns:
         One `Generation` per prompt, in input order.
@@ -382,11 +440,24 @@ def generate(
     todo = [i for i in range(len(ids)) if results[i] is None]
     prompts_per_batch = max(1, batch_size // num_samples)
     batches = [[todo[j] for j in b] for b in length_batches([len(ids[i]) for i in todo], prompts_per_batch)]
+    group_sizes: list[list[int] | None] = [None] * len(batches)
+    if decode == "compact" and share_prefixes and _plain_cache(model):
+        from medr1.prefix_sharing import group_batches, prefix_groups
+
+        groups = prefix_groups(ids, todo)
+        if any(len(g) > 1 for g in groups):  # else the length batches above are as good
+            packed = group_batches(ids, groups, prompts_per_batch)
+            batches = [[i for g in batch for i in g] for batch in packed]
+            group_sizes = [[len(g) for g in batch] for batch in packed]
 
     for b, batch in enumerate(batches):
         start = time.perf_counter()
-        rows = [ids[i] for i in batch for _ in range(num_samples)]
-        input_ids, mask = _left_pad(rows, pad_id, device)
+        # The compact loop prefills each prompt once and repeats its cache; model.generate takes every row.
+        copies = 1 if decode == "compact" else num_samples
+        if group_sizes[b]:
+            input_ids, mask = [ids[i] for i in batch], None
+        else:
+            input_ids, mask = _left_pad([ids[i] for i in batch for _ in range(copies)], pad_id, device)
         generator = None
         if temperature > 0:
             generator = torch.Generator(device=device).manual_seed(seed + b)
@@ -399,7 +470,8 @@ def generate(
                                     temperature=temperature, top_p=top_p, eos=eos, pad_id=pad_id, **extra)
             else:
                 tokens = _decode_compact(model, input_ids, mask, max_new_tokens=max_new_tokens,
-                                         temperature=temperature, top_p=top_p, eos=eos, generator=generator)
+                                         temperature=temperature, top_p=top_p, eos=eos, generator=generator,
+                                         num_samples=num_samples, shared_groups=group_sizes[b])
         latency = time.perf_counter() - start
         done = []
         for j, i in enumerate(batch):

@@ -191,6 +191,10 @@ def build_trainer(params: Params, *, model, tokenizer, peft_config, config, rewa
     if gen is not None and hasattr(gen, "pad_token_id"):
         gen.pad_token_id = text_tokenizer(trainer.processing_class).pad_token_id
         gen.temperature, gen.top_p = want["temperature"], want["top_p"]
+    if params.backend == "trl":
+        from medr1.grpo_generation import use_shared_prefill
+
+        use_shared_prefill(trainer)
     return trainer
 
 

@@ -146,7 +146,7 @@ TEMPLATES: dict[str, PromptTemplate] = {
 
 # Rewards that score one answer format only (every other reward reads any format): checked against the
 # template when params load, so that a run never trains on a reward its prompt cannot earn.
-FORMAT_REWARDS = {"format": "tags", "format_shaped": "tags"}
+FORMAT_REWARDS = {"format": "tags", "format_shaped": "tags", "answer_line": "statement"}
 
 
 def check_rewards_fit(template: str, reward_names) -> None:

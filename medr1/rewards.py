@@ -26,6 +26,7 @@ No torch or transformers here: evaluation and tests import this module without l
 from __future__ import annotations
 
 import math
+import re
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -242,6 +243,44 @@ def answer_parsable(completions: Sequence[Any], **kwargs: Any) -> list[float]:
     completions = list(completions or [])
     options = _column(kwargs, "options_json", len(completions), required=False)
     return [1.0 if _parsable(c, o) else 0.0 for c, o in zip(completions, options, strict=True)]
+
+
+# The statement templates' answer line: "Answer: X" (X a letter, maybe bracketed, maybe with a period and
+# text after it, which extraction then checks against option X's text).
+_ANSWER_LINE = re.compile(r"^\s*answer\s*:\s*\(?([A-Za-z])\)?(?:[.):]|\s|$)", re.IGNORECASE)
+
+
+@register("answer_line")
+def answer_line(completions: Sequence[Any], **kwargs: Any) -> list[float]:
+    """1.0 when the completion's last non-empty line is the line the statement templates ask for,
+    "Answer: X", and the completion commits to X (no earlier answer naming another letter, no text after
+    the letter that is another option's); else 0.0. The strict format reward of the `letter` and
+    `letter_think` templates, as `format` is of `r1`.
+
+    Why, beside `answer_parsable`: a tiny model answers by copying an option line ("C. Polyarteritis
+    nodosa"), and once GRPO moves its letter prior, the letter and the copied text drift apart ("C." with
+    option D's text), which evaluation rightly reads as ambiguous: the first balanced CPU demo left 23 of
+    80 MedQA answers unparsed against the base model's 14, mostly so. "Answer: X" states one letter and
+    nothing that can contradict it.
+
+    Args:
+        completions: strings or chat messages.
+        options_json: (dataset column) JSON of each question's options dict; without it any letter A-Z
+            counts.
+
+    >>> answer_line(["Answer: B", "B. heparin", "Answer: B. aspirin", "Answer: A\\nAnswer: B", "Why?\\nAnswer: A"],
+    ...             options_json=['{"A": "aspirin", "B": "heparin"}'] * 5)
+    [1.0, 0.0, 0.0, 0.0, 1.0]
+    """
+    completions = list(completions or [])
+    options = _column(kwargs, "options_json", len(completions), required=False)
+    rewards = []
+    for completion, opts in zip(completions, options, strict=True):
+        lines = [line for line in completion_text(completion).splitlines() if line.strip()]
+        m = _ANSWER_LINE.match(lines[-1]) if lines else None
+        ok = m is not None and _committed_answer(completion, opts).letter == m.group(1).upper()
+        rewards.append(1.0 if ok else 0.0)
+    return rewards
 
 
 @register("format_shaped")

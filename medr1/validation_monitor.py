@@ -9,7 +9,7 @@ a model near chance random-walks under GRPO's noisy updates, so the last step is
 
 So every `validation_every` optimizer steps (and at the last one) `ValidationMonitor` decodes the validation
 split greedily with the evaluation template, each question under `eval_permutations` rotations of its
-options (cut to the training's option counts, so the letter ranges of the test sets are checked), and
+options (cut to `validation_option_counts`, the test sets' option counts, else the training's), and
 appends accuracy, consistent accuracy, answer top share, parse rate to `train/validation.csv`. Step 0 is the
 untrained policy (LoRA starts at zero), the reference for the parse rate. The adapter of the best validated
 step so far is kept in `train/best_adapter/`; `select_checkpoint: validation` makes it the run's adapter.
@@ -145,6 +145,18 @@ def _append_row(path: Path, row: dict[str, Any]) -> None:
         os.fsync(f.fileno())
 
 
+def validation_counts(params) -> list[int]:
+    """The option counts validation questions are cut to: `validation_option_counts`, else the training's.
+
+    Why a setting of its own: validating with the test sets' counts predicts their behaviour, the
+    training's mix does not. Measured on the demo's 30 validation questions, lr 2e-4, step 5: cut to 3, 4
+    and 5 options, the parse rate rose over the untrained policy's (81 % vs 76 %); cut to the test sets'
+    4 options, it fell (24 vs 21 unparsed of 102 rows), as it then did on MedQA.
+    """
+    return list(params.train_option_counts if params.validation_option_counts is None
+                else params.validation_option_counts)
+
+
 def make_validation_monitor(params, questions: Sequence[Any], tokenizer, train_dir: Path):
     """The `TrainerCallback` (imported lazily: transformers is heavy) for `params` and these validation
     questions, or None when `validation_every` is 0 or there are no validation questions."""
@@ -155,8 +167,8 @@ def make_validation_monitor(params, questions: Sequence[Any], tokenizer, train_d
         return None
     from transformers import TrainerCallback
 
-    asked = validation_rows(questions, permutations=params.eval_permutations,
-                            option_counts=params.train_option_counts, seed=params.seed)
+    asked = validation_rows(questions, permutations=params.eval_permutations, option_counts=validation_counts(params),
+                            seed=params.seed)
     prompts = [build_messages(q, params.eval_prompt_template) for _, q in asked]
 
     class ValidationMonitor(TrainerCallback):

@@ -146,6 +146,37 @@ def test_sampling_is_seeded(tiny):
     assert all(len(g.texts) == 2 for g in a)
 
 
+def test_samples_share_one_prefill_and_match_repeated_prompts(tiny):
+    # The compact loop prefills a prompt once and repeats its cache for the samples: greedy samples are the
+    # greedy answer, and seeded samples equal those of the same prompts repeated as separate rows.
+    greedy = generate(tiny, ByteTokenizer(), PROMPTS[:2], max_new_tokens=5, batch_size=8)
+    tripled = generate(tiny, ByteTokenizer(), PROMPTS[:2], max_new_tokens=5, batch_size=8, num_samples=3)
+    assert [g.texts for g in tripled] == [[g.text] * 3 for g in greedy]
+    kw = {"max_new_tokens": 6, "batch_size": 4, "temperature": 1.0, "seed": 3}
+    shared = generate(tiny, ByteTokenizer(eos=258), ["abc", "xy"], num_samples=2, **kw)
+    repeated = generate(tiny, ByteTokenizer(eos=258), ["abc", "abc", "xy", "xy"], **kw)
+    assert [t for g in shared for t in g.texts] == [g.text for g in repeated]
+
+
+def test_shared_prefixes_prefill_once_and_change_nothing(tiny, monkeypatch):
+    # Rotations of one question share their beginning: grouped, that part is prefilled once per group,
+    # and the greedy answers equal those of whole-prompt prefills.
+    import medr1.prefix_sharing as sharing
+
+    stem = "a long question stem that the rotations share "
+    prompts = [stem + "x y z", "short", stem + "y z x", stem + "z x y", "another short one", "short!"]
+    widths = []
+    real = sharing.prefill_groups
+    monkeypatch.setattr(sharing, "prefill_groups", lambda m, rows, groups, *a: widths.append(groups) or real(m, rows, groups, *a))
+    whole = generate(tiny, ByteTokenizer(), prompts, max_new_tokens=6, batch_size=8, share_prefixes=False)
+    assert not widths
+    shared = generate(tiny, ByteTokenizer(), prompts, max_new_tokens=6, batch_size=8)
+    assert _texts(shared) == _texts(whole)
+    assert sorted(widths[0]) == [1, 1, 1, 3] or sorted(widths[0]) == [1, 2, 3]  # the three rotations together
+    # a batch smaller than a group splits it, and answers still agree
+    assert _texts(generate(tiny, ByteTokenizer(), prompts, max_new_tokens=6, batch_size=2)) == _texts(whole)
+
+
 @pytest.mark.parametrize("kwargs, message", [
     ({"max_new_tokens": 0}, "max_new_tokens"),            # nothing to generate
     ({"max_new_tokens": 4, "num_samples": 0}, "num_samples"),
@@ -188,6 +219,22 @@ SMOL_PROMPTS = [
                                  "B. Gastritis\nC. Pneumonia\nD. Migraine"}],
     [{"role": "user", "content": "Hi"}],
 ]
+
+
+@pytest.mark.slow
+def test_embedded_option_rotations_share_their_prefill(smol):
+    from medr1.data import Question
+    from medr1.option_order import cyclic_shift
+    from medr1.prompts import build_messages
+
+    model, tok = smol
+    q = Question("q", "A 45-year-old man has crushing chest pain radiating to the left arm and sweating. What is "
+                 "the most likely diagnosis?", {"A": "Myocardial infarction", "B": "Gastritis", "C": "Pneumonia",
+                                                 "D": "Migraine"}, "A", "toy")
+    prompts = [build_messages(cyclic_shift(q, k), "letter") for k in range(4)] + SMOL_PROMPTS
+    whole = generate(model, tok, prompts, max_new_tokens=12, batch_size=8, share_prefixes=False)
+    shared = generate(model, tok, prompts, max_new_tokens=12, batch_size=8)
+    assert _texts(shared) == _texts(whole)
 
 
 @pytest.mark.slow

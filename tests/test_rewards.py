@@ -20,6 +20,7 @@ from medr1.rewards import (
     REWARD_FUNCS,
     REWARD_RANGES,
     accuracy,
+    answer_line,
     answer_parsable,
     completion_text,
     format_reward,
@@ -173,6 +174,26 @@ def test_answer_parsable(completion, expected):
     assert answer_parsable([completion], options_json=[OPTS]) == [expected]
 
 
+LINE_CASES = [
+    ("Answer: B", 1.0),  # the line the letter template asks for
+    ("answer: (b).", 1.0),  # case, brackets and a period
+    ("Answer: D. Aspirin and clopidogrel", 1.0),  # the letter with its own option's text
+    ("Warfarin prevents emboli.\nAnswer: B\n", 1.0),  # reasoning first (letter_think), trailing newline
+    ("Answer: B. Aspirin", 0.0),  # the letter with another option's text: the tiny model's drift
+    ("B. Warfarin", 0.0),  # parsable (answer_parsable pays it), but not the asked line
+    ("Answer: A\nAnswer: B", 0.0),  # two answers
+    ("Answer: B\nThe explanation is", 0.0),  # the answer line is not the last
+    ("Answer: E", 0.0),  # not an option
+    ("Answer:", 0.0),  # no letter
+    ("", 0.0),  # empty
+]
+
+
+@pytest.mark.parametrize("completion, expected", LINE_CASES)
+def test_answer_line(completion, expected):
+    assert answer_line([completion], options_json=[OPTS]) == [expected]
+
+
 SHAPED_CASES = [
     ("<think>x</think><answer>B</answer>", 1.0),  # four tags and a parsable answer
     ("<think>x</think><answer>B", 0.375),  # three tags, truncated answer
@@ -276,7 +297,7 @@ def test_each_templates_format_is_read_by_its_rewards(name):
     tpl = TEMPLATES[name]
     assert set(ANSWER_IN_FORMAT) == set(ANSWER_FORMATS)
     completion = ANSWER_IN_FORMAT[tpl.answer_format].format(L="B")
-    fitting = [n for n in ("accuracy", "answer_parsable", "format") if FORMAT_REWARDS.get(n, tpl.answer_format)
+    fitting = [n for n in ("accuracy", "answer_parsable", "answer_line", "format") if FORMAT_REWARDS.get(n, tpl.answer_format)
                == tpl.answer_format]
     for fn in get_reward_funcs(fitting):
         assert _score(fn, [completion]) == [1.0], fn.__name__

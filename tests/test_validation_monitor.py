@@ -21,6 +21,7 @@ from medr1.validation_monitor import (
     score_answers,
     selection_key,
     truncate_validation,
+    validation_counts,
     validation_rows,
 )
 from tests.test_train import tiny_params
@@ -81,6 +82,16 @@ def test_truncate_validation_drops_later_rows_and_a_lost_best(tmp_path):
 
 
 @pytest.mark.slow
+def test_validation_counts_default_to_the_trainings(tmp_path):
+    from medr1.config import ParamsError
+
+    assert validation_counts(tiny_params(tmp_path, train_option_counts=[3, 4, 5])) == [3, 4, 5]
+    assert validation_counts(tiny_params(tmp_path, train_option_counts=[3, 4, 5], validation_option_counts=[4])) == [4]
+    assert validation_counts(tiny_params(tmp_path)) == []  # [] = as written
+    with pytest.raises(ParamsError, match="validation_option_counts"):
+        tiny_params(tmp_path, validation_option_counts=[1])
+
+
 def test_training_validates_and_adopts_the_selected_adapter(tmp_path):
     from medr1.train import train
 
