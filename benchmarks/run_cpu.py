@@ -257,6 +257,31 @@ def bench_batched_eval(model, tokenizer, prompts, options, cfg: Config, *, label
             "agreement": {"compared": n1, "same_answer": same, "identical_text": identical}}
 
 
+def bench_prefix_sharing(model, tokenizer, questions, cfg: Config, *, rotations: int = 2) -> dict:
+    """Each question asked under `rotations` option rotations (as `eval_permutations` does), generated with
+    every prompt prefilled whole vs each question's common beginning prefilled once (`medr1.prefix_sharing`).
+
+    Args:
+        questions: MedQA `Question`s; the first `cfg.eval_questions` are rotated here.
+
+    Returns:
+        {"rows": [whole row, shared row], "ratio_total", "ratio_prefill", "identical_text", "compared"}.
+    """
+    from medr1.option_order import cyclic_shift
+    from medr1.prompts import build_messages
+
+    asked = [build_messages(cyclic_shift(q, k), TEMPLATE) for q in list(questions)[:cfg.eval_questions]
+             for k in range(rotations)]
+    whole = timed_generate(model, tokenizer, asked, new_tokens=cfg.new_tokens, batch_size=cfg.batch_size,
+                           share_prefixes=False)
+    shared = timed_generate(model, tokenizer, asked, new_tokens=cfg.new_tokens, batch_size=cfg.batch_size)
+    whole["mode"], shared["mode"] = "every prompt whole", "shared beginnings once"
+    same = sum(a == b for a, b in zip(whole["texts"], shared["texts"], strict=True))
+    return {"rows": [whole, shared], "ratio_total": whole["total_s"] / shared["total_s"],
+            "ratio_prefill": whole["prefill_s"] / max(shared["prefill_s"], 1e-9), "identical_text": same,
+            "compared": len(asked)}
+
+
 def bench_variants(prompts, cfg: Config, *, threads: int) -> list[dict]:
     """Batched decoding of the same prompts under settings that might help on this CPU: fp32 vs bf16
     weights, SDPA vs eager attention. Each loads its own model copy (135M parameters: seconds)."""
@@ -711,6 +736,16 @@ def run(cfg: Config, *, only: set[str] | None = None, out_dir: Path = RESULTS_DI
                       "ratio_s_per_question", "ratio_per_prompt_token"])
     bf16_model = None
 
+    if want("prefix_sharing"):
+        ps = bench_prefix_sharing(model, tok, questions, cfg)
+        results["prefix_sharing"] = {"rows": [_strip(r) for r in ps["rows"]],
+                                     **{k: v for k, v in ps.items() if k != "rows"}}
+        _print(f"[1d] option rotations: each prompt whole vs shared beginnings once (MedQA, 2 rotations of "
+               f"{cfg.eval_questions} questions, {cfg.new_tokens} forced tokens, batch {cfg.batch_size}, fp32)",
+               ps["rows"], ["mode", "prompts", "total_s", "prefill_s", "decode_s", "prompt_tokens"])
+        print(f"    ratio whole/shared: total {ps['ratio_total']:.2f}x, prefill {ps['ratio_prefill']:.2f}x; identical "
+              f"text {ps['identical_text']}/{ps['compared']}", flush=True)
+
     if want("variants"):
         rows = bench_variants(prompts, cfg, threads=threads)
         results["variants"] = rows
@@ -767,7 +802,7 @@ def run(cfg: Config, *, only: set[str] | None = None, out_dir: Path = RESULTS_DI
     return results
 
 
-BENCHMARKS = ("batched_eval", "bandwidth", "variants", "threads", "grpo", "scaling", "grpo_grid")
+BENCHMARKS = ("batched_eval", "bandwidth", "prefix_sharing", "variants", "threads", "grpo", "scaling", "grpo_grid")
 
 
 def main(argv: list[str] | None = None) -> int:
