@@ -12,8 +12,9 @@ Generation dominates evaluation time, so this module is built for throughput on 
   longest prompt (2x the real tokens on 32 MedQA prompts; benchmarks/run_cpu.py measures it).
 - Work that prompts have in common is done once: the samples of one prompt share its prefill (its
   cache is repeated), and prompts sharing most of their tokens (a question's option rotations) are
-  batched together with their common beginning prefilled once (`medr1.prefix_sharing`). Decode steps
-  read every weight once per step whatever the batch, so larger batches cost little more per step.
+  batched together with their common beginning prefilled once (`medr1.prefix_sharing`). A decode step
+  of a few rows costs about what one row does (it reads every weight once); at tens of rows it becomes
+  compute-bound too (the demo's evaluation was slower at batch 128 than at 64).
 - Decoding runs under `torch.inference_mode()` with a KV cache. The default `decode="compact"` loop is
   our own: once a quarter of a batch has emitted EOS it drops those rows from the batch and from the KV
   cache, so a batch whose answers have mostly finished stops paying for them (HF `generate` keeps
