@@ -266,14 +266,20 @@ if point == "checkpoint":  # halfway through the weights of checkpoint-<step>: b
             Path(filename).write_bytes(data[: len(data) // 2])
             die()
     safetensors.torch.save_file = save_file
-elif point == "generation":
+elif point == "generation":  # TRL's model.generate, or medr1's shared-prefill sampler that replaces it on CPU
     from transformers.generation.utils import GenerationMixin
-    real_generate = GenerationMixin.generate
+    import medr1.grpo_generation
+    real_generate, real_sample = GenerationMixin.generate, medr1.grpo_generation.sample_token_ids
     def generate(self, *args, **kwargs):
         if in_step():
             die()
         return real_generate(self, *args, **kwargs)
+    def sample_token_ids(*args, **kwargs):
+        if in_step():
+            die()
+        return real_sample(*args, **kwargs)
     GenerationMixin.generate = generate
+    medr1.grpo_generation.sample_token_ids = sample_token_ids
 elif point == "optimizer":
     import torch
     real_step = torch.optim.AdamW.step
