@@ -229,10 +229,11 @@ class Params:
              "needs a validation split: set validation_size > 0")
         need(self.select_checkpoint == "last" or self.validation_every > 0, "select_checkpoint",
              "'validation' needs validation_every > 0 (and validation_size > 0)")
-        need(all(isinstance(k, int) and 2 <= k <= 26 for k in self.train_option_counts), "train_option_counts",
-             "must be option counts between 2 and 26")
-        need(self.validation_option_counts is None or all(isinstance(k, int) and 2 <= k <= 26
-                                                          for k in self.validation_option_counts),
+        def option_counts(counts) -> bool:
+            return all(isinstance(k, int) and 2 <= k <= 26 for k in counts)
+
+        need(option_counts(self.train_option_counts), "train_option_counts", "must be option counts between 2 and 26")
+        need(self.validation_option_counts is None or option_counts(self.validation_option_counts),
              "validation_option_counts", "must be None or option counts between 2 and 26")
         need(self.max_steps == -1 or self.max_steps > 0, "max_steps", "must be > 0, or -1 to use num_train_epochs")
         need(self.num_train_epochs > 0, "num_train_epochs", "must be > 0")

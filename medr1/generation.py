@@ -196,13 +196,32 @@ def _cache_kwarg(model) -> str:
     return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
 
 
-def _plain_cache(model) -> bool:
-    """Whether the model's KV cache is plain per-layer tensors (no sliding windows), which the shared and
-    grouped prefills concatenate and pad."""
-    from transformers import DynamicCache
+def _plain_layers(cache) -> bool:
+    """Whether `cache` is plain per-layer tensors (no sliding windows): what `merge_left_padded` can pad
+    and concatenate."""
     from transformers.cache_utils import DynamicLayer
 
-    return all(type(layer) is DynamicLayer for layer in DynamicCache(config=model.config).layers)
+    return all(type(layer) is DynamicLayer for layer in cache.layers)
+
+
+def _plain_cache(model) -> bool:
+    """Whether the model's KV cache is plain (`_plain_layers`), asked before any prefill."""
+    from transformers import DynamicCache
+
+    return _plain_layers(DynamicCache(config=model.config))
+
+
+def merge_left_padded(parts, width: int, into) -> None:
+    """Fill the empty cache `into` with the caches `parts` (batch pieces, in order), each left-padded with
+    zeros to `width` positions (callers mask those positions): the grouped and the shared prefills build
+    a decode batch from caches of different lengths this way."""
+    import torch
+    from torch.nn.functional import pad
+
+    for i in range(len(into.layers)):
+        keys = [pad(p.layers[i].keys, (0, 0, width - p.layers[i].keys.shape[-2], 0)) for p in parts]
+        values = [pad(p.layers[i].values, (0, 0, width - p.layers[i].values.shape[-2], 0)) for p in parts]
+        into.update(torch.cat(keys), torch.cat(values), i)
 
 
 def _prefill(model, input_ids, attention_mask, position_ids, cache, cache_kw):
@@ -216,11 +235,10 @@ def _prefill(model, input_ids, attention_mask, position_ids, cache, cache_kw):
     """
     import torch
     from transformers import DynamicCache
-    from transformers.cache_utils import DynamicLayer
 
     n, width = input_ids.shape
     # logits_to_keep=1: the prompt's other positions need no logits (a (batch, length, vocab) tensor).
-    if n <= PREFILL_ROWS or any(type(layer) is not DynamicLayer for layer in cache.layers):
+    if n <= PREFILL_ROWS or not _plain_layers(cache):
         return model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                      use_cache=True, logits_to_keep=1, **{cache_kw: cache}).logits[:, -1, :]
     logits, parts = [], []
@@ -232,11 +250,7 @@ def _prefill(model, input_ids, attention_mask, position_ids, cache, cache_kw):
                             position_ids=position_ids[rows, width - w:], use_cache=True, logits_to_keep=1,
                             **{cache_kw: sub}).logits[:, -1, :])
         parts.append(sub)
-    for i in range(len(cache.layers)):
-        keys = [torch.nn.functional.pad(p.layers[i].keys, (0, 0, width - p.layers[i].keys.shape[-2], 0)) for p in parts]
-        values = [torch.nn.functional.pad(p.layers[i].values, (0, 0, width - p.layers[i].values.shape[-2], 0))
-                  for p in parts]
-        cache.update(torch.cat(keys), torch.cat(values), i)
+    merge_left_padded(parts, width, cache)
     return torch.cat(logits)
 
 

@@ -80,6 +80,8 @@ def prefill_groups(model, rows: Sequence[Sequence[int]], groups: Sequence[int], 
     import torch.nn.functional as F
     from transformers import DynamicCache
 
+    from medr1.generation import merge_left_padded
+
     device = next(model.parameters()).device
     parts, start = [], 0
     for size in groups:
@@ -106,9 +108,6 @@ def prefill_groups(model, rows: Sequence[Sequence[int]], groups: Sequence[int], 
         parts.append((cache, mask, logits))
     total = max(mask.shape[1] for _, mask, _ in parts)
     cache = DynamicCache(config=model.config)
-    for i in range(len(parts[0][0].layers)):
-        keys = [F.pad(c.layers[i].keys, (0, 0, total - c.layers[i].keys.shape[-2], 0)) for c, _, _ in parts]
-        values = [F.pad(c.layers[i].values, (0, 0, total - c.layers[i].values.shape[-2], 0)) for c, _, _ in parts]
-        cache.update(torch.cat(keys), torch.cat(values), i)
+    merge_left_padded([c for c, _, _ in parts], total, cache)
     mask = torch.cat([F.pad(m, (total - m.shape[1], 0)) for _, m, _ in parts])
     return torch.cat([lg for _, _, lg in parts]), cache, mask, mask.sum(-1, keepdim=True)
