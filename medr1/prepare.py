@@ -142,9 +142,12 @@ def prepare_data(params: Params, *, write: bool = True) -> PreparedData:
             for title, frame in card.items()) + (
             f"\n\n{shuffle['n_fixed_order']} of {shuffle['n_questions']} training questions keep their option order "
             f"(an option refers to other options by letter or position); shuffle_options = "
-            f"{str(params.shuffle_options).lower()}.\n"))
+            f"{str(params.shuffle_options).lower()}.\n"
+            f"{report.n_placeholder_options} questions of the training pool (validation included) had placeholder options (\"N/A\") removed "
+            f"(`medr1.data.pool.without_placeholder_options`).\n"))
         write_manifest(run, job="data", params=params.to_dict(), data_hashes=hashes,
-                       extra={"decontamination": {"removed": len(report.removed), "by_reason": report.by_reason,
+                       extra={"placeholder_options": report.n_placeholder_options,
+                              "decontamination": {"removed": len(report.removed), "by_reason": report.by_reason,
                                                   "by_eval_source": report.by_eval_source,
                                                   "by_eval_set": report.removed_by_eval_set},
                               "option_shuffle": shuffle})

@@ -9,7 +9,8 @@ a model near chance random-walks under GRPO's noisy updates, so the last step is
 
 So every `validation_every` optimizer steps (and at the last one) `ValidationMonitor` decodes the validation
 split greedily with the evaluation template, each question under `eval_permutations` rotations of its
-options (cut to `validation_option_counts`, the test sets' option counts, else the training's), and
+options (cut to `validation_option_counts`, the test sets' option counts, else the training's; questions
+with fewer options are left out), and
 appends accuracy, consistent accuracy, answer top share, parse rate to `train/validation.csv`. Step 0 is the
 untrained policy (LoRA starts at zero), the reference for the parse rate. The adapter of the best validated
 step so far is kept in `train/best_adapter/`; `select_checkpoint: validation` makes it the run's adapter.
@@ -52,9 +53,18 @@ COLUMNS = ["step", "accuracy", "consistent_accuracy", "answer_top_share", "answe
 def validation_rows(questions: Sequence[Any], *, permutations: int, option_counts: Sequence[int], seed: int
                     ) -> list[tuple[str, Any]]:
     """(question id, question as asked) for every rotation of every validation question, cut to
-    `option_counts` like the training draws (a fixed deal per seed, so every validation pass asks the same)."""
+    `option_counts` like the training draws (a fixed deal per seed, so every validation pass asks the same).
+
+    Questions with fewer options than the smallest of `option_counts` cannot be asked that way and are left
+    out: a true/false item among four-option rows is not the format validation stands for, and its "A" half
+    the time would count towards the top share.
+    """
     if option_counts:
-        questions = vary_option_counts(list(questions), option_counts, random.Random(f"{seed}:validation"))
+        asked_as = [q for q in questions if len(q.options) >= min(option_counts)]
+        if len(asked_as) < len(questions):
+            log.info("validation: %d of %d questions have fewer than %d options and are not asked",
+                     len(questions) - len(asked_as), len(questions), min(option_counts))
+        questions = vary_option_counts(asked_as, option_counts, random.Random(f"{seed}:validation"))
     return [(q.id, cyclic_shift(q, s)) for q in questions for s in eval_shifts(q, permutations)]
 
 

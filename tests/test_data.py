@@ -30,6 +30,7 @@ from medr1.data import (
     questions_hash,
     resolve_data_dir,
     sources,
+    without_placeholder_options,
 )
 
 FIXTURES = Path(__file__).parent / "fixtures" / "data"
@@ -466,6 +467,42 @@ def test_training_pool_eval_split_syntax():
     # "toytrain:train" evaluates on toytrain's train split, so the whole pool is held out.
     pool, report = build_training_pool(["toytrain"], eval_sets=["toytrain:train"], data_dir=TOY_DIR)
     assert pool == [] and report.eval_sources == ["toytrain:train"]
+
+
+def test_placeholder_options_are_removed_and_gold_follows_its_text():
+    # AfriMed-QA pads true/false statements to five options with "N/A".
+    padded = q(options={"A": "True", "B": "False", "C": "N/A", "D": "N/A", "E": "N/A"}, answer="B")
+    assert without_placeholder_options(padded).options == {"A": "True", "B": "False"}
+    assert without_placeholder_options(padded).answer == "B"
+    middle = q(options={"A": " n/a ", "B": "Aspirin", "C": "N/A", "D": "Heparin"}, answer="D")
+    cleaned = without_placeholder_options(middle)
+    assert cleaned.options == {"A": "Aspirin", "B": "Heparin"} and cleaned.answer == "B"
+    assert cleaned.options[cleaned.answer] == middle.options[middle.answer]
+    assert cleaned.meta["placeholder_options_removed"] == 2
+    plain = q(options={"A": "Na", "B": "K", "C": "None"}, answer="A")  # sodium and "None" are real options
+    assert without_placeholder_options(plain) is plain
+    assert without_placeholder_options(q(options={"A": "True", "B": "N/A"}, answer="A")) is None  # one left
+    assert without_placeholder_options(q(options={"A": "x", "B": "y", "C": "N/A"}, answer="C")) is None
+
+
+def test_training_pool_removes_placeholder_options_but_eval_sets_stay_as_published(tmp_path):
+    def write(name, split, rows):
+        (tmp_path / name).mkdir(exist_ok=True)
+        (tmp_path / name / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+    padded = {"options": {"A": "True", "B": "False", "C": "N/A", "D": "N/A"}, "answer_idx": "A"}
+    write("padtrain", "train", [{"question": "The liver makes bile.", **padded},
+                                {"question": "The heart has four chambers?", "options": {"A": "N/A", "B": "Yes"},
+                                 "answer_idx": "B"},
+                                {**GOOD, "question": "Which organ secretes glucagon?"}])
+    write("padeval", "test", [{"question": "Insulin lowers glucose.", **padded}])
+    pool, report = build_training_pool(["padtrain"], eval_sets=["padeval"], data_dir=tmp_path)
+    by_text = {x.question: x for x in pool}
+    assert by_text["The liver makes bile."].options == {"A": "True", "B": "False"}
+    assert "The heart has four chambers?" not in by_text  # one real option left: not a question
+    assert by_text["Which organ secretes glucagon?"].options == GOOD["options"]
+    assert report.n_placeholder_options == 2 and report.to_dict()["n_placeholder_options"] == 2
+    assert load_benchmark("padeval", data_dir=tmp_path)[0].options == padded["options"]
 
 
 # --------------------------------------------------------------------------------------------------

@@ -42,6 +42,15 @@ def test_rows_rotate_and_cut_like_training():
     assert asked == validation_rows(questions, permutations=2, option_counts=[3, 4], seed=0)  # same every pass
 
 
+def test_rows_leave_out_questions_with_fewer_options_than_asked():
+    questions = [_q(0, 5), _q(1, 2), _q(2, 4), _q(3, 3)]  # q1: a true/false item; q3: three options
+    asked = validation_rows(questions, permutations=2, option_counts=[4], seed=0)
+    assert sorted({qid for qid, _ in asked}) == ["q0", "q2"]
+    assert {len(q.options) for _, q in asked} == {4}
+    assert {qid for qid, _ in validation_rows(questions, permutations=1, option_counts=[], seed=0)} == {
+        "q0", "q1", "q2", "q3"}  # no counts: every question as written
+
+
 def test_always_a_scores_a_quarter_and_nothing_consistently():
     questions = [_q(i, 4, "ABCD"[i % 4]) for i in range(8)]
     asked = validation_rows(questions, permutations=4, option_counts=[], seed=0)

@@ -36,6 +36,7 @@ from medr1.data.pool import (
     normalize_text,
     question_identity,
     questions_hash,
+    without_placeholder_options,
 )
 from medr1.data.schema import (
     LETTERS,
@@ -65,5 +66,5 @@ __all__ = [
     "build_training_pool", "convert_medmcqa_row", "convert_medqa_row", "convert_mmlu_pro_row", "convert_mmlu_row",
     "convert_pubmedqa_row", "data_card", "decontaminate", "load_benchmark", "load_from_hub", "load_jsonl",
     "load_pubmedqa_pqal", "normalize_text", "pubmedqa_official_test_ids", "question_identity", "questions_hash",
-    "resolve_data_dir", "sample_questions",
+    "resolve_data_dir", "sample_questions", "without_placeholder_options",
 ]

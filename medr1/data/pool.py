@@ -23,7 +23,7 @@ from typing import Any, NamedTuple
 
 from medr1.data.benchmarks import load_benchmark
 from medr1.data.hub import HubLoader
-from medr1.data.schema import DataError, OnError, Question
+from medr1.data.schema import LETTERS, DataError, OnError, Question
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +97,8 @@ class DecontaminationReport:
         removed: one `Contamination` per removed training question.
         n_duplicates: duplicates removed from the training pool before decontamination.
         removed_by_eval_set: removed questions per eval set ("name:split") they matched (build_training_pool).
+        n_placeholder_options: training questions whose placeholder options ("N/A") were removed, or that
+            were dropped for a placeholder gold (`without_placeholder_options`; build_training_pool).
     """
 
     ngram_size: int
@@ -107,6 +109,7 @@ class DecontaminationReport:
     removed: list[Contamination] = field(default_factory=list)
     n_duplicates: int = 0
     removed_by_eval_set: dict[str, int] = field(default_factory=dict)
+    n_placeholder_options: int = 0
 
     @property
     def by_reason(self) -> dict[str, int]:
@@ -123,6 +126,7 @@ class DecontaminationReport:
         return {
             "ngram_size": self.ngram_size, "n_train": self.n_train, "n_kept": self.n_kept,
             "n_eval": self.n_eval, "eval_sources": list(self.eval_sources), "n_duplicates": self.n_duplicates,
+            "n_placeholder_options": self.n_placeholder_options,
             "by_reason": self.by_reason, "by_eval_source": self.by_eval_source,
             "removed_by_eval_set": dict(self.removed_by_eval_set),
             "removed": [m._asdict() for m in self.removed],
@@ -257,6 +261,39 @@ def _contained_short(q: Question, short: dict[str, list[Question]], lengths: lis
     return None
 
 
+PLACEHOLDER_OPTIONS = frozenset({"n/a"})  # compared case-insensitively, after stripping
+
+
+def without_placeholder_options(q: Question) -> Question | None:
+    """`q` without the options whose text is a placeholder ("N/A"), letters reassigned in printed order
+    (gold follows its text); `q` itself when it has none; None when the gold is a placeholder or fewer
+    than two options would remain.
+
+    Why: AfriMed-QA writes its true/false statements as five options, "True", "False", "N/A", "N/A",
+    "N/A". Asked as written, three identical distractors make "C. N/A" an ambiguous answer by
+    construction; shuffling and option-count cuts then move them around, and validation reads the
+    model's handling of padding as its answer format. Measured on the demo's validation split (30
+    AfriMed-QA questions, 6 of them padded true/false items): 6 of a trained adapter's 8 ambiguous
+    greedy answers were "C. N/A". Only the training pool (and the validation split carved from it) is
+    cleaned; evaluation sets stay as published.
+
+    >>> q = Question("1", "Aspirin is an NSAID.", {"A": "True", "B": "N/A", "C": "False", "D": "n/a"}, "C", "toy")
+    >>> p = without_placeholder_options(q)
+    >>> p.options, p.answer
+    ({'A': 'True', 'B': 'False'}, 'B')
+    """
+    kept = [(letter, text) for letter, text in q.options.items()
+            if text.strip().lower() not in PLACEHOLDER_OPTIONS]
+    if len(kept) == len(q.options):
+        return q
+    letters = [letter for letter, _ in kept]
+    if q.answer not in letters or len(kept) < 2:
+        return None
+    return dataclasses.replace(q, options={LETTERS[i]: text for i, (_, text) in enumerate(kept)},
+                               answer=LETTERS[letters.index(q.answer)],
+                               meta={**q.meta, "placeholder_options_removed": len(q.options) - len(kept)})
+
+
 def _parse_eval_set(spec: str) -> tuple[str, str]:
     # "name" evaluates on its test split; "name:split" names another (afrimedqa ships only "train").
     # A trailing "?" marks a set used only where it can be loaded (GPQA: gated on the hub).
@@ -277,9 +314,9 @@ def build_training_pool(
     on_error: OnError = "raise",
     hub_loader: HubLoader | None = None,
 ) -> tuple[list[Question], DecontaminationReport]:
-    """The GRPO training questions: sources' `split`, deduplicated, decontaminated, shuffled, limited.
+    """The GRPO training questions: sources' `split`, cleaned, deduplicated, decontaminated, shuffled, limited.
 
-    Duplicates (same normalized abstract, question and options; the first one kept) are removed across all
+    Placeholder options ("N/A") are removed first (`without_placeholder_options`). Duplicates (same normalized abstract, question and options; the first one kept) are removed across all
     sources. Decontamination is against the evaluation split of every eval set ("name" means its
     "test" split, "name:split" another one); an eval set's own training split is not held out. The
     shuffle uses `random.Random(seed)` and `limit` applies after decontamination, so a limited pool is
@@ -304,9 +341,16 @@ def build_training_pool(
     pool: list[Question] = []
     seen: set[tuple] = set()
     pool_ids: set[str] = set()
-    n_duplicates = 0
+    n_duplicates = n_placeholder = 0
     for source in sources:
         for q in load_benchmark(source, split, data_dir, on_error=on_error, hub_loader=hub_loader):
+            cleaned = without_placeholder_options(q)
+            n_placeholder += cleaned is not q
+            if cleaned is None:
+                log.warning("training pool: %s question %s dropped: its gold option is a placeholder or fewer "
+                            "than two real options remain (%s)", q.source, q.id, q.options)
+                continue
+            q = cleaned
             # Abstract + question + options, so that the same PubMedQA item in its JSONL layout (abstract
             # inside the question) and its PQA-L layout (abstract in meta) counts as one.
             # A visual question is its text and its images: the same wording about another scan is another question.
@@ -339,6 +383,7 @@ def build_training_pool(
         eval_questions += qs
     kept, report = decontaminate(pool, eval_questions, ngram_size=ngram_size, max_ngram_df=max_ngram_df)
     report.n_duplicates = n_duplicates
+    report.n_placeholder_options = n_placeholder
     report.n_train += n_duplicates
     report.eval_sources = used
     report.removed_by_eval_set = dict(Counter(set_of[(m.eval_source, m.eval_id)] for m in report.removed))
