@@ -482,6 +482,10 @@ def test_placeholder_options_are_removed_and_gold_follows_its_text():
     plain = q(options={"A": "Na", "B": "K", "C": "None"}, answer="A")  # sodium and "None" are real options
     assert without_placeholder_options(plain) is plain
     assert without_placeholder_options(q(options={"A": "True", "B": "N/A"}, answer="A")) is None  # one left
+    by_letter = q(options={"A": "x", "B": "N/A", "C": "y", "D": "Both A and C"}, answer="D")
+    assert without_placeholder_options(by_letter) is by_letter  # re-lettering would break "A and C"
+    trailing = q(options={"A": "x", "B": "y", "C": "Both A and B", "D": "N/A"}, answer="C")
+    assert without_placeholder_options(trailing).options == {"A": "x", "B": "y", "C": "Both A and B"}
     assert without_placeholder_options(q(options={"A": "x", "B": "y", "C": "N/A"}, answer="C")) is None
 
 

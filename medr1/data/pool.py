@@ -289,6 +289,10 @@ def without_placeholder_options(q: Question) -> Question | None:
     letters = [letter for letter, _ in kept]
     if q.answer not in letters or len(kept) < 2:
         return None
+    from medr1.option_order import refers_to_other_options  # imports medr1.data: not at module level
+
+    if letters != list(LETTERS[:len(kept)]) and refers_to_other_options(q):
+        return q  # "Both A and C" would point at other options once the letters moved; asked as written
     return dataclasses.replace(q, options={LETTERS[i]: text for i, (_, text) in enumerate(kept)},
                                answer=LETTERS[letters.index(q.answer)],
                                meta={**q.meta, "placeholder_options_removed": len(q.options) - len(kept)})
@@ -316,8 +320,8 @@ def build_training_pool(
 ) -> tuple[list[Question], DecontaminationReport]:
     """The GRPO training questions: sources' `split`, cleaned, deduplicated, decontaminated, shuffled, limited.
 
-    Placeholder options ("N/A") are removed first (`without_placeholder_options`). Duplicates (same normalized abstract, question and options; the first one kept) are removed across all
-    sources. Decontamination is against the evaluation split of every eval set ("name" means its
+    Placeholder options ("N/A") are removed first (`without_placeholder_options`). Duplicates (same
+    normalized abstract, question and options; the first one kept) are removed across all sources. Decontamination is against the evaluation split of every eval set ("name" means its
     "test" split, "name:split" another one); an eval set's own training split is not held out. The
     shuffle uses `random.Random(seed)` and `limit` applies after decontamination, so a limited pool is
     a prefix of the full pool for the same seed. Ids stay unique: a question whose id an earlier source
