@@ -79,7 +79,8 @@ class Params:
                                    "letter ranges the evaluation asks with are trained too; [] = as written.", "data")
     validation_option_counts: list | None = _f(None, "Cut validation questions to option counts dealt from this list "
                                                "(the test sets' counts: a model's letter and format habits differ "
-                                               "by option count); None = train_option_counts.", "data")
+                                               "by option count; questions with fewer options than the smallest "
+                                               "count are not asked); None = train_option_counts.", "data")
     # --- prompts and rewards ---------------------------------------------------------------------
     prompt_template: str = _f("r1", "Prompt template name for training (see medr1.prompts.TEMPLATES).", "prompt")
     reward_funcs: list = _f(["accuracy", "format"], "Reward function names (see medr1.rewards.REWARD_FUNCS).", "prompt")
