@@ -6,10 +6,9 @@ Generation dominates evaluation time, so this module is built for throughput on 
   are SORTED BY LENGTH and neighbours are batched, so a batch pads to nearly its own length instead of
   the longest prompt in the set. Longest batches go first, so an out-of-memory error shows in the
   first seconds rather than at the end. Results come back in the caller's order.
-- Inside a batch, prompts are prefilled in groups of `PREFILL_ROWS` neighbours, each at its own width,
-  and their KV caches are left-padded into one decode batch: prefill is compute-bound on CPU (batching
-  does not make it cheaper per token), so a batch prefilled in one pass paid for padding up to its
-  longest prompt (2x the real tokens on 32 MedQA prompts; benchmarks/run_cpu.py measures it).
+- Inside a batch, prompts are prefilled in small groups of neighbours, each at its own width, and their
+  KV caches are left-padded into one decode batch (`medr1.prefill`): prefill is compute-bound on CPU, so
+  a batch prefilled in one pass paid for padding up to its longest prompt.
 - Work that prompts have in common is done once: the samples of one prompt share its prefill (its
   cache is repeated), and prompts sharing most of their tokens (a question's option rotations) are
   batched together with their common beginning prefilled once (`medr1.prefix_sharing`). A decode step
@@ -41,13 +40,13 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from medr1.prefill import cache_kwarg, plain_cache, prefill_grouped
+
 log = logging.getLogger(__name__)
 
 PROMPT_TOO_LONG = "prompt_too_long"
 # The compact loop drops finished rows once at least this fraction (num/den) of the batch has finished.
 COMPACT_FRACTION_NUM, COMPACT_FRACTION_DEN = 1, 4
-# Prompts prefilled together inside a decode batch (see `_prefill`).
-PREFILL_ROWS = 4
 
 
 @dataclass
@@ -187,73 +186,6 @@ def _next_tokens(logits, temperature: float, top_p: float, generator):
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
 
-def _cache_kwarg(model) -> str:
-    """transformers >= 5.2x renamed the forward argument `past_key_values` to `cache`; the GPU extra pins an
-    older transformers, so ask the (PEFT-unwrapped) model which name it takes."""
-    import inspect
-
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
-
-
-def _plain_layers(cache) -> bool:
-    """Whether `cache` is plain per-layer tensors (no sliding windows): what `merge_left_padded` can pad
-    and concatenate."""
-    from transformers.cache_utils import DynamicLayer
-
-    return all(type(layer) is DynamicLayer for layer in cache.layers)
-
-
-def _plain_cache(model) -> bool:
-    """Whether the model's KV cache is plain (`_plain_layers`), asked before any prefill."""
-    from transformers import DynamicCache
-
-    return _plain_layers(DynamicCache(config=model.config))
-
-
-def merge_left_padded(parts, width: int, into) -> None:
-    """Fill the empty cache `into` with the caches `parts` (batch pieces, in order), each left-padded with
-    zeros to `width` positions (callers mask those positions): the grouped and the shared prefills build
-    a decode batch from caches of different lengths this way."""
-    import torch
-    from torch.nn.functional import pad
-
-    for i in range(len(into.layers)):
-        keys = [pad(p.layers[i].keys, (0, 0, width - p.layers[i].keys.shape[-2], 0)) for p in parts]
-        values = [pad(p.layers[i].values, (0, 0, width - p.layers[i].values.shape[-2], 0)) for p in parts]
-        into.update(torch.cat(keys), torch.cat(values), i)
-
-
-def _prefill(model, input_ids, attention_mask, position_ids, cache, cache_kw):
-    """The prompt pass: fills `cache`, returns the last position's logits per row.
-
-    Rows come sorted by length (longest first), so groups of PREFILL_ROWS neighbours are prefilled each
-    at its own width and their caches are left-padded (with masked zeros) into one decode batch. In one
-    pass, every row would pay for the longest prompt of the batch: on MedQA a batch of 32 computed
-    twice its real prompt tokens, and prefill is most of an evaluation's time on CPU. Models with
-    non-plain cache layers (sliding windows) take the single pass.
-    """
-    import torch
-    from transformers import DynamicCache
-
-    n, width = input_ids.shape
-    # logits_to_keep=1: the prompt's other positions need no logits (a (batch, length, vocab) tensor).
-    if n <= PREFILL_ROWS or not _plain_layers(cache):
-        return model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                     use_cache=True, logits_to_keep=1, **{cache_kw: cache}).logits[:, -1, :]
-    logits, parts = [], []
-    for s in range(0, n, PREFILL_ROWS):
-        rows = slice(s, s + PREFILL_ROWS)
-        w = int(attention_mask[rows].sum(-1).max())  # left padding: the last w columns hold every token
-        sub = DynamicCache(config=model.config)
-        logits.append(model(input_ids=input_ids[rows, width - w:], attention_mask=attention_mask[rows, width - w:],
-                            position_ids=position_ids[rows, width - w:], use_cache=True, logits_to_keep=1,
-                            **{cache_kw: sub}).logits[:, -1, :])
-        parts.append(sub)
-    merge_left_padded(parts, width, cache)
-    return torch.cat(logits)
-
-
 def _decode_compact(model, input_ids, attention_mask, *, max_new_tokens, temperature, top_p, eos, generator,
                     num_samples=1, shared_groups=None):
     """Token lists per row (`num_samples` rows per prompt row, adjacent), dropping finished rows from the
@@ -267,7 +199,7 @@ def _decode_compact(model, input_ids, attention_mask, *, max_new_tokens, tempera
     import torch
     from transformers import DynamicCache
 
-    cache_kw = _cache_kwarg(model)
+    cache_kw = cache_kwarg(model)
     if shared_groups:
         from medr1.prefix_sharing import prefill_groups
 
@@ -276,7 +208,7 @@ def _decode_compact(model, input_ids, attention_mask, *, max_new_tokens, tempera
     else:
         position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
         cache = DynamicCache(config=model.config)
-        logits = _prefill(model, input_ids, attention_mask, position_ids, cache, cache_kw)
+        logits = prefill_grouped(model, input_ids, attention_mask, position_ids, cache, cache_kw)
         next_pos = position_ids[:, -1:] + 1
     if num_samples > 1:
         for layer in cache.layers:
@@ -456,7 +388,7 @@ def generate(
     prompts_per_batch = max(1, batch_size // num_samples)
     batches = [[todo[j] for j in b] for b in length_batches([len(ids[i]) for i in todo], prompts_per_batch)]
     group_sizes: list[list[int] | None] = [None] * len(batches)
-    if decode == "compact" and share_prefixes and _plain_cache(model):
+    if decode == "compact" and share_prefixes and plain_cache(model):
         from medr1.prefix_sharing import group_batches, prefix_groups
 
         groups = prefix_groups(ids, todo)

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from medr1.prefill import merge_left_padded
+
 # Prompts join a group when they share this many tokens beyond what every prompt of the call shares (the
 # chat template's header and any fixed instruction before the question): one question's rotations share
 # the question; two questions share at most a stock opening ("A 45-year-old man presents with").
@@ -79,8 +81,6 @@ def prefill_groups(model, rows: Sequence[Sequence[int]], groups: Sequence[int], 
     import torch
     import torch.nn.functional as F
     from transformers import DynamicCache
-
-    from medr1.generation import merge_left_padded
 
     device = next(model.parameters()).device
     parts, start = [], 0
