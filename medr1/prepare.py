@@ -143,8 +143,8 @@ def prepare_data(params: Params, *, write: bool = True) -> PreparedData:
             f"\n\n{shuffle['n_fixed_order']} of {shuffle['n_questions']} training questions keep their option order "
             f"(an option refers to other options by letter or position); shuffle_options = "
             f"{str(params.shuffle_options).lower()}.\n"
-            f"{report.n_placeholder_options} questions of the training pool (validation included) had placeholder options (\"N/A\") removed "
-            f"(`medr1.data.pool.without_placeholder_options`).\n"))
+            f"{report.n_placeholder_options} questions of the training pool (validation included) had "
+            f"placeholder options (\"N/A\") removed (`medr1.data.pool.without_placeholder_options`).\n"))
         write_manifest(run, job="data", params=params.to_dict(), data_hashes=hashes,
                        extra={"placeholder_options": report.n_placeholder_options,
                               "decontamination": {"removed": len(report.removed), "by_reason": report.by_reason,

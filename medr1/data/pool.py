@@ -321,11 +321,12 @@ def build_training_pool(
     """The GRPO training questions: sources' `split`, cleaned, deduplicated, decontaminated, shuffled, limited.
 
     Placeholder options ("N/A") are removed first (`without_placeholder_options`). Duplicates (same
-    normalized abstract, question and options; the first one kept) are removed across all sources. Decontamination is against the evaluation split of every eval set ("name" means its
-    "test" split, "name:split" another one); an eval set's own training split is not held out. The
-    shuffle uses `random.Random(seed)` and `limit` applies after decontamination, so a limited pool is
-    a prefix of the full pool for the same seed. Ids stay unique: a question whose id an earlier source
-    already used gets the id `source:id`.
+    normalized abstract, question and options; the first one kept) are removed across all sources.
+    Decontamination is against the evaluation split of every eval set ("name" means its "test" split,
+    "name:split" another one); an eval set's own training split is not held out. The shuffle uses
+    `random.Random(seed)` and `limit` applies after decontamination, so a limited pool is a prefix of the
+    full pool for the same seed. Ids stay unique: a question whose id an earlier source already used gets
+    the id `source:id`.
 
     Args:
         sources: benchmark names whose `split` is trained on.
