@@ -43,6 +43,7 @@ SCALE_REWARDS = ("group", "batch", "none")
 IS_LEVELS = ("token", "sequence")
 VLLM_MODES = ("colocate", "server")
 EVAL_DECODES = ("compact", "hf", "static")
+REWARD_CONTROLS = ("none", "random")
 
 
 @dataclass
@@ -77,6 +78,10 @@ class Params:
     train_option_counts: list = _f([], "Cut each training draw to an option count dealt from this list (gold kept, "
                                    "distractors dropped at random; medr1.option_order.vary_option_counts), so the "
                                    "letter ranges the evaluation asks with are trained too; [] = as written.", "data")
+    prefilter_samples: int = _f(0, "Informative questions only: sample this many completions per training question "
+                                "with the starting policy and keep the questions whose pass rate is strictly "
+                                "between 0 and 1 (medr1.prefilter; resumable, counts in the data card); 0 = off.",
+                                "data")
     validation_option_counts: list | None = _f(None, "Cut validation questions to option counts dealt from this list "
                                                "(the test sets' counts: a model's letter and format habits differ "
                                                "by option count; questions with fewer options than the smallest "
@@ -85,6 +90,10 @@ class Params:
     prompt_template: str = _f("r1", "Prompt template name for training (see medr1.prompts.TEMPLATES).", "prompt")
     reward_funcs: list = _f(["accuracy", "format"], "Reward function names (see medr1.rewards.REWARD_FUNCS).", "prompt")
     reward_weights: list | None = _f(None, "One weight per reward function; None = all 1.", "prompt")
+    reward_control: str = _f("none", "none: rewards see the gold answers. random: the negative control (issue 26): "
+                             "correctness rewards see a seeded random letter per training question instead "
+                             "(medr1.rewards.control_labels); same questions, rewards and compute otherwise.",
+                             "prompt", REWARD_CONTROLS)
     # --- model -----------------------------------------------------------------------------------
     model: str = _f("embedded:smollm2-135m", "Hub id, local path, or embedded:<name>.", "model")
     backend: str = _f("auto", "auto: unsloth with a CUDA GPU and the package, else trl.", "model", BACKENDS)
@@ -162,6 +171,9 @@ class Params:
     eval_data_file: str | None = _f(None, "Your copy of HuatuoGPT-o1's eval_data.json: their sets, exactly.", "eval")
     # --- report ----------------------------------------------------------------------------------
     reference_results: str = _f("params/reference_results.yaml", "Published numbers shown beside ours.", "report")
+    compare_run: str | None = _f(None, "run_name of the other arm of this experiment (true vs random reward): "
+                                 "results.md pairs each evaluation label both runs have, on the same "
+                                 "questions (McNemar, paired bootstrap); None = no other arm.", "report")
 
     def __post_init__(self):
         self._check_types()
@@ -225,6 +237,16 @@ class Params:
                     "eval_permutations", "num_processes"):
             need(getattr(self, key) > 0, key, "must be > 0")
         need(self.validation_size >= 0, "validation_size", "must be >= 0")
+        need(self.prefilter_samples == 0 or self.prefilter_samples >= 2, "prefilter_samples",
+             "must be 0 (off) or >= 2 (one sample cannot show a pass rate strictly between 0 and 1)")
+        from medr1.rewards import GOLD_READING_REWARDS
+
+        need(self.reward_control == "none" or any(r in GOLD_READING_REWARDS for r in self.reward_funcs),
+             "reward_control", f"controls the gold answer, which only {list(GOLD_READING_REWARDS)} read; "
+                               f"reward_funcs {self.reward_funcs} has none of them")
+        need(self.compare_run is None or (bool(self.compare_run) and "/" not in self.compare_run
+                                           and self.compare_run != self.run_name), "compare_run",
+             "must be another run's run_name (a plain directory name, not this run's)")
         need(self.validation_every >= 0, "validation_every", "must be >= 0")
         need(not self.validation_every or self.validation_size > 0, "validation_every",
              "needs a validation split: set validation_size > 0")
@@ -365,7 +387,13 @@ def parse_override(text: str) -> tuple[str, Any]:
     return key.strip(), value
 
 
-def read_params_file(path: str | Path) -> dict[str, Any]:
+EXTENDS = "extends"  # a params file's key naming the file it is a diff over (not a param)
+
+
+def read_params_file(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """The key: value mapping of a params file; with `extends: other.yaml` (relative to this file's folder),
+    other.yaml's values first and this file's on top, so that a recipe's control arm is a short diff over
+    the recipe rather than a copy that drifts from it."""
     path = Path(path)
     if not path.is_file():
         raise ParamsError(f"params file {str(path)!r} does not exist")
@@ -377,6 +405,14 @@ def read_params_file(path: str | Path) -> dict[str, Any]:
         raise ParamsError(f"params file {str(path)!r} is not UTF-8: {e}") from None
     if not isinstance(values, dict):
         raise ParamsError(f"params file {str(path)!r} must be a mapping of key: value, got {type(values).__name__}")
+    if EXTENDS in values:
+        base = values.pop(EXTENDS)
+        if not isinstance(base, str) or not base:
+            raise ParamsError(f"params file {str(path)!r}: {EXTENDS!r} must name a params file, got {base!r}")
+        target = (path.parent / base).resolve()
+        if target in _seen or target == path.resolve():
+            raise ParamsError(f"params file {str(path)!r}: {EXTENDS!r} {base!r} makes a circle")
+        values = {**read_params_file(target, (*_seen, path.resolve())), **values}
     return values
 
 

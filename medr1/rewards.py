@@ -25,7 +25,9 @@ No torch or transformers here: evaluation and tests import this module without l
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import random
 import re
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
@@ -338,3 +340,51 @@ def letter_balance(completions: Sequence[Any], **kwargs: Any) -> list[float]:
         excess = max(0.0, answered[letter] / n - gold_share)
         rewards.append(0.0 - excess / (1 - gold_share) if gold_share < 1 else 0.0)  # 0.0 -: no -0.0
     return rewards
+
+
+# --------------------------------------------------------------------------------------------------
+# The negative control (issue 26): rewards that see random answers
+# --------------------------------------------------------------------------------------------------
+
+# The rewards that read the gold `answer` column, i.e. what `reward_control` changes.
+GOLD_READING_REWARDS = ("accuracy", "letter_balance")
+
+
+def control_labels(questions: Sequence, control: str, *, seed: int) -> tuple[list, dict[str, Any]]:
+    """The training questions with the answer the rewards will see, and a record of what was changed.
+
+    `control = "random"` is the negative control of Shao et al. (2025, "Spurious Rewards"): each question's
+    answer becomes a letter drawn uniformly from its own options by `Random(f"{seed}:{source}:{id}")`, so
+    the same question gets the same letter in every pass, on every resume and on every process, and
+    option shuffling and option-count cuts (`medr1.option_order`) then treat it as they treat a gold letter
+    (they move and keep it), which leaves questions, prompts, rewards and compute as in the true-reward
+    arm. About 1/k of the drawn letters are the gold one by chance; the record says how many. A gain this
+    arm also shows is not a gain from the reward.
+
+    Args:
+        questions: `medr1.data.Question`s of the training pool.
+        control: "none" (returned as they are) or "random".
+        seed: the run's seed.
+
+    Returns:
+        (questions, {"reward_control", "n_questions", "n_relabelled", "n_still_gold"}); a relabelled
+        question keeps the text of its true gold option in `meta["gold_text"]` (the text, not the letter:
+        option shuffling moves letters).
+
+    >>> from medr1.data import Question
+    >>> qs, record = control_labels([Question("1", "?", {"A": "x", "B": "y"}, "A", "toy")], "random", seed=0)
+    >>> qs[0].answer in "AB", qs[0].meta["gold_text"], record["n_questions"]
+    (True, 'x', 1)
+    """
+    questions = list(questions)
+    if control == "none":
+        return questions, {"reward_control": "none", "n_questions": len(questions)}
+    if control != "random":
+        raise ValueError(f"reward_control must be 'none' or 'random', got {control!r}")
+    out = []
+    for q in questions:
+        letter = random.Random(f"{seed}:{q.source}:{q.id}").choice(sorted(q.options))
+        out.append(dataclasses.replace(q, answer=letter, meta={**q.meta, "gold_text": q.options[q.answer]}))
+    still = sum(q.answer == c.answer for q, c in zip(questions, out, strict=True))
+    return out, {"reward_control": "random", "n_questions": len(out), "n_relabelled": len(out) - still,
+                 "n_still_gold": still}

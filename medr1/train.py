@@ -130,6 +130,7 @@ def train(params: Params, *, progress: bool = True, reward_funcs: list[Callable]
         from medr1.models import load_policy, pick_device, resolve_model_path
         from medr1.option_order import shuffle_report, training_draws
         from medr1.prepare import load_prepared, load_validation
+        from medr1.rewards import control_labels
         from medr1.validation_monitor import adopt_best, make_validation_monitor
         from medr1.vision import is_vision_spec
 
@@ -175,7 +176,9 @@ def train(params: Params, *, progress: bool = True, reward_funcs: list[Callable]
         # --- draws: the sequence of (option-shuffled) questions the trainer walks, a function of the params
         kept, n_dropped = fit_prompts(pool, tokenizer, template=params.prompt_template,
                                       max_prompt_length=params.max_prompt_length)
-        draws = training_draws(kept, n_training_draws(params, len(kept)), seed=params.seed,
+        # The negative control relabels after every selection, so both arms train on the same questions.
+        labelled, control = control_labels(kept, params.reward_control, seed=params.seed)
+        draws = training_draws(labelled, n_training_draws(params, len(kept)), seed=params.seed,
                                shuffle_options=params.shuffle_options, option_counts=params.train_option_counts)
         dataset = draws_dataset(draws, template=params.prompt_template)
         draw_by_prompt = {prompt_key(p, q.images): {"id": q.id, "answer": q.answer, "options": q.options}
@@ -191,7 +194,7 @@ def train(params: Params, *, progress: bool = True, reward_funcs: list[Callable]
             "decontamination": {**{k: v for k, v in contamination.items() if k != "removed"},
                                 "n_removed": len(contamination["removed"]),
                                 "removed_first_100": contamination["removed"][:100]},
-            "reward_names": reward_names, "status": "running",
+            "reward_names": reward_names, "reward_control": control, "status": "running",
             **({"vision": {"lora_vision": params.lora_vision, "image_max_pixels": params.image_max_pixels,
                            "n_images": sum(len(q.images) for q in kept)}} if is_vision_spec(params.model) else {}),
         }

@@ -23,6 +23,10 @@ BAD_OVERRIDES = [
     (["device=cpu", "backend=unsloth"], ["'backend'", "CUDA"]),  # unsloth needs a GPU
     (["device=cpu", "use_vllm=true"], ["'use_vllm'", "CUDA"]),  # vLLM needs a GPU
     (["eval_num_samples=4"], ["'eval_num_samples'", "temperature"]),  # greedy samples are identical
+    (["reward_control=shuffled"], ["'reward_control'", "none", "random"]),  # only the two controls
+    (["reward_control=random", "reward_funcs=[format]"], ["'reward_control'", "accuracy"]),  # nothing reads gold
+    (["prefilter_samples=1"], ["'prefilter_samples'", ">= 2"]),  # one sample has pass rate 0 or 1
+    (["compare_run=demo"], ["'compare_run'", "another run"]),  # the other arm is not this run
     (["resume=maybe"], ["'resume'", "true/false"]),  # not a boolean
     (["deepspeed=zero3"], ["'deepspeed'", "multi-GPU"]),  # ZeRO on one process
     (["eval_permutations=0"], ["'eval_permutations'", "> 0"]),  # at least the order as given
@@ -72,12 +76,32 @@ RECIPES = sorted(p for p in PARAMS_DIR.glob("*.yaml") if not p.name.startswith("
 
 @pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.name)
 def test_recipes_list_only_what_differs_from_the_defaults(path):
-    # A recipe is a diff over `Params` (the one place a default lives): every key is a real param, and a key
-    # set to its default would hide which values the recipe chose (run_name is always named).
+    # A recipe is a diff over `Params` (the one place a default lives), or with `extends` over the recipe it
+    # names: every key is a real param, and a key set to the value it would have anyway would hide which
+    # values the recipe chose (run_name is always named).
     values = yaml.safe_load(path.read_text())
-    defaults = Params().to_dict()
+    base = values.pop("extends", None)
+    defaults = Params().to_dict() if base is None else load_params(path.parent / base).to_dict()
     assert set(values) <= {f.name for f in dataclasses.fields(Params)}
     assert [k for k, v in values.items() if k != "run_name" and v == defaults[k]] == []
+
+
+def test_extends_reads_the_base_file_first(tmp_path):
+    (tmp_path / "base.yaml").write_text("run_name: base\nlora_r: 4\nseed: 7\n")
+    (tmp_path / "arm.yaml").write_text("extends: base.yaml\nrun_name: arm\nlora_r: 2\n")
+    p = load_params(tmp_path / "arm.yaml")
+    assert (p.run_name, p.lora_r, p.seed) == ("arm", 2, 7)  # the arm's value wins, the rest is the base's
+    (tmp_path / "a.yaml").write_text("extends: b.yaml\n")
+    (tmp_path / "b.yaml").write_text("extends: a.yaml\n")
+    with pytest.raises(ParamsError, match="circle"):
+        load_params(tmp_path / "a.yaml")
+    (tmp_path / "c.yaml").write_text("extends: nowhere.yaml\n")
+    with pytest.raises(ParamsError, match="nowhere.yaml.*does not exist"):
+        load_params(tmp_path / "c.yaml")
+
+
+def test_smoke_resolves_with_the_random_reward_control():
+    assert load_params(PARAMS_DIR / "smoke.yaml", ["reward_control=random"]).reward_control == "random"
 
 
 TEMPLATE_REWARD_CASES = [

@@ -23,6 +23,7 @@ from medr1.rewards import (
     answer_line,
     answer_parsable,
     completion_text,
+    control_labels,
     format_reward,
     format_shaped,
     get_reward_funcs,
@@ -371,3 +372,43 @@ def test_completion_text_joins_assistant_turns():
 )
 def test_accuracy_batch_shapes(completions, kwargs, expected):
     assert accuracy(completions, **kwargs) == expected
+
+
+# --- the negative control (reward_control: random) ---------------------------------------------------------
+
+
+def _pool(n=400):
+    return [Question(f"q{i}", f"question {i}?", {L: f"option {L}{i}" for L in "ABCDE"[: 2 + i % 4]}, "A", "toy")
+            for i in range(n)]
+
+
+def test_random_control_draws_a_seeded_letter_per_question():
+    pool = _pool()
+    relabelled, record = control_labels(pool, "random", seed=3)
+    again, _ = control_labels(list(reversed(pool)), "random", seed=3)
+    assert {q.id: q.answer for q in relabelled} == {q.id: q.answer for q in again}  # per question, not per position
+    assert [q.answer for q in control_labels(pool, "random", seed=4)[0]] != [q.answer for q in relabelled]
+    assert all(q.answer in q.options and q.meta["gold_text"] == p.options["A"] for q, p in zip(relabelled, pool, strict=True))
+    assert [(q.question, q.options) for q in relabelled] == [(q.question, q.options) for q in pool]  # prompts unchanged
+    # uniform over each question's own options: about 1/k of them keep the gold letter
+    expected = sum(1 / len(q.options) for q in pool)
+    assert record["n_still_gold"] == sum(q.answer == "A" for q in relabelled)
+    assert abs(record["n_still_gold"] - expected) < 4 * math.sqrt(expected)
+    assert record["n_relabelled"] + record["n_still_gold"] == len(pool)
+
+
+def test_random_control_letter_survives_option_shuffling():
+    # the drawn option (not its letter) is what every later draw of the question rewards
+    from medr1.option_order import training_draws
+
+    relabelled, _ = control_labels(_pool(40), "random", seed=0)
+    chosen = {q.id: q.options[q.answer] for q in relabelled}
+    draws = training_draws(relabelled, 120, seed=0, shuffle_options=True)
+    assert all(d.options[d.answer] == chosen[d.id] for d in draws)
+
+
+def test_no_control_returns_the_questions_as_they_are():
+    pool = _pool(5)
+    assert control_labels(pool, "none", seed=0)[0] == pool
+    with pytest.raises(ValueError, match="none.*random"):
+        control_labels(pool, "shuffled", seed=0)
