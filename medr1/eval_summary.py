@@ -20,7 +20,9 @@ def score_predictions(rows: Sequence[dict], scorers: Sequence[str] = ("strict", 
     """Per scorer and benchmark: n, accuracy, 95 % bootstrap CI, unparsed, rule counts (and more).
 
     With k samples per question the scorers' accuracy is the majority vote; `sample_accuracy` is the mean
-    accuracy of single samples (what one sample would score on average).
+    accuracy of single samples (what one sample would score on average); `pass_at_k` is {k: pass@k} for
+    k = 1..n (Chen et al. 2021's unbiased estimator; pass@1 = sample_accuracy) and `pass_at_k_ci` its 95 %
+    bootstrap interval over rows, {k: [low, high]}.
 
     Each entry also carries the letter-bias measures of `medr1.letter_bias.bias_summary`
     (`consistent_accuracy`, `answer_top_share`, `answer_entropy`, `letter_recall_std`, `letter_recall`,
@@ -38,7 +40,7 @@ def score_predictions(rows: Sequence[dict], scorers: Sequence[str] = ("strict", 
     """
     from medr1.letter_bias import bias_summary
     from medr1.scoring import score
-    from medr1.stats import accuracy_ci
+    from medr1.stats import accuracy_ci, pass_at_k_ci
 
     rows = list(rows)
     out: dict[str, dict[str, dict]] = {}
@@ -66,6 +68,11 @@ def score_predictions(rows: Sequence[dict], scorers: Sequence[str] = ("strict", 
                 entry["majority_vote"] = True
                 hits = [letter == v.gold for v in counted for letter in v.sample_letters]
                 entry["sample_accuracy"] = sum(hits) / len(hits) if hits else None
+                # pass@k over rows (question x rotation), k = 1..n: Chen et al.'s unbiased estimator.
+                per_k = pass_at_k_ci([(len(v.sample_letters), sum(x == v.gold for x in v.sample_letters))
+                                      for v in counted if v.sample_letters], seed=seed)
+                entry["pass_at_k"] = {str(k): ci.estimate for k, ci in per_k.items()}
+                entry["pass_at_k_ci"] = {str(k): [_finite(ci.low), _finite(ci.high)] for k, ci in per_k.items()}
             vs = verdicts_by_bench.get(bench, [])
             entry.update(bias_summary([str(r["id"]) for r in rows_by_bench.get(bench, [])], [v.gold for v in vs],
                                       [v.letter if v.counted else None for v in vs],

@@ -56,14 +56,17 @@ def evaluate_protocol(model_spec: str, protocol: Protocol | str, benchmarks: Seq
     sets = {b: load_protocol_set(protocol, b, data_dir=settings.data_dir, eval_file=eval_file, hub=hub,
                                  hub_loader=hub_loader) for b in benchmarks}
     question_sets = {b: limited(s, limit, seed) for b, s in sets.items()}
-    sampled = dec["temperature"] > 0
+    # Sampled with one sample per question: one evaluation per seed. A protocol that draws several samples
+    # per question (pass@k) has its repeats in the samples: one seed, one evaluation.
+    sampled = dec["temperature"] > 0 and protocol.num_samples is None
     seeds = [seed + i for i in range(eval_seeds)] if sampled else [seed]
     record = protocol_record(protocol, dec, sets, limit, len(seeds))
     out = Path(out_dir)
     per_seed = {}
+    samples = {"num_samples": protocol.num_samples} if protocol.num_samples else {}
     for s in seeds:
         per_seed[s] = evaluate_model(model_spec, list(benchmarks), out / f"seed-{s}" if sampled else out,
-                                     settings.replace(**dec, seed=s), adapter=adapter, progress=progress,
+                                     settings.replace(**dec, **samples, seed=s), adapter=adapter, progress=progress,
                                      generate_fn=generate_fn, question_sets=question_sets)
     if not sampled:
         summary = {**per_seed[seeds[0]], "protocol": record}

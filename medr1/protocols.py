@@ -17,6 +17,7 @@ published" from that record and from nothing else.
 - `medr1` (v1): ours. Prompt and decoding are the run's `eval_*` params (defaults: the r1 template,
   greedy), sets are our benchmark files, `strict` scorer. It compares models of this project with one
   another; it is never comparable with published numbers, and says so.
+- `medr1-sampled` (v1): `medr1` with 8 samples per question (temperature 0.6, top_p 0.95), for pass@1..8.
 
 Running a protocol (seeds, the summary) is `medr1.protocol_eval`; this module only says what one is.
 
@@ -84,6 +85,9 @@ class Protocol:
     max_new_tokens: int | None
     scorer: str
     sets: Mapping[str, SetSpec] = field(default_factory=dict)
+    # Samples per question; when set, the samples are the repeats (one seed, pass@1..n in summary.json),
+    # instead of `eval_seeds` single-sample seeds. None: the run's eval_num_samples, once per seed.
+    num_samples: int | None = None
 
 
 _HUATUO_SETS = {
@@ -105,6 +109,12 @@ PROTOCOLS: dict[str, Protocol] = {p.name: p for p in (
              "huatuo_strict", 0.5, 0.9, 2000, "huatuo", _HUATUO_SETS),
     Protocol("medr1", "1", "ours: the run's eval_* params (default r1 template, greedy), strict scorer",
              None, None, None, None, "strict"),
+    # pass@k (issue 26; Yue et al. 2025: RL often wins at pass@1 and loses at large k): the medr1 prompt and
+    # sets, 8 samples per question at temperature 0.6, top_p 0.95 (the sampling DeepSeek-R1 reports pass@1
+    # with), strict scorer; summary.json's pass_at_k holds pass@1..8.
+    Protocol("medr1-sampled", "1", "ours, sampled: the run's eval template and sets, 8 samples per question at "
+             "temperature 0.6, top_p 0.95, strict scorer; pass@1..8", None, 0.6, 0.95, None, "strict",
+             num_samples=8),
 )}
 
 
@@ -310,6 +320,7 @@ def protocol_record(protocol: Protocol, settings: Mapping[str, Any], sets: Mappi
             "template": settings["template"], "temperature": settings["temperature"],
             "top_p": settings["top_p"] if settings["temperature"] > 0 else 1.0,
             "max_new_tokens": settings["max_new_tokens"], "scorer": protocol.scorer, "eval_seeds": seeds,
+            **({"num_samples": protocol.num_samples} if protocol.num_samples else {}),
             "benchmarks": {b: s.record(limit) for b, s in sets.items()}}
 
 

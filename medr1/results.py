@@ -85,7 +85,9 @@ def results_table(run_dirs_or_summaries: Iterable | str | Path | dict,
                 rows.append({"provenance": REPORTED, "model": m["model"], "label": None, "benchmark": bench,
                              "scorer": scorer, "accuracy": float(acc), "ci_low": math.nan, "ci_high": math.nan,
                              "n": None, "unparsed": None, "eval_set": ref.get("eval_sets", {}).get(bench),
-                             "source": citation, "protocol": ref.get("protocol"),
+                             # a row may name its own source and protocol (AlphaMed's numbers are not Med-R1's)
+                             "source": " ".join(str(m["citation"]).split()) if m.get("citation") else citation,
+                             "protocol": m.get("protocol", ref.get("protocol")),
                              "set_size": ((ref.get("published_sets") or {}).get(bench) or {}).get("size"),
                              "comparability": "published"})
     return pd.DataFrame(rows, columns=COLUMNS)
@@ -232,6 +234,67 @@ def paired_comparison(run_dir: str | Path, a: str = "base", b: str = "trained", 
     return paired_table(preds[a], preds[b], scorer, a=a, b=b, seed=seed)
 
 
+PASS_AT_K_COLUMNS = ["model", "label", "benchmark", "protocol", "scorer", "k", "pass_at_k", "ci_low", "ci_high", "n"]
+
+
+def pass_at_k_table(run_dirs_or_summaries: Iterable | str | Path | dict) -> pd.DataFrame:
+    """pass@k (percent) with its 95 % bootstrap interval, one row per model x benchmark x scorer x k, from the
+    `pass_at_k` blocks summary.json has for evaluations with several samples per question (protocol
+    `medr1-sampled`, or eval_num_samples > 1); empty when there are none."""
+    rows = []
+    for label, summary in read_summaries(run_dirs_or_summaries):
+        protocol = (summary.get("protocol") or {}).get("protocol", "medr1")
+        for scorer, per_bench in summary.get("scores", {}).items():
+            for bench, s in per_bench.items():
+                for k, value in (s.get("pass_at_k") or {}).items():
+                    low, high = (s.get("pass_at_k_ci") or {}).get(k) or (None, None)
+                    rows.append({"model": summary.get("model", "?"), "label": label, "benchmark": bench,
+                                 "protocol": protocol, "scorer": scorer, "k": int(k), "pass_at_k": _pct(value),
+                                 "ci_low": _pct(low), "ci_high": _pct(high), "n": s.get("n")})
+    return pd.DataFrame(rows, columns=PASS_AT_K_COLUMNS)
+
+
+def _pass_at_k_markdown(table: pd.DataFrame) -> list[str]:
+    """results.md's pass@k section: one line per label x benchmark x scorer, one column per k."""
+    wide = table.assign(cell=[f"{r.pass_at_k:.1f} [{r.ci_low:.1f}, {r.ci_high:.1f}]" for r in table.itertuples()])
+    wide = wide.pivot_table(index=["label", "benchmark", "protocol", "scorer", "n"], columns="k", values="cell",
+                            aggfunc="first", sort=False)
+    wide.columns = [f"pass@{k}" for k in wide.columns]
+    return ["## pass@k", "",
+            "Several samples per question (protocol `medr1-sampled`: 8 at temperature 0.6): pass@k (%) is the chance "
+            "that at least one of k samples is right, Chen et al. (2021)'s unbiased estimator from all n samples, "
+            "with a 95 % bootstrap interval over questions. RL-trained models often gain at pass@1 and lose at "
+            "large k (Yue et al. 2025): the trained model's edge should be read at every k.", "",
+            _markdown(wide.reset_index()), ""]
+
+
+def compare_arms(run_dir: str | Path, other_run: str | Path, scorer: str = "strict", *,
+                 seed: int = 0) -> pd.DataFrame:
+    """This run vs the other arm of its experiment (true vs random reward), paired on the same questions.
+
+    Each evaluation label both runs hold with a predictions.jsonl (`trained` under protocol medr1,
+    `trained@medr1-sampled`, ...) is compared with `paired_table` (a = the other run, b = this one, so
+    a positive difference favours this run); a label of a seeded protocol (`trained@huatuo-o1`) is
+    compared on its first seed, the same seed in both runs. Labels only one run has are left out.
+
+    Returns:
+        `PAIRED_COLUMNS` plus `label`; empty when the runs share no evaluated label.
+    """
+    this, other = RunDir(run_dir), RunDir(other_run)
+    frames = []
+    for path in sorted(this.eval_dir.glob("*/")) if this.eval_dir.is_dir() else []:
+        label = path.name
+        files = [path / "predictions.jsonl", *sorted(path.glob("seed-*/predictions.jsonl"))[:1]]
+        mine = next((f for f in files if f.is_file()), None)
+        theirs = other.eval_dir / mine.relative_to(this.eval_dir) if mine else None
+        if label == "base" or mine is None or not theirs.is_file():
+            continue  # base is the same model in both arms
+        table = paired_table(read_predictions(theirs), read_predictions(mine), scorer, a=other.path.name,
+                             b=this.path.name, seed=seed)
+        frames.append(table.assign(label=label))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=[*PAIRED_COLUMNS, "label"])
+
+
 def _fmt(x, digits=1) -> str:
     if x is None or (isinstance(x, float) and math.isnan(x)):
         return ""
@@ -252,13 +315,16 @@ def _markdown(df: pd.DataFrame) -> str:
 
 
 def write_results(run_dir: str | Path, reference_yaml: str | Path | None = "params/reference_results.yaml",
-                  *, pairs: Iterable[tuple[str, str]] = (("base", "trained"),)) -> pd.DataFrame:
-    """Write `results.csv` (the long table) and `results.md` (readable tables) into the run directory.
+                  *, pairs: Iterable[tuple[str, str]] = (("base", "trained"),),
+                  compare_run: str | Path | None = None) -> pd.DataFrame:
+    """Write `results.csv` (the long table) and `results.md` (readable tables) into the run directory, with
+    `results_pass_at_k.csv` and `results_arms.csv` when there is something to put there.
 
     Args:
         run_dir: the run directory, with eval/<label>/summary.json files.
         reference_yaml: published numbers (relative paths are relative to the repo root); None: omit.
         pairs: (a, b) eval labels compared with `paired_comparison` when both were evaluated.
+        compare_run: the other arm's run directory (`params.compare_run` under runs_dir): `compare_arms`.
 
     Returns:
         The results table written to results.csv.
@@ -306,6 +372,12 @@ def write_results(run_dir: str | Path, reference_yaml: str | Path | None = "para
                        "paired-bootstrap 95 % interval; exact McNemar p-value over the discordant questions (b01: a "
                        "wrong, b right).",
                        "", _markdown(paired_comparison(run.path, a, b, scorer).drop(columns=["both_right", "both_wrong"])), ""]
+    passk = pass_at_k_table([run.path] if run.eval_dir.is_dir() else [])
+    if len(passk):
+        atomic_write_text(run.path / "results_pass_at_k.csv", passk.to_csv(index=False))
+        md += _pass_at_k_markdown(passk)
+    if compare_run is not None:
+        md += _arms_markdown(run, Path(compare_run), ours.scorer if len(ours) else [])
     spread = answer_distribution(run.path)
     if len(spread):
         md += ["## Answer distribution", "",
@@ -327,11 +399,30 @@ def write_results(run_dir: str | Path, reference_yaml: str | Path | None = "para
         wide = theirs.pivot_table(index="model", columns="benchmark", values="accuracy", sort=False).reset_index()
         md += ["## Reported by others (not measured here)", "",
                f"Source: {' '.join(str(ref['citation']).split())}", "",
+               *[f"Source of {m['model']}: {' '.join(str(m['citation']).split())} (protocol: {m.get('protocol')})\n"
+                 for m in ref["models"] if m.get("citation")],
                f"Scorer: {' '.join(str(ref.get('scorer', '')).split())}", "",
                _markdown(wide), "", "Evaluation sets behind these numbers:", ""]
         md += [f"- {k}: {v}" for k, v in ref.get("eval_sets", {}).items()] + [""]
     atomic_write_text(run.path / "results.md", "\n".join(md))
     return table
+
+
+def _arms_markdown(run: RunDir, other: Path, scorers) -> list[str]:
+    """results.md's section comparing this run with the other arm (`compare_arms`), and results_arms.csv."""
+    md = [f"## Arms: {run.path.name} vs {other.name}", "",
+          "The two arms of one experiment (true reward vs random reward, `reward_control`), trained alike and "
+          f"evaluated on the same questions; difference = accuracy({run.path.name}) - accuracy({other.name}) in "
+          "points with a paired-bootstrap 95 % interval, exact McNemar p-value over the discordant questions (b01: "
+          "right only here). A gain over base that the random-reward arm shows too is not a gain from the reward "
+          "(Shao et al. 2025). Seeded protocols are paired on their first seed.", ""]
+    tables = [compare_arms(run.path, other, scorer) for scorer in dict.fromkeys(scorers) or ["strict"]]
+    table = pd.concat([t for t in tables if len(t)], ignore_index=True) if any(len(t) for t in tables) else None
+    if table is None:
+        return md + [f"Not compared yet: {other} holds no evaluation label this run has (evaluate the other arm, "
+                     f"then write the results again).", ""]
+    atomic_write_text(run.path / "results_arms.csv", table.to_csv(index=False))
+    return md + [_markdown(table[["label", *PAIRED_COLUMNS]].drop(columns=["both_right", "both_wrong"])), ""]
 
 
 def answer_examples(run_dir: str | Path, label: str,

@@ -288,6 +288,61 @@ def breakdown(
     return pd.DataFrame(rows, columns=[by, "n", "n_correct", "accuracy", "ci_low", "ci_high"])
 
 
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased pass@k of one question from n samples of which c are right (Chen et al. 2021, "Evaluating
+    Large Language Models Trained on Code", eq. 1): 1 - C(n-c, k) / C(n, k), the chance that k samples
+    drawn without replacement from the n contain a right one.
+
+    Computed as the product 1 - prod_{i=n-c+1..n} (1 - k/i), their numerically stable form (the binomials
+    overflow floats for n in the hundreds).
+
+    >>> pass_at_k(8, 0, 4), pass_at_k(8, 8, 1), pass_at_k(2, 1, 1)
+    (0.0, 1.0, 0.5)
+    """
+    if not 0 <= c <= n or not 1 <= k <= n:
+        raise ValueError(f"pass@k needs 0 <= c <= n and 1 <= k <= n, got n={n}, c={c}, k={k}")
+    if n - c < k:
+        return 1.0
+    return float(1.0 - np.prod(1.0 - k / np.arange(n - c + 1, n + 1)))
+
+
+def pass_at_k_ci(samples: Sequence[tuple[int, int]], *, n_boot: int = 2_000, seed: int = 0,
+                 level: float = 0.95) -> dict[int, CI]:
+    """pass@k for k = 1..n over questions, each with a percentile-bootstrap interval over questions.
+
+    Args:
+        samples: one (n, c) per question: samples drawn and samples right. k runs up to the smallest n.
+        n_boot, seed, level: as in `accuracy_ci`; one resample of the questions serves every k, so the
+            intervals of different k come from the same replicates.
+
+    Returns:
+        {k: CI} with method "bootstrap"; {} without questions.
+
+    >>> round(pass_at_k_ci([(2, 1), (2, 0)])[2].estimate, 3)
+    0.5
+    """
+    tail = _check_level(level)
+    if not samples:
+        return {}
+    ks = range(1, min(n for n, _ in samples) + 1)
+    values = np.array([[pass_at_k(n, c, k) for k in ks] for n, c in samples])  # questions x k
+    q = len(values)
+    rng = np.random.default_rng(seed)
+    boots = []
+    for size in [1_000] * (n_boot // 1_000) + ([n_boot % 1_000] if n_boot % 1_000 else []):
+        # Multinomial counts of each question in a resample: the same distribution as resampled indices,
+        # with memory per chunk of size x questions instead of size x questions x k.
+        weights = rng.multinomial(q, np.full(q, 1.0 / q), size=size)
+        boots.append(weights @ values / q)
+    boot = np.concatenate(boots)
+    means = values.mean(axis=0)
+    out = {}
+    for j, k in enumerate(ks):
+        low, high = _percentiles(boot[:, j], tail)
+        out[k] = CI(float(means[j]), low, high, q, "bootstrap")
+    return out
+
+
 def majority_vote(letters: Sequence[str | None]) -> str | None:
     """Most frequent letter among k sampled answers; unparsed samples (None) do not vote.
 

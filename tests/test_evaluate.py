@@ -208,6 +208,25 @@ def test_several_samples_majority_vote(data_dir, tmp_path):
     assert strict["majority_vote"] is True and 0 <= strict["sample_accuracy"] <= 1
 
 
+def test_several_samples_give_pass_at_k_with_intervals(data_dir, tmp_path):
+    # summary.json's pass@k is recomputed from the samples in predictions.jsonl: checked here by enumerating
+    # every k-subset of each row's samples (the definition the estimator is unbiased for)
+    from itertools import combinations
+
+    summary = _eval(data_dir, tmp_path / "eval", temperature=0.8, num_samples=3)
+    rows = [r for r in read_predictions(tmp_path / "eval" / "predictions.jsonl") if r["benchmark"] == "toya"]
+    strict = summary["scores"]["strict"]["toya"]
+    assert sorted(strict["pass_at_k"]) == ["1", "2", "3"]
+    for k in (1, 2, 3):
+        right = [[f"<answer>{r['gold']}</answer>" in c for c in r["completions"]] for r in rows]
+        expected = sum(sum(any(s) for s in combinations(x, k)) / len(list(combinations(x, k))) for x in right) / len(rows)
+        assert strict["pass_at_k"][str(k)] == pytest.approx(expected)
+        low, high = strict["pass_at_k_ci"][str(k)]
+        assert low <= strict["pass_at_k"][str(k)] <= high
+    assert strict["pass_at_k"]["1"] == pytest.approx(strict["sample_accuracy"])
+    assert "pass_at_k" not in _eval(data_dir, tmp_path / "greedy")["scores"]["strict"]["toya"]  # one sample: none
+
+
 def test_greedy_with_several_samples_is_refused(data_dir, tmp_path):
     with pytest.raises(ValueError, match="temperature"):
         _eval(data_dir, tmp_path / "eval", num_samples=2)

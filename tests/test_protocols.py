@@ -15,7 +15,7 @@ import pytest
 from medr1.cli import main
 from medr1.data import Question, build_training_pool, decontaminate, load_benchmark
 from medr1.eval_sets import huatuo_set_name, load_eval_data_file, set_fingerprint
-from medr1.evaluate import EvalSettings
+from medr1.evaluate import EvalSettings, evaluate_params
 from medr1.generation import Generation
 from medr1.prompts import build_messages
 from medr1.protocol_eval import evaluate_protocol
@@ -183,6 +183,29 @@ def test_sampled_protocol_runs_seeds_with_its_decoding(eval_file, tmp_path):
     assert row.n_seeds.item() == 3 and table[table.benchmark == "medqa"].n_dropped.max() == 1
 
 
+def test_pass_at_k_protocol_samples_once_with_eight_samples(tmp_path):
+    # medr1-sampled: our prompt and sets, 8 samples per question in one evaluation (no seed directories)
+    from medr1.config import load_params
+
+    def gen(prompts, *, on_batch, temperature, top_p, num_samples, seed, **_):
+        calls.append((temperature, top_p, num_samples, seed))
+        gens = [Generation(i, [f"<answer>{'AB'[s % 2]}</answer>" for s in range(num_samples)], 9, [4] * num_samples,
+                           ["stop"] * num_samples, 0.0) for i in range(len(prompts))]
+        on_batch(gens)
+        return gens
+
+    calls = []
+    params = load_params(None, {"data_dir": "tests/fixtures/toyqa", "eval_benchmarks": ["mini_test"], "eval_limit": 4,
+                                "eval_protocol": ["medr1-sampled"], "eval_models": ["base"], "seed": 5})
+    summaries = evaluate_params(params, tmp_path / "run", progress=False, generate_fn=gen)
+    assert calls == [(0.6, 0.95, 8, 5)] and sorted(summaries) == ["base@medr1-sampled"]
+    out = tmp_path / "run" / "eval" / "base@medr1-sampled"
+    assert (out / "predictions.jsonl").is_file() and not list(out.glob("seed-*"))
+    strict = summaries["base@medr1-sampled"]["scores"]["strict"]["mini_test"]
+    assert sorted(strict["pass_at_k"], key=int) == [str(k) for k in range(1, 9)]
+    assert summaries["base@medr1-sampled"]["protocol"]["num_samples"] == 8
+
+
 def test_medr1_protocol_takes_the_eval_params():
     from medr1.config import load_params
 
@@ -317,7 +340,6 @@ def test_hub_sets_of_the_huatuo_protocol(tmp_path):
 @needs_shared
 def test_evaluate_params_runs_each_protocol_into_its_own_directory(eval_file, tmp_path):
     from medr1.config import load_params
-    from medr1.evaluate import evaluate_params
 
     params = load_params(None, {"eval_protocol": ["medr1", "huatuo-o1"], "eval_models": ["base"], "eval_seeds": 2,
                                 "eval_benchmarks": ["medqa"], "eval_data_file": str(eval_file), "eval_limit": 3})

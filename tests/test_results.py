@@ -13,7 +13,9 @@ from medr1.results import (
     REPORTED,
     answer_distribution,
     category_breakdown,
+    compare_arms,
     paired_comparison,
+    pass_at_k_table,
     results_table,
     write_results,
 )
@@ -163,3 +165,58 @@ def test_answer_examples_split_every_row_once(tmp_path):
     assert {k: v["id"].tolist() for k, v in examples.items()} == {"right": ["1", "4"], "wrong": ["2"], "unparsed": ["3"]}
     assert list(examples["right"].columns) == ["benchmark", "id", "gold", "extracted", "completion"]  # no `rule` here
     assert all(v.empty for v in answer_examples(tmp_path, "absent").values())
+
+
+# --- issue 26: pass@k, the two arms, rows with their own source ----------------------------------------
+
+
+def test_pass_at_k_reaches_the_table_and_results_md(tmp_path):
+    from medr1.eval_summary import score_predictions
+
+    run = tmp_path / "run"
+    _write_eval(run, "base", ["A"] * 4, ["A", "B", "C", "A"])  # greedy: no pass@k
+    d = run / "eval" / "trained@medr1-sampled"
+    d.mkdir(parents=True)
+    # two samples per question: right in both (q0), one (q1), none (q2)
+    samples = [["A", "A"], ["B", "C"], ["A", "A"]]
+    rows = [{"id": str(i), "benchmark": "pubmedqa", "options": OPTIONS, "gold": g, "completion": f"<answer>{s[0]}</answer>",
+             "completions": [f"<answer>{x}</answer>" for x in s]} for i, (s, g) in enumerate(zip(samples, "ABC", strict=True))]
+    (d / "predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    summary = {"model": "org/model", "scores": score_predictions(rows, ["strict"]),
+               "protocol": {"protocol": "medr1-sampled", "benchmarks": {}}}
+    (d / "summary.json").write_text(json.dumps(summary))
+    table = pass_at_k_table(run)
+    assert table[["label", "k"]].values.tolist() == [["trained@medr1-sampled", 1], ["trained@medr1-sampled", 2]]
+    # pass@1 = (1 + 0.5 + 0) / 3, pass@2 = (1 + 1 + 0) / 3
+    assert table.pass_at_k.tolist() == pytest.approx([50.0, 200 / 3]) and set(table.protocol) == {"medr1-sampled"}
+    write_results(run, None)
+    md = (run / "results.md").read_text()
+    assert "## pass@k" in md and "pass@2" in md and (run / "results_pass_at_k.csv").is_file()
+
+
+def test_arms_are_paired_on_the_same_questions(tmp_path):
+    golds = ["A", "B", "C", "A"] * 5
+    true_arm, random_arm = tmp_path / "x", tmp_path / "x-random"
+    _write_eval(true_arm, "base", ["B"] * 20, golds)
+    _write_eval(true_arm, "trained", golds[:16] + ["C"] * 4, golds, "x")  # 17 of 20
+    _write_eval(random_arm, "trained", ["B"] * 20, golds, "y")  # 5 of 20, right only where gold is B
+    table = compare_arms(true_arm, random_arm)
+    row = table.iloc[0]
+    assert (row.label, row.a, row.b, row.n, row.acc_a, row.acc_b) == ("trained", "x-random", "x", 20, 25.0, 85.0)
+    assert (row.b01, row.b10) == (13, 1) and row.p_value < 0.01  # 13 right only with the true reward, 1 only without
+    assert compare_arms(random_arm, true_arm).iloc[0].difference == pytest.approx(-row.difference)
+    write_results(true_arm, None, compare_run=random_arm)
+    md = (true_arm / "results.md").read_text()
+    assert "## Arms: x vs x-random" in md and (true_arm / "results_arms.csv").is_file()
+    # the other arm not evaluated yet: said, not an error
+    write_results(random_arm, None, compare_run=tmp_path / "nowhere")
+    assert "Not compared yet" in (random_arm / "results.md").read_text()
+
+
+def test_a_reference_row_may_name_its_own_source_and_protocol(run):
+    df = results_table([], REFERENCE)
+    alphamed = df[df.model == "AlphaMed-8B"]
+    assert dict(zip(alphamed.benchmark, alphamed.accuracy, strict=True)) == {
+        "medqa": 74.2, "medmcqa": 63.1, "pubmedqa": 79.0, "mmlu-pro": 62.9, "gpqa": 52.7}
+    assert set(alphamed.protocol) == {"unknown"} and alphamed.source.str.contains("2505.17952").all()
+    assert set(df[df.model == "Med-R1-α-8B"].protocol) == {"huatuo-o1"}  # the file's own, unchanged

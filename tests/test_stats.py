@@ -15,6 +15,8 @@ from medr1.stats import (
     majority_vote,
     mcnemar_exact,
     paired_bootstrap_diff,
+    pass_at_k,
+    pass_at_k_ci,
     wilson_ci,
 )
 
@@ -244,3 +246,45 @@ VOTE_CASES = [
 @pytest.mark.parametrize("letters, expected", VOTE_CASES)
 def test_majority_vote(letters, expected):
     assert majority_vote(letters) == expected
+
+
+# --- pass@k ---------------------------------------------------------------------------------------------
+
+
+def _brute_force_pass_at_k(outcomes: list[bool], k: int) -> float:
+    """pass@k by definition: the share of all k-subsets of the n samples that hold a right one."""
+    from itertools import combinations
+
+    subsets = list(combinations(outcomes, k))
+    return sum(any(s) for s in subsets) / len(subsets)
+
+
+@pytest.mark.parametrize("n", [1, 2, 5, 8])
+def test_pass_at_k_equals_enumerating_every_k_subset(n):
+    rng = np.random.default_rng(n)
+    for c in range(n + 1):
+        outcomes = [True] * c + [False] * (n - c)
+        rng.shuffle(outcomes)
+        for k in range(1, n + 1):
+            assert pass_at_k(n, c, k) == pytest.approx(_brute_force_pass_at_k(outcomes, k), abs=1e-12), (n, c, k)
+
+
+def test_pass_at_k_stays_finite_for_many_samples_and_rejects_bad_counts():
+    assert pass_at_k(500, 3, 100) == pytest.approx(1 - math.comb(497, 100) / math.comb(500, 100), rel=1e-9)
+    for n, c, k in [(4, 5, 1), (4, 1, 0), (4, 1, 5), (4, -1, 1)]:
+        with pytest.raises(ValueError, match="pass@k"):
+            pass_at_k(n, c, k)
+
+
+def test_pass_at_k_ci_means_over_questions_with_an_interval():
+    questions = [(8, c) for c in (0, 0, 1, 2, 4, 8, 8, 3)] * 10
+    out = pass_at_k_ci(questions, seed=1)
+    assert sorted(out) == list(range(1, 9))
+    for k, ci in out.items():
+        expected = np.mean([_brute_force_pass_at_k([True] * c + [False] * (n - c), k) for n, c in questions])
+        assert ci.estimate == pytest.approx(expected) and ci.low <= ci.estimate <= ci.high and ci.n == 80
+    assert out[1].estimate == pytest.approx(sum(c for _, c in questions) / (8 * 80))  # pass@1 = sample accuracy
+    assert [out[k].estimate for k in out] == sorted(out[k].estimate for k in out)  # never falls with k
+    assert pass_at_k_ci(questions, seed=1)[3] == out[3]  # deterministic given the seed
+    assert pass_at_k_ci([]) == {}
+    assert sorted(pass_at_k_ci([(4, 1), (2, 1)])) == [1, 2]  # k up to the smallest n
