@@ -187,6 +187,21 @@ def _paired(run_dir: Path, reference, beta) -> Figure:
     return plot_paired(paired_comparison(run_dir, "base", "trained"))
 
 
+def _paired_arms(run_dir: Path, reference, beta) -> Figure:
+    """This run's trained model vs the other arm's (true vs random reward, `compare_run`), per label and
+    benchmark: the pairs of `medr1.results.compare_arms` drawn as `plot_paired` draws base vs trained."""
+    from medr1.figures_eval import plot_paired
+    from medr1.results import compare_arms
+
+    other = read_run_params(run_dir).get("compare_run")
+    if not other:
+        raise FigureSkipped("no compare_run (the other arm of the experiment) in the run's params")
+    table = compare_arms(run_dir, run_dir.parent / other)
+    if table.empty:
+        raise FigureSkipped(f"{run_dir.parent / other} has no evaluation label this run has")
+    return plot_paired(table.assign(benchmark=table["label"] + ": " + table["benchmark"]))
+
+
 def _extraction_rules(run_dir: Path, reference, beta) -> Figure:
     from medr1.figures_eval import plot_extraction_rules
 
@@ -203,7 +218,7 @@ def _letter_recall(run_dir: Path, reference, beta) -> Figure:
 # `use_style` from here, so they are imported where used.
 _BUILDERS = {"training_curves": _training_curves, "completion_length": _completion_length, "kl": _kl,
              "accuracy": _accuracy, "extraction_rules": _extraction_rules, "letter_recall": _letter_recall,
-             "paired_base_vs_trained": _paired}
+             "paired_base_vs_trained": _paired, "paired_arms": _paired_arms}
 FIGURE_NAMES = tuple(_BUILDERS)
 
 

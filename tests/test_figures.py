@@ -286,13 +286,13 @@ def test_make_all_figures_writes_png_and_pdf(tmp_path, caplog):
     # nothing at all: every figure skipped, nothing written, no exception
     ({"train": False, "evaluate": False, "results_csv": False}, [],
      ["training_curves", "completion_length", "kl", "accuracy", "extraction_rules", "letter_recall",
-      "paired_base_vs_trained"]),
+      "paired_base_vs_trained", "paired_arms"]),
     # training only (evaluation not run yet), KL logged
     ({"evaluate": False, "results_csv": False, "kl": True}, ["training_curves", "completion_length", "kl"],
-     ["accuracy", "extraction_rules", "letter_recall", "paired_base_vs_trained"]),
+     ["accuracy", "extraction_rules", "letter_recall", "paired_base_vs_trained", "paired_arms"]),
     # evaluation only: accuracy comes from summary.json when results.csv is missing
     ({"train": False, "results_csv": False}, ["accuracy", "extraction_rules", "letter_recall", "paired_base_vs_trained"],
-     ["training_curves", "completion_length", "kl"]),
+     ["training_curves", "completion_length", "kl", "paired_arms"]),
 ])
 def test_make_all_figures_skips_missing_artifacts(tmp_path, caplog, kwargs, made, skipped):
     run = make_fake_run(tmp_path, **kwargs)
@@ -309,6 +309,18 @@ def test_make_all_figures_skips_pairing_without_trained(tmp_path, caplog):
         paths = figures.make_all_figures(run)
     assert "paired_base_vs_trained" not in {p.stem for p in paths}
     assert "found ['base']" in caplog.text
+
+
+def test_paired_arms_figure_pairs_the_other_arm(tmp_path):
+    # the random-reward arm: the same fake run with its own name, pointed at by compare_run
+    import shutil
+
+    run = make_fake_run(tmp_path)
+    shutil.copytree(run, run.parent / "arm-random")
+    (run / "params.yaml").write_text((run / "params.yaml").read_text() + "compare_run: arm-random\n")
+    fig = figures.make_figure(run, "paired_arms")
+    assert isinstance(fig, Figure) and (run / "figures" / "paired_arms.png").is_file()
+    assert "vs" in fig.axes[0].get_title() and any("trained: " in t.get_text() for t in fig.axes[0].get_yticklabels())
 
 
 def test_make_all_figures_survives_an_empty_metrics_file(tmp_path, caplog):
