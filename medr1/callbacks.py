@@ -31,6 +31,9 @@ METRIC_COLUMNS = {
     "learning_rate": "learning_rate", "grad_norm": "grad_norm", "step_time": "step_time",
     # the collapse monitor (medr1.letter_bias), computed by the MetricsCSV callback from the step's answers
     "answer_top_share": None, "answer_entropy": None,
+    # share of the step's groups whose `accuracy` rewards are all equal (all right or all wrong): no
+    # correctness signal even where format rewards still differ (AlphaMed's "informative" questions)
+    "frac_accuracy_zero_std": None,
 }
 
 
@@ -78,6 +81,18 @@ def step_answers(trainer, draw_by_prompt: dict[str, dict]) -> list[tuple[dict | 
 
 
 
+def frac_equal_groups(prompts: Sequence[Any], values: Sequence[Any]) -> float | None:
+    """Share of prompt groups (completions of one prompt) whose `values` are all equal; None without any.
+
+    >>> frac_equal_groups(["p", "p", "q", "q"], [1.0, 1.0, 0.0, 1.0])
+    0.5
+    """
+    groups: dict[str, list] = {}
+    for prompt, value in zip(prompts, values, strict=False):
+        groups.setdefault(prompt_key(prompt), []).append(_num(value))
+    return sum(len(set(v)) == 1 for v in groups.values()) / len(groups) if groups else None
+
+
 class MetricsCSV(TrainerCallback):
     """Appends one row per logged step to metrics.csv (header already written by `medr1.checkpoints.cut_back_to`),
     with the collapse monitor's columns; warns when one answer letter dominates for several logged steps.
@@ -103,6 +118,9 @@ class MetricsCSV(TrainerCallback):
         row.update({f"reward/{n}": logs.get(f"rewards/{n}/mean") for n in self.reward_names})
         if self.trainer is not None:
             row.update(step_answer_stats([letter for _, letter, _ in step_answers(self.trainer, self.draw_by_prompt)]))
+            if "accuracy" in self.reward_names:
+                logs_ = self.trainer._logs
+                row["frac_accuracy_zero_std"] = frac_equal_groups(logs_["prompt"], logs_["rewards"].get("accuracy", []))
             if self.monitor.update(state.global_step, row["answer_top_share"]):
                 log.warning("answer collapse: at step %d one letter was more than %.0f%% of the answers for "
                             "%d logged steps in a row (answer_top_share in metrics.csv). The policy may be "

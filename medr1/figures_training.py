@@ -60,7 +60,8 @@ def plot_training_curves(metrics: pd.DataFrame) -> Figure:
     """Mean reward (total and per reward function) and its within-group std over training steps.
 
     A third panel shows the share of groups whose rewards were all equal (`frac_reward_zero_std`) when
-    logged: such groups have zero advantage and teach GRPO nothing.
+    logged: such groups have zero advantage and teach GRPO nothing; beside it, when logged, the share whose
+    accuracy rewards alone were all equal (`frac_accuracy_zero_std`: no correctness signal).
 
     Args:
         metrics: `medr1.artifacts.metrics_frame` output (needs `step`, `reward`).
@@ -97,7 +98,10 @@ def plot_training_curves(metrics: pd.DataFrame) -> Figure:
     axes[1].set_ylabel("reward std within group")
     if "frac_reward_zero_std" in panels:
         ax = axes[panels.index("frac_reward_zero_std")]
-        _curve(ax, x, 100 * metrics["frac_reward_zero_std"], "zero-std groups", colors[3], w)
+        _curve(ax, x, 100 * metrics["frac_reward_zero_std"], "all rewards equal", colors[3], w)
+        if "frac_accuracy_zero_std" in metrics and metrics["frac_accuracy_zero_std"].notna().any():
+            _curve(ax, x, 100 * metrics["frac_accuracy_zero_std"], "all accuracy rewards equal", colors[5], w)
+            ax.legend(loc="best", fontsize="small")
         ax.set_ylabel("groups with zero\nreward std (%)")
         ax.set_ylim(-2, 102)
     if has_top:

@@ -188,6 +188,14 @@ def test_training_curves_panels_and_legend():
     assert len(fig.axes[0].lines) == 6
 
 
+def test_training_curves_show_groups_without_a_correctness_signal():
+    # frac_accuracy_zero_std beside frac_reward_zero_std (issue 26: how much of the compute teaches anything)
+    fig = figures_training.plot_training_curves(_metrics().assign(frac_accuracy_zero_std=np.linspace(0.6, 0.9, 30)))
+    ax = fig.axes[2]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["all rewards equal", "all accuracy rewards equal"]
+    assert max(ax.lines[-2].get_ydata()) == pytest.approx(90.0)  # the raw curve, in percent
+
+
 def test_completion_length_with_and_without_clipped_ratio():
     fig = figures_training.plot_completion_length(_metrics())
     assert [ax.get_ylabel() for ax in fig.axes] == ["completion length (tokens)", "cut at max length (%)"]

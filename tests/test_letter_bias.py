@@ -97,6 +97,25 @@ def test_collapse_warning_fires_only_on_a_collapsed_run(tmp_path, caplog, answer
     assert float(last["answer_entropy"]) == (0.0 if warns else 2.0)
 
 
+def test_metrics_csv_counts_groups_without_a_correctness_signal(tmp_path):
+    # two groups of four completions: one all wrong (no signal), one mixed
+    from medr1.callbacks import metrics_columns, training_callbacks
+    from medr1.runs import RunDir
+
+    run = RunDir(tmp_path / "run")
+    run.train_dir.mkdir(parents=True)
+    run.metrics_csv.write_text(",".join(metrics_columns(["accuracy"])) + "\n")
+    trainer, draws = _fake_trainer(["Answer: A"] * 8, list("BBBBABCD"))
+    prompts = [trainer._logs["prompt"][0]] * 4 + [trainer._logs["prompt"][4]] * 4  # two prompts, four each
+    trainer._logs.update(prompt=prompts, rewards={"accuracy": [0.0] * 4 + [1.0, 0.0, 0.0, 0.0]})
+    callbacks, needs_trainer = training_callbacks(run, ["accuracy"], draws, sample_every=100, progress=False)
+    for cb in needs_trainer:
+        cb.trainer = trainer
+    callbacks[0].on_log(None, SimpleNamespace(is_world_process_zero=True, global_step=1), None, logs={"reward": 0.1})
+    header, row = (line.split(",") for line in run.metrics_csv.read_text().splitlines())
+    assert float(dict(zip(header, row, strict=True))["frac_accuracy_zero_std"]) == 0.5
+
+
 # --- the letter_balance reward ---------------------------------------------------------------------
 
 
