@@ -8,14 +8,14 @@ With `prefilter_samples: k` preparation samples k completions per training quest
 policy, exactly as GRPO will (the training template, `temperature`, `top_p`, `max_completion_length`),
 scores them with the `accuracy` reward against the gold answer, and keeps the questions whose pass rate is
 strictly between 0 and 1. Gold answers, not a `reward_control` relabelling: both arms of an experiment
-select the same way, and the random arm relabels after selection (`medr1.train`).
+select the same way, and the random arm relabels after selection (`medr1.train.recipe`).
 
 Why it is built this way:
 - Resumable: one line per question is appended (flushed, fsynced) to `data/prefilter.jsonl` as each
   generation batch ends, beside `data/prefilter.json`, the settings that produced them. A rerun with the
   same settings generates only the questions not yet there; with other settings it starts over (the file
   is a function of those settings, so nothing of value is lost). A line cut by a kill is dropped.
-- vLLM when it is installed and a GPU is there (`medr1.backends.pick_backend("auto")`), HF generation
+- vLLM when it is installed and a GPU is there (`medr1.generation.backends.pick_backend("auto")`), HF generation
   otherwise: the generators evaluation uses, so the same settings decode the same way.
 - The generator is injectable (`generate_fn`), which is how the tests run it in milliseconds.
 """
@@ -30,7 +30,10 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+from medr1.generation.backends import generate_fn_for, pick_backend
 from medr1.runs import RunDir, atomic_write_json
+from medr1.task.prompts import build_messages
+from medr1.task.rewards import accuracy
 
 log = logging.getLogger(__name__)
 
@@ -62,9 +65,7 @@ def _read_rows(path: Path) -> list[dict]:
 
 
 def _default_generate_fn(params: Any) -> Callable[..., list]:
-    """The starting policy's generator: vLLM when available, else HF (`medr1.backends`)."""
-    from medr1.backends import generate_fn_for, pick_backend
-
+    """The starting policy's generator: vLLM when available, else HF (`medr1.generation.backends`)."""
     settings = SimpleNamespace(device=params.device, torch_dtype=params.torch_dtype,
                                trust_remote_code=params.trust_remote_code, decode=params.eval_decode)
     return generate_fn_for(params.model, settings, pick_backend("auto"))
@@ -80,7 +81,7 @@ def prefilter_pool(params: Any, pool: Sequence, out_dir: str | Path | None = Non
             top_p, max_completion_length, seed).
         pool: `medr1.data.Question`s (text questions; the order of the result is theirs).
         out_dir: where prefilter.jsonl / prefilter.json go (default `<run>/data`).
-        generate_fn: replaces the model (same call as `medr1.evaluate`'s `generate_fn`).
+        generate_fn: replaces the model (same call as `medr1.evaluation.evaluate`'s `generate_fn`).
         batch_size: prompts per generation batch (default `eval_batch_size`).
 
     Returns:
@@ -90,9 +91,6 @@ def prefilter_pool(params: Any, pool: Sequence, out_dir: str | Path | None = Non
     Raises:
         ValueError: a visual question (not supported here), or k < 2.
     """
-    from medr1.prompts import build_messages
-    from medr1.rewards import accuracy
-
     k = params.prefilter_samples
     if k < 2:
         raise ValueError(f"prefilter_samples must be >= 2 to pre-filter, got {k}")

@@ -13,9 +13,9 @@ import pytest
 
 from medr1.config import Params
 from medr1.data import Question
-from medr1.generation import Generation
+from medr1.generation.hf import Generation
 from medr1.prefilter import PREFILTER_ROWS, prefilter_pool
-from medr1.prompts import build_messages
+from medr1.task.prompts import build_messages
 
 K = 4
 

@@ -1,8 +1,8 @@
-"""Evaluation protocols (medr1.protocols, medr1.eval_sets): their prompts byte for byte, decoding reaching the
+"""Evaluation protocols (medr1.task.protocols, medr1.data.published): their prompts byte for byte, decoding reaching the
 generator, set fingerprints, comparability labels, the offline dry run; and the decontamination fixes.
 
 Their template is written out here from HuatuoGPT-o1's evaluation/eval.py (query_prompt + option_str +
-format_map), independently of medr1.prompts, so a drift in either shows up as a failure.
+format_map), independently of medr1.task.prompts, so a drift in either shows up as a failure.
 """
 
 from __future__ import annotations
@@ -14,20 +14,14 @@ import pytest
 
 from medr1.cli import main
 from medr1.data import Question, build_training_pool, decontaminate, load_benchmark
-from medr1.eval_sets import huatuo_set_name, load_eval_data_file, set_fingerprint
-from medr1.evaluate import EvalSettings, evaluate_params
-from medr1.generation import Generation
-from medr1.prompts import build_messages
-from medr1.protocol_eval import evaluate_protocol
-from medr1.protocols import (
-    COMPARABLE,
-    comparability,
-    decoding,
-    dry_run,
-    get_protocol,
-    load_protocol_set,
-)
-from medr1.results import results_table
+from medr1.data.published import huatuo_set_name, load_eval_data_file, set_fingerprint
+from medr1.evaluation.evaluate import EvalSettings
+from medr1.evaluation.protocol_eval import decoding, dry_run, evaluate_protocol, load_protocol_set
+from medr1.evaluation.run import evaluate_params
+from medr1.generation.hf import Generation
+from medr1.report.results import results_table
+from medr1.task.prompts import build_messages
+from medr1.task.protocols import COMPARABLE, comparability, get_protocol
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "benchmarks"
 needs_shared = pytest.mark.skipif(not (SHARED / "medqa" / "test.jsonl").is_file(), reason="no shared benchmarks")
