@@ -14,6 +14,7 @@ import pandas as pd
 
 from medr1.config import Params
 from medr1.data import Question
+from medr1.generation.hf import generate as generate_text
 from medr1.generation.vision import generate_vision
 from medr1.models.load import load_model
 from medr1.models.vision import is_processor
@@ -88,8 +89,8 @@ def sample_rewards(params: Params, questions: list[Question], *, num_samples: in
     model, tokenizer = load_model(params.model, device=params.device, torch_dtype=params.torch_dtype,
                                   trust_remote_code=params.trust_remote_code)
 
-    if is_processor(tokenizer):  # a vision-language model: images through its processor (medr1.models.vision)
-        generate = generate_vision  # noqa: F811
+    # a vision-language model: images through its processor (medr1.models.vision)
+    generate = generate_vision if is_processor(tokenizer) else generate_text
     rows = []
     for template in templates or [params.prompt_template]:
         names, weights = rewards_for(params, template)
