@@ -5,7 +5,8 @@ A figure that can only be made inside a training process cannot be checked by a 
 anyone holding the run directory, months later, on a laptop. So `make_figure(run_dir, name)` draws one
 figure from the run's files (read through `medr1.artifacts`, the one reader of each), saves it, and says
 why when the run lacks what it needs; `make_all_figures` makes every one. The plots themselves live in
-`medr1.report.training_figures` and `medr1.report.eval_figures` and take frames.
+`medr1.report.training_figures` and `medr1.report.eval_figures` and take frames; the two image figures of
+a vision run (`medr1.report.image_figures`) take questions and prediction rows, and are skipped for text runs.
 
 One style (`use_style`) for every figure: seaborn "whitegrid", a "talk"-sized context and the colour-blind
 palette, set by every plot function so that a figure looks the same from the notebook, the CLI or a test.
@@ -191,8 +192,7 @@ def _image_predictions(run_dir: Path, reference, beta) -> Figure:
     return plot_image_predictions(preds[label], label)
 
 
-# name -> builder(run_dir, reference file, beta), in the order of the report. The plot modules import
-# `use_style` from here, so they are imported where used.
+# name -> builder(run_dir, reference file, beta), in the order of the report.
 _BUILDERS = {"training_curves": _training_curves, "completion_length": _completion_length, "kl": _kl,
              "accuracy": _accuracy, "extraction_rules": _extraction_rules, "letter_recall": _letter_recall,
              "paired_base_vs_trained": _paired,
