@@ -35,7 +35,7 @@ from medr1.report.eval_figures import (
     plot_letter_recall,
     plot_paired,
 )
-from medr1.report.image_figures import plot_image_predictions, plot_training_images
+from medr1.report.image_figures import plot_image_predictions, plot_training_images, shown_predictions
 from medr1.report.results import paired_comparison, results_table
 from medr1.report.style import save_figure
 from medr1.report.training_figures import has_kl, plot_completion_length, plot_kl, plot_training_curves
@@ -188,7 +188,7 @@ def _image_predictions(run_dir: Path, reference, beta) -> Figure:
     if not preds:
         raise FigureSkipped(f"no prediction with an image in {RunDir(run_dir).eval_dir}/<label>/predictions.jsonl")
     label = "trained" if "trained" in preds else sorted(preds)[0]
-    _images_present([r["images"][0] for r in preds[label][:4]])
+    _images_present([r["images"][0] for r in shown_predictions(preds[label])])
     return plot_image_predictions(preds[label], label)
 
 

@@ -53,9 +53,26 @@ def plot_training_images(questions: Iterable[Any], n: int = MAX_PANELS) -> Figur
                   for q in shown], "Training questions and their images")
 
 
+def shown_predictions(rows: Iterable[dict], n: int = MAX_PANELS) -> list[dict]:
+    """The first `n` questions' rows among those naming an image, one row per question (its first rotation:
+    the other rotations show the same image).
+
+    >>> [r["id"] for r in shown_predictions([{"id": "1", "images": ["a"]}, {"id": "1", "images": ["a"]},
+    ...                                      {"id": "2"}, {"id": "3", "images": ["b"]}])]
+    ['1', '3']
+    """
+    seen, shown = set(), []
+    for row in rows:
+        key = (row.get("benchmark"), row.get("id"))
+        if row.get("images") and key not in seen and len(shown) < n:
+            seen.add(key)
+            shown.append(row)
+    return shown
+
+
 def plot_image_predictions(rows: Iterable[dict], label: str, n: int = MAX_PANELS) -> Figure:
-    """The first `n` prediction rows that name an image: the image, its modality, gold and answered letter
-    ("unparsed" when no letter was extracted, which the strict scorer counts as wrong).
+    """The first `n` questions whose prediction rows name an image (`shown_predictions`): the image, its
+    modality, gold and answered letter ("unparsed" when no letter was extracted: wrong under `strict`).
 
     Args:
         rows: prediction rows of one model (`medr1.artifacts.read_predictions`).
@@ -65,6 +82,6 @@ def plot_image_predictions(rows: Iterable[dict], label: str, n: int = MAX_PANELS
     Raises:
         ValueError: no row names an image (a text-only evaluation).
     """
-    shown = [r for r in rows if r.get("images")][:n]
+    shown = shown_predictions(rows, n)
     return _grid([(r["images"][0], f"{r.get('modality', '?')}: gold {r['gold']},\nanswered {r['extracted'] or 'unparsed'}")
                   for r in shown], f"Evaluated questions and the answers of {label!r}")

@@ -353,6 +353,7 @@ def _vision_run(tmp_path: Path) -> Path:
                  "correct": x == "AB"[i], "rule": "answer_tag" if x else "none", "options": {"A": "red", "B": "green"},
                  "completion": f"Answer: {x}", "images": [images[i]], "modality": "MRI"}
                 for i, x in enumerate(answers)]
+        rows.insert(1, {**rows[0], "shift": 1, "gold": "B", "extracted": "B"})  # another rotation: not shown again
         _write_jsonl(run / "eval" / label / "predictions.jsonl", rows)
     return run
 
