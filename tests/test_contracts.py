@@ -35,6 +35,7 @@ sys.path.insert(0, str(REPO_ROOT / "scripts"))
 import api_snapshot  # noqa: E402
 
 sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
+import acceptance  # noqa: E402
 import run_gpu  # noqa: E402
 
 RECIPES = sorted(p.name for p in (REPO_ROOT / "params").glob("*.yaml") if not p.name.startswith("reference_"))
@@ -194,8 +195,9 @@ def test_grpo_config_keywords_fit_trl_1_15_and_the_installed_trl(recipe):
         kwargs = _config_kwargs(params, cuda=cuda)
         check_call("trl.GRPOConfig", kwargs=kwargs)
         assert set(kwargs) <= real, sorted(set(kwargs) - real)
-    # what benchmarks/run_gpu.py adds on top
-    check_call("trl.GRPOConfig", kwargs={**_config_kwargs(params, cuda=True), **run_gpu.TRAINER_OVERRIDES})
+    # what benchmarks/run_gpu.py and its acceptance run add on top
+    check_call("trl.GRPOConfig", kwargs={**_config_kwargs(params, cuda=True), **run_gpu.TRAINER_OVERRIDES,
+                                         **acceptance.VLLM_CONFIG_OVERRIDES})
 
 
 @pytest.mark.parametrize("recipe", RECIPES)
