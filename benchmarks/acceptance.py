@@ -150,12 +150,15 @@ class LogprobProbe:
     def _record(self, lora_request) -> None:
         self._busy = True
         row: dict[str, Any] = {"step": self.trainer.state.global_step}
+        # Each read on its own: a failure is recorded in the JSON and the training step goes on.
         try:
-            if self.llm is not None:
-                row["engine"] = engine_logprob(self.llm, self.prompt_ids, self.completion_ids, lora_request)
             row["policy"] = policy_logprob(self.trainer.model, self.prompt_ids, self.completion_ids)
-            row.setdefault("engine", row["policy"])
-        except Exception as e:  # noqa: BLE001  (recorded in the JSON; the training step goes on)
+        except Exception as e:  # noqa: BLE001
+            row["policy_error"] = f"{type(e).__name__}: {e}"
+        try:
+            row["engine"] = (engine_logprob(self.llm, self.prompt_ids, self.completion_ids, lora_request)
+                             if self.llm is not None else row["policy"])
+        except Exception as e:  # noqa: BLE001
             row["error"] = f"{type(e).__name__}: {e}"
         finally:
             self._busy = False
@@ -172,11 +175,12 @@ class LogprobProbe:
             out["why"] = "needs a generation round before and one after the first optimizer step"
             return out
         out["engine_delta"] = later["engine"] - first["engine"]
-        out["policy_delta"] = later["policy"] - first["policy"]
         out["engine_changed"] = abs(out["engine_delta"]) > tolerance
-        out["policy_changed"] = abs(out["policy_delta"]) > tolerance
-        out["engine_minus_policy"] = later["engine"] - later["policy"]
-        out["stale_weights"] = out["policy_changed"] and not out["engine_changed"]
+        if "policy" in first and "policy" in later:  # the policy's own number (informative; may fail on Unsloth)
+            out["policy_delta"] = later["policy"] - first["policy"]
+            out["policy_changed"] = abs(out["policy_delta"]) > tolerance
+            out["engine_minus_policy"] = later["engine"] - later["policy"]
+        out["stale_weights"] = not out["engine_changed"]
         return out
 
 
