@@ -63,7 +63,7 @@ TINY_SHAPES = dict(hidden_size=16, intermediate_size=32, num_hidden_layers=2, nu
 
 def distinct_characters(completions, **kwargs) -> list[float]:
     """Reward varying between samples of a random model (so the group advantages and the update are not zero)."""
-    from medr1.rewards import completion_text
+    from medr1.task.rewards import completion_text
 
     return [len(set(completion_text(c))) / 10 for c in completions]
 
@@ -196,11 +196,12 @@ def child(backend: str, model_dir: str, recipe: str, device: str, use_vllm: bool
     from datasets import Dataset
 
     from medr1.data import load_benchmark
-    from medr1.generation import encode_prompts, eos_ids
-    from medr1.grpo_setup import build_grpo_config, build_trainer, check_effective_config
-    from medr1.models import load_policy, text_tokenizer
-    from medr1.prompts import build_messages
-    from medr1.step_timer import StepTimer
+    from medr1.generation.hf import encode_prompts, eos_ids
+    from medr1.models.base import text_tokenizer
+    from medr1.models.load import load_policy
+    from medr1.task.prompts import build_messages
+    from medr1.train.step_timer import StepTimer
+    from medr1.train.trainer import build_grpo_config, build_trainer, check_effective_config
 
     cuda = device == "cuda"
     params, overrides = run_gpu.bench_params(recipe, model_dir=model_dir, backend=backend, steps=STEPS,
@@ -271,7 +272,8 @@ def make_tiny_model(cfg: dict[str, Any], out: Path) -> None:
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from medr1.models import load_tokenizer, resolve_model_path
+    from medr1.models.base import load_tokenizer
+    from medr1.models.load import resolve_model_path
 
     tok = load_tokenizer(resolve_model_path("embedded:smollm2-135m"))
     values = {k: v for k, v in cfg.items() if k not in ("architectures", "transformers_version", "torch_dtype")}

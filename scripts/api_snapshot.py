@@ -50,7 +50,7 @@ VERSIONS = {
 # or msgspec Struct, the subclass first and its bases after (a dataclass's fields are the union).
 # "via" says why a public name is read from another place (the public method only forwards *args/**kwargs).
 TARGETS: dict[str, dict] = {
-    # vLLM: what medr1.backends / vision_eval and TRL's colocate path construct.
+    # vLLM: what medr1.generation.vllm and TRL's colocate path construct.
     "vllm.LLM": {"kind": "function", "file": "vllm/entrypoints/llm.py", "qualname": "LLM.__init__",
                  "kwargs_into": "vllm.EngineArgs",
                  "via": "LLM(**kwargs) passes unknown keywords to EngineArgs(...)"},

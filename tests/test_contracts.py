@@ -180,7 +180,7 @@ def test_strict_fakes_reject_what_the_libraries_reject():
 
 
 def _config_kwargs(params, *, cuda: bool) -> dict:
-    from medr1.grpo_setup import grpo_config_kwargs
+    from medr1.train.trainer import grpo_config_kwargs
 
     return grpo_config_kwargs(params, "/tmp/out", cuda=cuda, dtype_name="bfloat16" if cuda else "float32")
 
@@ -224,7 +224,7 @@ def test_grpo_trainer_keywords_fit_trl_1_15(monkeypatch):
     import trl
 
     from medr1.config import Params
-    from medr1.grpo_setup import build_trainer
+    from medr1.train.trainer import build_trainer
 
     class Stop(Exception):
         pass
@@ -246,8 +246,9 @@ def test_grpo_trainer_keywords_fit_trl_1_15(monkeypatch):
 
 @pytest.mark.parametrize("recipe", TEXT_GPU_RECIPES)
 def test_unsloth_text_loader_keywords(recipe, tiny_checkpoint, monkeypatch):
-    """`medr1.models._load_unsloth` as each GPU recipe calls it (and with the dtypes a user may set)."""
-    from medr1.models import load_policy, load_tokenizer
+    """`medr1.models.load._load_unsloth` as each GPU recipe calls it (and with the dtypes a user may set)."""
+    from medr1.models.base import load_tokenizer
+    from medr1.models.load import load_policy
 
     calls: dict = {}
 
@@ -266,8 +267,8 @@ def test_unsloth_text_loader_keywords(recipe, tiny_checkpoint, monkeypatch):
 
 
 def test_unsloth_vision_loader_keywords(monkeypatch):
-    """`medr1.vision.load_vision_unsloth` as the VLM recipe calls it, with each dtype a user may set."""
-    from medr1.vision import load_vision_unsloth
+    """`medr1.models.vision.load_vision_unsloth` as the VLM recipe calls it, with each dtype a user may set."""
+    from medr1.models.vision import load_vision_unsloth
 
     def from_pretrained(**kw):
         tok = types.SimpleNamespace(pad_token=None, eos_token="<e>", padding_side="right")
@@ -293,7 +294,7 @@ class _Engine:
     """What medr1 reads from a vLLM engine: tokenizer, context length, generate's outputs."""
 
     def __init__(self, tokenizer_path: str, **kwargs):
-        from medr1.models import load_tokenizer
+        from medr1.models.base import load_tokenizer
 
         self.kwargs = kwargs
         self._tok = load_tokenizer(tokenizer_path)
@@ -313,13 +314,13 @@ class _Engine:
 
 @pytest.fixture
 def vllm_calls(monkeypatch, tiny_checkpoint):
-    import medr1.backends
+    import medr1.generation.vllm
 
     calls: list = []
     for name, module in fake_vllm(lambda *a, **kw: _Engine(tiny_checkpoint, **kw), calls).items():
         monkeypatch.setitem(sys.modules, name, module)
-    monkeypatch.setattr(medr1.backends, "cuda_available", lambda: True)
-    monkeypatch.setattr(medr1.backends, "vllm_available", lambda: True)
+    monkeypatch.setattr(medr1.generation.vllm, "cuda_available", lambda: True)
+    monkeypatch.setattr(medr1.generation.vllm, "vllm_available", lambda: True)
     return calls
 
 
@@ -329,8 +330,8 @@ def test_vllm_text_evaluation_keywords(recipe, vllm_calls, tiny_checkpoint, tmp_
     checked: LLM(...), SamplingParams(...), LoRARequest(...), llm.generate(...)."""
     from conftest import run_eval
 
-    from medr1.backends import vllm_generate_fn
-    from medr1.evaluate import EvalSettings
+    from medr1.evaluation.evaluate import EvalSettings
+    from medr1.generation.backends import vllm_generate_fn
 
     settings = EvalSettings.from_params(_recipe(recipe))
     for i, (adapter, temperature, samples) in enumerate([(None, 0.0, 1), (str(tmp_path / "adapter"), 0.7, 2)]):
@@ -366,7 +367,7 @@ def test_accelerate_configs_fit_accelerate(config):
 def test_launch_command_parses_under_accelerate(recipe):
     from accelerate.commands.launch import launch_command_parser
 
-    from medr1.launch import build_launch_command
+    from medr1.train.launch import build_launch_command
 
     params = _recipe(recipe, num_processes=4, deepspeed="zero3")
     cmd = build_launch_command(params, "run/params.yaml", progress=False)
