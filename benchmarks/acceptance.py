@@ -43,11 +43,18 @@ import run_gpu
 from run_cpu import machine, suppress_eos
 
 ACCEPTANCE_RECIPE = "params/qwen2.5-7b-grpo.yaml"
-# Wall-clock budget of the whole run and each section's share (seconds, one H100): model creation, the TRL
-# child (7B load + vLLM engine + 2 steps), the Unsloth child (import, load + engine, ~70 s compile on the
-# first step, one timed step), generation (the static path compiles on its first batch).
+# Wall-clock budget of the whole run, and the time kept back for each later section (seconds, one H100,
+# estimates): the TRL child (7B load + vLLM engine + 2 steps), the Unsloth child (import, load + engine,
+# ~70 s compile on the first step, one timed step), generation (the static path compiles on its first
+# batch). A section may use what the earlier ones left; model creation (~1 min) comes first.
 BUDGET_S = 480
 SECTION_S = {"trl": 150, "unsloth": 180, "generation": 90}
+
+
+def time_left_for(section: str, deadline: float) -> int:
+    """Seconds `section` may run: what is left before `deadline`, minus the shares of the sections after it."""
+    later = list(SECTION_S)[list(SECTION_S).index(section) + 1:]
+    return int(deadline - time.time()) - sum(SECTION_S[s] for s in later)
 STEPS, TOKENS, LEARNING_RATE = 2, 64, 1e-2
 # The CPU rehearsal runs the same code on small groups and short completions (seconds per step, not minutes).
 CPU_SHAPE = {"num_generations": 2, "per_device_train_batch_size": 2, "gradient_accumulation_steps": 1}
@@ -350,10 +357,13 @@ def run(args) -> int:
             if backend == "unsloth" and not cuda:
                 result["backends"][backend] = {"backend": backend, "skipped": "Unsloth imports only with CUDA"}
                 continue
-            limit = min(SECTION_S[backend] if cuda else 300, int(deadline - time.time()) - 30)
+            limit = time_left_for(backend, deadline)
             result["backends"][backend] = run_child(backend, str(tmp), args, device, has_vllm, limit)
-        result["generation"] = run_gpu.bench_generation(str(tmp), 8, 32 if cuda else 8, device=device,
-                                                        decodes=("hf", "static"), vllm=has_vllm)
+        if time_left_for("generation", deadline) < 30:
+            result["generation"] = {"error": f"not run: the {args.budget_s} s budget was spent"}
+        else:
+            result["generation"] = run_gpu.bench_generation(str(tmp), 8, 32 if cuda else 8, device=device,
+                                                            decodes=("hf", "static"), vllm=has_vllm)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     result["checks"] = checks(result, cuda)

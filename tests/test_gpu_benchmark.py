@@ -216,3 +216,12 @@ def test_acceptance_engine_logprob_calls_fit_vllm(monkeypatch):
     llm = modules["vllm"].LLM(model="m")
     lora = modules["vllm.lora.request"].LoRARequest("adapter", 1, "/a")
     assert acceptance.engine_logprob(llm, [1, 2, 3], [7, 8], lora_request=lora) == pytest.approx(-1.0)
+
+
+def test_acceptance_sections_keep_time_for_the_later_ones():
+    import time
+
+    deadline = time.time() + acceptance.BUDGET_S
+    left = {s: acceptance.time_left_for(s, deadline) for s in acceptance.SECTION_S}
+    assert abs(left["trl"] - (acceptance.BUDGET_S - 180 - 90)) <= 1
+    assert abs(left["unsloth"] - (acceptance.BUDGET_S - 90)) <= 1 and abs(left["generation"] - acceptance.BUDGET_S) <= 1
