@@ -58,10 +58,12 @@ def _torch_dtype_or_none(value) -> bool:
 
 
 # Checks the libraries make on values at construction (a wrong value fails there, after the model loaded).
+# A key in ABSENT_DEFAULTS is checked at its default value when the call leaves it out.
 VALUE_RULES: dict[str, dict[str, tuple[Callable[[Any], bool], str]]] = {
     "vllm.LoRARequest": {
         "lora_int_id": (lambda v: isinstance(v, int) and v >= 1, "must be an int >= 1 (vllm/lora/request.py "
-                                                                  "__post_init__)")},
+                                                                  "__post_init__)"),
+        "lora_path": (lambda v: bool(v), "must not be empty (vllm/lora/request.py __post_init__ asserts)")},
     "vllm.LLM": {
         "max_lora_rank": (lambda v: v in snapshot()["vllm_max_lora_ranks"],
                           "must be one of vllm/config/lora.py MaxLoRARanks")},
@@ -73,6 +75,7 @@ VALUE_RULES: dict[str, dict[str, tuple[Callable[[Any], bool], str]]] = {
         "dtype": (lambda v: _torch_dtype_or_none(v) or v in ("float16", "bfloat16"),
                   "must be None, a torch.dtype, 'float16' or 'bfloat16' (unsloth/models/loader.py asserts)")},
 }
+ABSENT_DEFAULTS: dict[str, dict[str, Any]] = {"vllm.LoRARequest": {"lora_path": ""}}
 
 
 def check_call(name: str, args: tuple = (), kwargs: dict | None = None) -> None:
@@ -98,6 +101,7 @@ def check_call(name: str, args: tuple = (), kwargs: dict | None = None) -> None:
     missing = [r for r in entry["required"] if r not in given]
     if missing:
         raise ContractError(f"{where} is missing required argument(s) {missing}")
+    given = {**ABSENT_DEFAULTS.get(name, {}), **given}
     for key, (ok, why) in VALUE_RULES.get(name, {}).items():
         if key in given and not ok(given[key]):
             raise ContractError(f"{where}: {key}={given[key]!r} {why}")

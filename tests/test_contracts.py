@@ -159,6 +159,8 @@ def test_strict_fakes_reject_what_the_libraries_reject():
     assert request.LoRARequest("adapter", 1, "/a").lora_path == "/a"
     with pytest.raises(ContractError, match="lora_int_id=0"):
         request.LoRARequest("adapter", 0, "/a")  # vLLM: id must be > 0
+    with pytest.raises(ContractError, match="lora_path=''"):
+        request.LoRARequest("adapter", 1)  # vLLM asserts a path
     with pytest.raises(ContractError, match="positional"):
         request.LoRARequest(*"abcdefghij")
     with pytest.raises(ContractError, match="max_lora_rank=48"):
