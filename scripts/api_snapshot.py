@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import hashlib
 import json
 import re
 import subprocess
@@ -108,8 +109,9 @@ class Sources:
     """Python files and metadata of the downloaded wheels, read from the zip files (nothing is installed)."""
 
     def __init__(self, wheel_dir: Path):
-        self.zips = {name: zipfile.ZipFile(_find_wheel(wheel_dir, name, version) or _missing(wheel_dir, name, version))
-                     for name, version in VERSIONS.items()}
+        self.paths = {name: _find_wheel(wheel_dir, name, version) or _missing(wheel_dir, name, version)
+                      for name, version in VERSIONS.items()}
+        self.zips = {name: zipfile.ZipFile(path) for name, path in self.paths.items()}
         self._trees: dict[str, ast.Module] = {}
 
     def _zip_for(self, path: str) -> zipfile.ZipFile:
@@ -285,6 +287,8 @@ def snapshot(src: Sources) -> dict:
     return {
         "generated_by": "scripts/api_snapshot.py",
         "versions": dict(VERSIONS),
+        "wheels": {name: {"file": path.name, "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+                   for name, path in src.paths.items()},
         "callables": callables,
         # TRL's own vLLM calls, so the test can check that TRL 1.15 and the pinned vLLM fit each other.
         "trl_vllm": {
