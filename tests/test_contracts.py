@@ -331,7 +331,7 @@ def vllm_calls(monkeypatch, tiny_checkpoint):
 def test_vllm_text_evaluation_keywords(recipe, vllm_calls, tiny_checkpoint, tmp_path):
     """Evaluation through `vllm_generate_fn` (base, and with an adapter; greedy and sampled), every vLLM call
     checked: LLM(...), SamplingParams(...), LoRARequest(...), llm.generate(...)."""
-    from conftest import run_eval
+    from helpers import run_eval
 
     from medr1.evaluation.evaluate import EvalSettings
     from medr1.generation.backends import vllm_generate_fn
@@ -351,7 +351,7 @@ def test_vllm_text_evaluation_keywords(recipe, vllm_calls, tiny_checkpoint, tmp_
 def test_vllm_vision_evaluation_keywords(vllm_calls, tmp_path):
     """Image evaluation through `vllm_generate_fn` on the tiny Qwen2-VL, as the VLM recipe sets it up: the
     engine's multimodal keywords (limit_mm_per_prompt, mm_processor_kwargs) and the requests, checked."""
-    from conftest import run_eval
+    from helpers import run_eval
 
     from medr1.evaluation.evaluate import EvalSettings
     from medr1.generation.backends import vllm_generate_fn
