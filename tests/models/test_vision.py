@@ -156,12 +156,13 @@ def test_chat_format_matches_trl_and_the_processor_renders_images():
 
 @needs_embedded
 def test_processor_puts_image_tokens_and_pixels_in_the_prompt():
-    from medr1.models.vision import load_processor, tiny_vision_checkpoint
+    from medr1.models.vision import load_processor, tiny_vision_checkpoint, vision_prompt_text
 
     processor = load_processor(tiny_vision_checkpoint())
     q = load_benchmark("vqa_test", "test", TOYVQA)[0]
     text = processor.apply_chat_template(vision_messages(q, "r1"), add_generation_prompt=True, tokenize=False)
     assert "<|im_start|>user\n<|vision_start|><|image_pad|><|vision_end|>Which shape" in text
+    assert vision_prompt_text("embedded:tiny-qwen2-vl", vision_messages(q, "r1")) == text  # notebook 06's call
     enc = processor.apply_chat_template(vision_messages(q, "r1"), add_generation_prompt=True, tokenize=True,
                                         return_dict=True, return_tensors="pt")
     n_image_tokens = int((enc["input_ids"] == processor.image_token_id).sum())
@@ -183,7 +184,10 @@ def test_vision_specs_and_lora_targets(tmp_path):
 
 
 def test_unsloth_vision_path_wiring_with_a_fake_unsloth(monkeypatch):
-    """Unsloth needs a GPU; a fake module stands in to check what `load_vision_unsloth` asks of it."""
+    """Unsloth needs a GPU; a fake module stands in to check what `load_vision_unsloth` asks of it, and
+    refuses what Unsloth 2026.10.9's signatures refuse (tests/contracts/api_snapshot.json)."""
+    from api_contract import check_call
+
     from medr1.models.vision import load_vision_unsloth
 
     calls = {}
@@ -191,6 +195,7 @@ def test_unsloth_vision_path_wiring_with_a_fake_unsloth(monkeypatch):
     class FastVisionModel:
         @staticmethod
         def from_pretrained(**kw):
+            check_call("unsloth.FastVisionModel.from_pretrained", kwargs=kw)
             calls["load"] = kw
             tok = types.SimpleNamespace(pad_token=None, eos_token="<e>", padding_side="right")
             return types.SimpleNamespace(dtype="torch.bfloat16"), types.SimpleNamespace(
@@ -198,6 +203,7 @@ def test_unsloth_vision_path_wiring_with_a_fake_unsloth(monkeypatch):
 
         @staticmethod
         def get_peft_model(model, **kw):
+            check_call("unsloth.FastVisionModel.get_peft_model", (model,), kw)
             calls["peft"] = kw
             return model
 

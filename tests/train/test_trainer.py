@@ -131,14 +131,17 @@ def test_trl_backend_runs_what_params_ask(tmp_path, tiny_checkpoint, caplog):
 
 
 def _fake_unsloth(monkeypatch, calls: dict):
-    """A `unsloth` module that loads with transformers + PEFT and misbehaves like the real one."""
+    """A `unsloth` module that loads with transformers + PEFT and misbehaves like the real one; its methods
+    refuse what Unsloth 2026.10.9's signatures refuse (tests/contracts/api_snapshot.json)."""
     import trl
+    from api_contract import check_call
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     class FastLanguageModel:
         @staticmethod
         def from_pretrained(model_name, **kwargs):
+            check_call("unsloth.FastLanguageModel.from_pretrained", kwargs={"model_name": model_name, **kwargs})
             calls["from_pretrained"] = kwargs
             model = AutoModelForCausalLM.from_pretrained(model_name)
             tok = AutoTokenizer.from_pretrained(model_name)
@@ -147,6 +150,7 @@ def _fake_unsloth(monkeypatch, calls: dict):
 
         @staticmethod
         def get_peft_model(model, **kwargs):
+            check_call("unsloth.FastLanguageModel.get_peft_model", (model,), kwargs)
             calls["get_peft_model"] = kwargs
             lora = LoraConfig(r=kwargs["r"], lora_alpha=kwargs["lora_alpha"], lora_dropout=kwargs["lora_dropout"],
                               target_modules=kwargs["target_modules"], task_type="CAUSAL_LM")
