@@ -85,7 +85,7 @@ class Params:
                                    "letter ranges the evaluation asks with are trained too; [] = as written.", "data")
     prefilter_samples: int = _f(0, "Informative questions only: sample this many completions per training question "
                                 "with the starting policy and keep the questions whose pass rate is strictly "
-                                "between 0 and 1 (medr1.prefilter; resumable, counts in the data card); 0 = off.",
+                                "between 0 and 1 (medr1.train.prefilter; resumable, counts in the data card); 0 = off.",
                                 "data")
     validation_option_counts: list | None = _f(None, "Cut validation questions to option counts dealt from this list "
                                                "(the test sets' counts: a model's letter and format habits differ "

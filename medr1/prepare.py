@@ -30,7 +30,6 @@ from medr1.data import (
 )
 from medr1.data.option_order import shuffle_report
 from medr1.paths import resolve_repo_path
-from medr1.prefilter import PREFILTER_KEYS, prefilter_pool
 from medr1.runs import RunDir, atomic_write_json, atomic_write_text, write_manifest
 from medr1.task.protocols import decontamination_sets
 
@@ -122,24 +121,12 @@ def prepare_data(params: Params, *, write: bool = True) -> PreparedData:
     data_dir = data_dir_of(params)
     # The pool first: a bad training record is reported as such, before any evaluation set is read.
     pool, validation, report = training_pool(params)
-    # Informative questions only (prefilter_samples > 0): sampled with the starting policy, resumable.
-    prefilter = prefilter_pool(params, pool, RunDir(params.run_dir).path / "data") if params.prefilter_samples else None
-    if prefilter is not None:
-        pool = prefilter[0]
-        if not pool:
-            raise ValueError(f"the pre-filter kept no training question: the starting policy answered every one of "
-                             f"{prefilter[1]['n_questions']} always or never right in {params.prefilter_samples} "
-                             f"samples (data/prefilter.jsonl); set prefilter_samples: 0")
     evals = {name: load_benchmark(name, params.eval_split, data_dir, limit=params.eval_limit, sample_seed=params.seed)
              for name in params.eval_benchmarks}
     card = data_card([*pool, *(q for qs in evals.values() for q in qs)])
     shuffle = shuffle_report(pool, seed=params.seed, shuffle_options=params.shuffle_options,
                              option_counts=params.train_option_counts)
     card["training gold letters, before and after option shuffling (first pass)"] = shuffle_table(shuffle)
-    if prefilter is not None:
-        import pandas as pd
-
-        card["informative-question pre-filter (medr1.prefilter)"] = pd.Series(prefilter[1], dtype=object)
     hashes = {"train_pool": questions_hash(pool), **({"validation": questions_hash(validation)} if validation else {}),
               **{f"eval:{k}": questions_hash(v) for k, v in evals.items()}}
     if write:
@@ -160,7 +147,6 @@ def prepare_data(params: Params, *, write: bool = True) -> PreparedData:
             f"placeholder options (\"N/A\") removed (`medr1.data.pool.without_placeholder_options`).\n"))
         write_manifest(run, job="data", params=params.to_dict(), data_hashes=hashes,
                        extra={"placeholder_options": report.n_placeholder_options,
-                              "prefilter": prefilter[1] if prefilter is not None else None,
                               "decontamination": {"removed": len(report.removed), "by_reason": report.by_reason,
                                                   "by_eval_source": report.by_eval_source,
                                                   "by_eval_set": report.removed_by_eval_set},
@@ -200,10 +186,8 @@ def _sha256(path: Path) -> str:
 
 
 def prepared_params(params: Params) -> dict[str, Any]:
-    """The params the prepared files depend on (`PREPARED_KEYS`; with the pre-filter on, also the starting
-    policy and its sampling, `PREFILTER_KEYS`), as recorded in prepared.json."""
-    keys = PREPARED_KEYS + (PREFILTER_KEYS if params.prefilter_samples else ())
-    return {k: getattr(params, k) for k in dict.fromkeys(keys)}
+    """The params the prepared files depend on (`PREPARED_KEYS`), as recorded in prepared.json."""
+    return {k: getattr(params, k) for k in PREPARED_KEYS}
 
 
 def _record_prepared(params: Params, out: Path, hashes: dict[str, str]) -> None:

@@ -20,7 +20,6 @@ LAYERS = [
     {"data", "models", "runs"},
     {"task", "generation", "artifacts"},
     {"config"},
-    {"prefilter"},  # run by preparation: samples the starting policy (generation) and scores it (task)
     {"prepare", "pipeline"},
     {"train", "evaluation"},
     {"report", "cli"},

@@ -57,6 +57,7 @@ from medr1.task.rewards import control_labels, get_reward_funcs
 from medr1.train import checkpoints as ckpt
 from medr1.train.callbacks import metrics_columns, prompt_key, training_callbacks
 from medr1.train.launch import build_launch_command, die_with_parent, inside_launch, run_launch
+from medr1.train.prefilter import informative_pool
 from medr1.train.trainer import (  # noqa: F401  (re-exported: tests and callers import it here)
     build_grpo_config,
     build_trainer,
@@ -149,6 +150,7 @@ def train(params: Params, *, progress: bool = True, reward_funcs: list[Callable]
         pool, contamination = load_prepared(params)
         if not pool:
             raise ValueError(f"the training pool of {params.train_sources} is empty after decontamination")
+        pool = informative_pool(params, pool)  # prefilter_samples > 0: questions that still give GRPO a signal
 
         # --- rewards -------------------------------------------------------------------------------------
         if reward_funcs is None:
@@ -291,7 +293,7 @@ def claim_run(params: Params, run: RunDir, *, progress: bool, echo) -> Iterator[
         atomic_write_text(run.path / "params.yaml", params.to_yaml())
         if params.num_processes > 1:
 
-            load_prepared(params)  # once, here: the workers then read the same checked files
+            informative_pool(params, load_prepared(params)[0])  # once, here: the workers read the same files
             yield _train_launched(params, run, progress=progress, echo=echo)
             return
         yield None

@@ -1,4 +1,4 @@
-"""medr1.prefilter: informative questions (pass rate strictly between 0 and 1), resumable, counts in the card.
+"""medr1.train.prefilter: informative questions (pass rate strictly between 0 and 1), resumable, counts in the card.
 
 A fake generator stands in for the starting policy: it answers each question right in a fixed number of its
 k samples, so which questions the filter must keep is known in advance.
@@ -14,8 +14,9 @@ import pytest
 from medr1.config import Params
 from medr1.data import Question
 from medr1.generation.hf import Generation
-from medr1.prefilter import PREFILTER_ROWS, prefilter_pool
+from medr1.prepare import load_prepared, prepare_data
 from medr1.task.prompts import build_messages
+from medr1.train.prefilter import CARD_HEADING, PREFILTER_ROWS, informative_pool, prefilter_pool
 
 K = 4
 
@@ -103,24 +104,24 @@ def test_refuses_what_it_cannot_filter(tmp_path):
         prefilter_pool(_params(tmp_path), _pool(2), tmp_path, generate_fn=silent)
 
 
-def test_preparation_filters_the_pool_and_says_so_in_the_data_card(tmp_path, monkeypatch):
+def test_training_pool_is_filtered_and_the_data_card_says_so(tmp_path):
+    # what `train` does after reading the prepared pool: filter it, the counts appended to the data card (once)
     from pathlib import Path
 
-    import medr1.prefilter
-    from medr1.prepare import load_prepared, prepare_data, training_pool
-
-    fixtures = Path(__file__).parent / "fixtures" / "train"
+    fixtures = Path(__file__).parents[1] / "fixtures" / "train"
     params = _params(tmp_path, data_dir=str(fixtures), train_sources=["toymed"], decontaminate_against=["toyeval"],
                      eval_benchmarks=["toyeval"], seed=3)
-    full, _, _ = training_pool(params)
-    policy = FakePolicy(full, n_right)
-    monkeypatch.setattr(medr1.prefilter, "_default_generate_fn", lambda p: policy)
-    prepared = prepare_data(params)
+    prepare_data(params)
+    full = load_prepared(params)[0]
     expected = [q.id for i, q in enumerate(full) if 0 < n_right(i) < K]
-    assert [q.id for q in prepared.pool] == expected and len(expected) < len(full)
+    assert 0 < len(expected) < len(full)
+    for _ in range(2):  # a rerun (resume) replaces the card's section, it does not add a second one
+        kept = informative_pool(params, full, generate_fn=FakePolicy(full, n_right))
+    assert [q.id for q in kept] == expected
     card = (params.run_dir / "data" / "data_card.md").read_text()
-    assert "informative-question pre-filter" in card
+    assert card.count(CARD_HEADING) == 1 and "before and after option shuffling" in card  # preparation's part kept
     assert re.search(rf"^n_kept +{len(expected)}$", card, re.M) and re.search(rf"^n_questions +{len(full)}$", card, re.M)
-    assert [q.id for q in load_prepared(params)[0]] == expected  # training reads the filtered pool
-    # Switching the pre-filter off prepares the whole pool again (prepared.json records the pre-filter settings).
-    assert len(load_prepared(params.replace(prefilter_samples=0))[0]) == len(full)
+    assert load_prepared(params)[0] == full  # the prepared pool itself is untouched (its hash still holds)
+    assert informative_pool(params.replace(prefilter_samples=0), full) == full  # off: nothing sampled
+    with pytest.raises(ValueError, match="kept no training question"):
+        informative_pool(params.replace(temperature=0.9), full, generate_fn=FakePolicy(full, lambda i: 0))

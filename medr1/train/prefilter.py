@@ -4,11 +4,13 @@ GRPO learns from reward differences within a group. A question whose k sampled c
 or all wrong, gives every completion the same reward, hence zero advantage and no gradient: its share of
 the step's compute teaches nothing (`frac_reward_zero_std` in metrics.csv counts such groups as training
 goes; AlphaMed reports ~22 % informative groups on MedQA, 7 % on MedMCQA and 3 % on PubMedQA by step 40).
-With `prefilter_samples: k` preparation samples k completions per training question with the starting
-policy, exactly as GRPO will (the training template, `temperature`, `top_p`, `max_completion_length`),
+With `prefilter_samples: k` training first samples k completions per training question with the starting
+policy (before the policy is loaded for training; once, before workers start, with several GPUs), as GRPO will (the training template, `temperature`, `top_p`, `max_completion_length`),
 scores them with the `accuracy` reward against the gold answer, and keeps the questions whose pass rate is
 strictly between 0 and 1. Gold answers, not a `reward_control` relabelling: both arms of an experiment
-select the same way, and the random arm relabels after selection (`medr1.train.recipe`).
+select the same way, and the random arm relabels after selection (`medr1.train.recipe`). The pool
+preparation wrote (`data/train_pool.jsonl`, checked by hash) is left as it is: the filter is a function of it
+and of the policy, recorded beside it, and its counts are a section of `data/data_card.md`.
 
 Why it is built this way:
 - Resumable: one line per question is appended (flushed, fsynced) to `data/prefilter.jsonl` as each
@@ -31,7 +33,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from medr1.generation.backends import generate_fn_for, pick_backend
-from medr1.runs import RunDir, atomic_write_json
+from medr1.runs import RunDir, atomic_write_json, atomic_write_text
 from medr1.task.prompts import build_messages
 from medr1.task.rewards import accuracy
 
@@ -148,4 +150,30 @@ def prefilter_pool(params: Any, pool: Sequence, out_dir: str | Path | None = Non
     return kept, record
 
 
-__all__ = ["PREFILTER_KEYS", "prefilter_pool", "prefilter_settings"]
+CARD_HEADING = "## informative-question pre-filter (medr1.train.prefilter)"
+
+
+def informative_pool(params: Any, pool: Sequence, *, generate_fn: Callable[..., list] | None = None) -> list:
+    """`prefilter_pool` into the run's `data/`, its counts written as a section of `data/data_card.md`
+    (replacing an earlier one); the pool as it is when `prefilter_samples` is 0.
+
+    Raises:
+        ValueError: the filter kept no question.
+    """
+    if not params.prefilter_samples:
+        return list(pool)
+    data = RunDir(params.run_dir).path / "data"
+    kept, record = prefilter_pool(params, pool, data, generate_fn=generate_fn)
+    card = data / "data_card.md"
+    text = card.read_text(encoding="utf-8") if card.is_file() else ""
+    text = text.split(f"\n\n{CARD_HEADING}")[0].rstrip("\n")
+    lines = "\n".join(f"{k:<16} {v}" for k, v in record.items())
+    atomic_write_text(card, f"{text}\n\n{CARD_HEADING}\n\n```\n{lines}\n```\n")
+    if not kept:
+        raise ValueError(f"the pre-filter kept no training question: the starting policy answered every one of "
+                         f"{record['n_questions']} always or never right in {params.prefilter_samples} samples "
+                         f"({data / PREFILTER_ROWS}); set prefilter_samples: 0")
+    return kept
+
+
+__all__ = ["PREFILTER_KEYS", "informative_pool", "prefilter_pool", "prefilter_settings"]
