@@ -317,9 +317,12 @@ def load_vision_unsloth(params, path: str):
     import unsloth  # noqa: F401  (patches transformers/trl; must come first)
     from unsloth import FastVisionModel
 
+    from medr1.models import pick_dtype
+
+    # The exact repository and a torch dtype, as TRL loads it (see medr1.models._load_unsloth).
     model, processor = FastVisionModel.from_pretrained(
-        model_name=path, load_in_4bit=params.load_in_4bit,
-        dtype=None if params.torch_dtype == "auto" else params.torch_dtype,
+        model_name=path, use_exact_model_name=True, load_in_4bit=params.load_in_4bit,
+        dtype=pick_dtype(params.torch_dtype, "cuda"),
         use_gradient_checkpointing="unsloth" if params.gradient_checkpointing else False,
         trust_remote_code=params.trust_remote_code)
     model = FastVisionModel.get_peft_model(
