@@ -199,7 +199,7 @@ class _StopLoading(Exception):
     pass
 
 
-def _unsloth_loader_checks(kwargs, named):
+def _unsloth_loader_checks(kwargs, named, *, vision=False):
     """What Unsloth 2026.10.9's `from_pretrained` does with our keywords before it loads anything
     (unsloth/models/loader.py): only its own parameter names (a stricter fake than the real one, which
     forwards others to transformers), "float16"/"bfloat16" strings converted (FastLanguageModel only), then
@@ -208,7 +208,7 @@ def _unsloth_loader_checks(kwargs, named):
 
     assert not set(kwargs) - named, f"unknown keywords {set(kwargs) - named}"
     dtype = kwargs.get("dtype")
-    if "max_lora_rank" in named and isinstance(dtype, str) and dtype in ("float16", "bfloat16"):
+    if not vision and isinstance(dtype, str) and dtype in ("float16", "bfloat16"):
         dtype = getattr(torch, dtype)
     assert dtype is None or dtype in (torch.float16, torch.bfloat16, torch.float32), f"AssertionError: {dtype!r}"
 
@@ -220,9 +220,8 @@ _LANGUAGE = {"model_name", "max_seq_length", "dtype", "load_in_4bit", "load_in_8
              "use_exact_model_name", "offload_embedding", "float32_mixed_precision", "fast_inference",
              "gpu_memory_utilization", "float8_kv_cache", "random_state", "max_lora_rank", "disable_log_stats",
              "qat_scheme", "load_in_fp8", "unsloth_tiled_mlp", "text_only", "on_model_resolved"}
-_VISION = (_LANGUAGE - {"max_lora_rank"}) | {"return_logits", "fullgraph", "auto_model", "whisper_language",
-                                            "whisper_task", "unsloth_force_compile", "target_parameters",
-                                            "max_lora_rank"}
+_VISION = _LANGUAGE | {"return_logits", "fullgraph", "auto_model", "whisper_language", "whisper_task",
+                      "unsloth_force_compile", "target_parameters"}
 
 
 @pytest.mark.parametrize("model, torch_dtype", [("text", "float32"), ("text", "auto"), ("vision", "float16"),
@@ -239,7 +238,7 @@ def test_unsloth_loads_the_exact_repository_in_a_torch_dtype(tmp_path, tiny_chec
     class Fast:
         @staticmethod
         def from_pretrained(**kwargs):
-            _unsloth_loader_checks(kwargs, _LANGUAGE if model == "text" else _VISION)
+            _unsloth_loader_checks(kwargs, _LANGUAGE if model == "text" else _VISION, vision=model == "vision")
             seen.update(kwargs)
             raise _StopLoading
 
