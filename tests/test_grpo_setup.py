@@ -1,4 +1,4 @@
-"""Tests for medr1/grpo_setup.py: one algorithm whatever the backend.
+"""Tests for medr1/train/trainer.py: one algorithm whatever the backend.
 
 Unsloth cannot be imported without a GPU, so its path runs here against a fake `unsloth` module that does
 what the real one was measured doing on an H100 (issue 15): its GRPOConfig forces
@@ -17,12 +17,12 @@ import types
 import pytest
 
 from medr1.config import Params
-from medr1.grpo_setup import (
+from medr1.models.load import load_policy
+from medr1.train.trainer import (
     build_grpo_config,
     build_trainer,
     check_effective_config,
     effective_grpo_config,
-    load_policy,
 )
 
 ALGORITHM = dict(loss_type="dapo", epsilon=0.2, epsilon_high=None, mask_truncated_completions=False,
@@ -99,7 +99,7 @@ def test_a_config_changed_by_the_backend_is_set_back_and_warned(tmp_path, monkey
 
     monkeypatch.setattr(trl, "GRPOConfig", _unsloth_like_config())
     changed: dict = {}
-    with caplog.at_level(logging.WARNING, logger="medr1.grpo_setup"):
+    with caplog.at_level(logging.WARNING, logger="medr1.train.trainer"):
         cfg = build_grpo_config(_params(tmp_path, **ALGORITHM), tmp_path, cuda=False, changed=changed)
     assert type(cfg).__name__ == "UnslothGRPOConfig"
     assert (cfg.mask_truncated_completions, cfg.epsilon_high) == (False, 0.2)
@@ -112,7 +112,7 @@ def test_optimizer_and_vllm_correction_are_params_that_no_backend_default_decide
     TRL's to fused AdamW and a sequence-masked correction capped at 3. Passed explicitly, both get params'."""
     import trl
 
-    from medr1.grpo_setup import requested_grpo_config
+    from medr1.train.trainer import requested_grpo_config
 
     asked = dict(optim="adamw_torch", vllm_importance_sampling_correction=True,
                  vllm_importance_sampling_mode="token_truncate", vllm_importance_sampling_clip_max=2.0)
@@ -184,7 +184,7 @@ def test_the_config_exists_before_the_policy_loads(tmp_path, monkeypatch):
     """Review B2: under ZeRO-3, transformers loads a model sharded (deepspeed.zero.Init) only once a
     TrainingArguments with ZeRO-3 exists; the policy used to load first. DeepSpeed does not install without
     CUDA, so the order itself is checked, on the function medr1.train and benchmarks/run_gpu.py build with."""
-    import medr1.grpo_setup as setup
+    import medr1.train.trainer as setup
 
     order = []
     real_config = setup.build_grpo_config
@@ -262,7 +262,7 @@ def test_unsloth_loads_the_exact_repository_in_a_torch_dtype(tmp_path, tiny_chec
 def test_trl_backend_runs_what_params_ask(tmp_path, tiny_checkpoint, caplog):
     params = _params(tmp_path, epsilon=0.1, epsilon_high=0.28, mask_truncated_completions=True,
                      scale_rewards="batch", importance_sampling_level="sequence", beta=0.02, temperature=0.9)
-    with caplog.at_level(logging.WARNING, logger="medr1.grpo_setup"):
+    with caplog.at_level(logging.WARNING, logger="medr1.train.trainer"):
         trainer = _build(params, tiny_checkpoint, tmp_path, "trl")
         effective, diff = check_effective_config(params, trainer, n_rewards=2)
     assert diff == {} and "changed" not in caplog.text
@@ -343,7 +343,7 @@ def test_unsloth_path_passes_and_keeps_the_same_algorithm(tmp_path, tiny_checkpo
 
 
 def test_pad_token_param_must_be_a_token(tmp_path):
-    from medr1.grpo_setup import intended_pad_token
+    from medr1.models.base import intended_pad_token
 
     class Tok:
         pad_token, eos_token, unk_token_id = "<pad>", "</s>", 0

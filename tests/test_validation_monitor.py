@@ -1,4 +1,4 @@
-"""Tests for medr1/validation_monitor.py: greedy validation during training and the checkpoint it selects.
+"""Tests for medr1/train/validation.py: greedy validation during training and the checkpoint it selects.
 
 Fast: verdicts and bias numbers of greedy answers, the selection order, cutting back to a resume point.
 Slow: a two-step run on the embedded model that validates at steps 0, 1, 2 and adopts the selected adapter.
@@ -11,7 +11,7 @@ import json
 import pytest
 
 from medr1.data import Question
-from medr1.validation_monitor import (
+from medr1.train.validation import (
     BEST_ADAPTER,
     BEST_FILE,
     VALIDATION_CSV,
@@ -125,8 +125,8 @@ def _monitor(tmp_path, monkeypatch, *, batch_seconds=0.0):
     import time
     from types import SimpleNamespace
 
-    import medr1.generation
-    from medr1.validation_monitor import make_validation_monitor
+    import medr1.train.validation
+    from medr1.train.validation import make_validation_monitor
 
     def fake_generate(model, tokenizer, prompts, *, batch_size, on_batch=None, **kwargs):
         out = []
@@ -138,7 +138,7 @@ def _monitor(tmp_path, monkeypatch, *, batch_seconds=0.0):
             out += batch
         return out
 
-    monkeypatch.setattr(medr1.generation, "generate", fake_generate)
+    monkeypatch.setattr(medr1.train.validation, "generate", fake_generate)
     barriers = []
     params = tiny_params(tmp_path, validation_size=4, validation_every=2, eval_batch_size=2)
     monitor = make_validation_monitor(params, [_q(i) for i in range(4)], None, tmp_path,
@@ -173,7 +173,7 @@ def test_validation_stops_within_its_budget_when_other_processes_wait(tmp_path, 
     """The others wait at the barrier no longer than its timeout (ddp_timeout): the main process stops
     validating after half of it, writes no row for the step, says so, and still reaches the barrier."""
     monitor, barriers = _monitor(tmp_path, monkeypatch, batch_seconds=0.05)
-    with caplog.at_level("WARNING", logger="medr1.validation_monitor"):
+    with caplog.at_level("WARNING", logger="medr1.train.validation"):
         _call(monitor, "on_step_end", 2, rank=0, timeout=0.04)
     assert barriers == [0] and not (tmp_path / VALIDATION_CSV).exists()
     assert "validation at step 2 stopped" in caplog.text and "budget of 0 s" in caplog.text
