@@ -98,3 +98,18 @@ def test_the_check_step_fails_on_a_requirement_missing_from_the_wheelhouse(tmp_p
     assert found.returncode == 0, found.stderr
     assert "Would install fakehjson-1.0 fakespeed-1.0" in found.stdout
     assert not (tmp_path / ".resolve-check").exists()  # a dry run writes nothing
+
+
+def test_the_gpu_extra_caps_vllm_within_trls_supported_range():
+    """TRL 1.15 (the gpu extra's) supports vLLM 0.21-0.31 (its METADATA, and a warning outside it in
+    trl/import_utils.py); uncapped, pip took vLLM 0.33 and with it torch 2.14. TRL 1.16 (the CPU stack's)
+    states the same upper bound, read here from its installed metadata."""
+    from importlib.metadata import requires
+
+    from packaging.requirements import Requirement
+
+    vllm = next(Requirement(r) for r in wheelhouse.requirements() if wheelhouse._name(r) == "vllm")
+    assert "0.31.0" in vllm.specifier and "0.21.0" in vllm.specifier
+    assert "0.32.0" not in vllm.specifier and "0.33.0" not in vllm.specifier
+    trl_vllm = next(Requirement(r) for r in requires("trl") if r.startswith("vllm"))
+    assert "0.31.0" in trl_vllm.specifier and "0.31.1" not in trl_vllm.specifier
