@@ -159,7 +159,7 @@ TESTS = PACKAGE.parent / "tests"
 
 
 def test_no_test_module_imports_another():
-    # shared test code lives in tests/helpers.py, tests/strategies.py and conftest.py fixtures
+    # shared test code lives in tests/helpers.py, tests/strategies.py, tests/api_contract.py and conftest.py fixtures
     offenders = []
     for path in TESTS.rglob("test_*.py"):
         for node in ast.walk(ast.parse(path.read_text())):

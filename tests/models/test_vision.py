@@ -183,7 +183,10 @@ def test_vision_specs_and_lora_targets(tmp_path):
 
 
 def test_unsloth_vision_path_wiring_with_a_fake_unsloth(monkeypatch):
-    """Unsloth needs a GPU; a fake module stands in to check what `load_vision_unsloth` asks of it."""
+    """Unsloth needs a GPU; a fake module stands in to check what `load_vision_unsloth` asks of it, and
+    refuses what Unsloth 2026.10.9's signatures refuse (tests/contracts/api_snapshot.json)."""
+    from api_contract import check_call
+
     from medr1.models.vision import load_vision_unsloth
 
     calls = {}
@@ -191,6 +194,7 @@ def test_unsloth_vision_path_wiring_with_a_fake_unsloth(monkeypatch):
     class FastVisionModel:
         @staticmethod
         def from_pretrained(**kw):
+            check_call("unsloth.FastVisionModel.from_pretrained", kwargs=kw)
             calls["load"] = kw
             tok = types.SimpleNamespace(pad_token=None, eos_token="<e>", padding_side="right")
             return types.SimpleNamespace(dtype="torch.bfloat16"), types.SimpleNamespace(
@@ -198,6 +202,7 @@ def test_unsloth_vision_path_wiring_with_a_fake_unsloth(monkeypatch):
 
         @staticmethod
         def get_peft_model(model, **kw):
+            check_call("unsloth.FastVisionModel.get_peft_model", (model,), kw)
             calls["peft"] = kw
             return model
 

@@ -132,27 +132,17 @@ def test_optimizer_and_vllm_correction_are_params_that_no_backend_default_decide
     assert {k: want[k] for k in asked} == asked  # compared with what the trainer runs, into manifest.json
 
 
-class SamplingParams:
-    """vLLM's `SamplingParams` as far as TRL's colocate path calls it: a msgspec.Struct, so a keyword it has
-    no field for raises TypeError (vllm/sampling_params.py); the fields are those TRL passes
-    (trl/generation/vllm_generation.py: n, repetition_penalty, temperature, top_p, top_k, min_p, max_tokens,
-    logprobs) and a few more. The full signature check against the pinned wheel is the contract tests'."""
-
-    def __init__(self, *, n=1, repetition_penalty=1.0, temperature=1.0, top_p=1.0, top_k=0, min_p=0.0, seed=None,
-                 max_tokens=16, logprobs=None, stop=None, stop_token_ids=None, structured_outputs=None):
-        self.max_tokens = max_tokens
-
-
 def test_vllm_generation_gets_only_sampling_params_keywords(tmp_path):
     """Review A1: generation_kwargs={"use_cache": True} reached vLLM's SamplingParams through TRL's colocate
     path (`generation_kwargs.update(self.generation_kwargs); SamplingParams(**generation_kwargs)`) and raised
-    TypeError on every use_vllm recipe's first step. Built by the real GRPOConfig (TRL 1.16 here)."""
+    TypeError on every use_vllm recipe's first step. Built by the real GRPOConfig (TRL 1.16 here), checked
+    against vLLM 0.31's SamplingParams (tests/api_contract.py)."""
+    from api_contract import ContractError, check_call, trl_colocate_sampling_kwargs
+
     cfg = build_grpo_config(_params(tmp_path, device="auto", use_vllm=True), tmp_path, cuda=False)
-    trl_defaults = dict(n=1, repetition_penalty=1.0, temperature=cfg.temperature, top_p=cfg.top_p, top_k=0,
-                        min_p=0.0, max_tokens=cfg.max_completion_length, logprobs=0)
-    assert SamplingParams(**{**trl_defaults, **(cfg.generation_kwargs or {})}).max_tokens == 4
-    with pytest.raises(TypeError):  # the fake rejects what vLLM rejects
-        SamplingParams(**trl_defaults, use_cache=True)
+    check_call("vllm.SamplingParams", kwargs=trl_colocate_sampling_kwargs(cfg.generation_kwargs))  # vLLM 0.31's
+    with pytest.raises(ContractError, match="use_cache"):  # what the config used to pass
+        check_call("vllm.SamplingParams", kwargs=trl_colocate_sampling_kwargs({"use_cache": True}))
     # without vLLM the same keywords go to transformers' GenerationConfig, where use_cache keeps the KV cache
     from transformers import GenerationConfig
 
@@ -200,31 +190,6 @@ class _StopLoading(Exception):
     pass
 
 
-def _unsloth_loader_checks(kwargs, named, *, vision=False):
-    """What Unsloth 2026.10.9's `from_pretrained` does with our keywords before it loads anything
-    (unsloth/models/loader.py): only its own parameter names (a stricter fake than the real one, which
-    forwards others to transformers), "float16"/"bfloat16" strings converted (FastLanguageModel only), then
-    `assert dtype in (torch.float16, torch.bfloat16, torch.float32)`."""
-    import torch
-
-    assert not set(kwargs) - named, f"unknown keywords {set(kwargs) - named}"
-    dtype = kwargs.get("dtype")
-    if not vision and isinstance(dtype, str) and dtype in ("float16", "bfloat16"):
-        dtype = getattr(torch, dtype)
-    assert dtype is None or dtype in (torch.float16, torch.bfloat16, torch.float32), f"AssertionError: {dtype!r}"
-
-
-# FastLanguageModel.from_pretrained's and FastModel.from_pretrained's (FastVisionModel) named parameters.
-_LANGUAGE = {"model_name", "max_seq_length", "dtype", "load_in_4bit", "load_in_8bit", "load_in_16bit",
-             "full_finetuning", "token", "device_map", "device_map_planner_kwargs", "rope_scaling", "fix_tokenizer",
-             "trust_remote_code", "use_gradient_checkpointing", "resize_model_vocab", "revision",
-             "use_exact_model_name", "offload_embedding", "float32_mixed_precision", "fast_inference",
-             "gpu_memory_utilization", "float8_kv_cache", "random_state", "max_lora_rank", "disable_log_stats",
-             "qat_scheme", "load_in_fp8", "unsloth_tiled_mlp", "text_only", "on_model_resolved"}
-_VISION = _LANGUAGE | {"return_logits", "fullgraph", "auto_model", "whisper_language", "whisper_task",
-                      "unsloth_force_compile", "target_parameters"}
-
-
 @pytest.mark.parametrize("model, torch_dtype", [("text", "float32"), ("text", "auto"), ("vision", "float16"),
                                                 ("vision", "auto")])
 def test_unsloth_loads_the_exact_repository_in_a_torch_dtype(tmp_path, tiny_checkpoint, monkeypatch, model,
@@ -233,23 +198,19 @@ def test_unsloth_loads_the_exact_repository_in_a_torch_dtype(tmp_path, tiny_chec
     on text), and without use_exact_model_name Unsloth loads its own mirror of a hub model (`unsloth/...`),
     not the repository TRL and evaluation load. Both loaders now pass the torch dtype TRL uses."""
     import torch
+    from api_contract import fake_unsloth
 
-    seen = {}
+    def stop(**kwargs):
+        raise _StopLoading
 
-    class Fast:
-        @staticmethod
-        def from_pretrained(**kwargs):
-            _unsloth_loader_checks(kwargs, _LANGUAGE if model == "text" else _VISION, vision=model == "vision")
-            seen.update(kwargs)
-            raise _StopLoading
-
-    module = types.ModuleType("unsloth")
-    module.FastLanguageModel = module.FastVisionModel = Fast
-    monkeypatch.setitem(sys.modules, "unsloth", module)
+    calls: dict = {}  # the fake checks each call against Unsloth 2026.10.9's signature and dtype asserts
+    monkeypatch.setitem(sys.modules, "unsloth", fake_unsloth(from_pretrained=stop, vision_from_pretrained=stop,
+                                                             calls=calls))
     spec = "embedded:tiny-qwen2-vl" if model == "vision" else "embedded:smollm2-135m"
     params = _params(tmp_path, model=spec, device="auto", torch_dtype=torch_dtype)
     with pytest.raises(_StopLoading):
         load_policy(params, tiny_checkpoint if model == "text" else "unused", device="cuda", backend="unsloth")
+    seen = calls[f"unsloth.{'FastLanguageModel' if model == 'text' else 'FastVisionModel'}.from_pretrained"]
     assert seen["use_exact_model_name"] is True
     assert seen["dtype"] == {"auto": torch.bfloat16, "float32": torch.float32, "float16": torch.float16}[torch_dtype]
 
@@ -281,15 +242,17 @@ def test_trl_backend_runs_what_params_ask(tmp_path, tiny_checkpoint, caplog):
 
 
 def _fake_unsloth(monkeypatch, calls: dict):
-    """A `unsloth` module that loads with transformers + PEFT and misbehaves like the real one."""
+    """A `unsloth` module that loads with transformers + PEFT and misbehaves like the real one; its methods
+    refuse what Unsloth 2026.10.9's signatures refuse (tests/contracts/api_snapshot.json)."""
     import trl
+    from api_contract import check_call
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     class FastLanguageModel:
         @staticmethod
         def from_pretrained(model_name, **kwargs):
-            _unsloth_loader_checks({"model_name": model_name, **kwargs}, _LANGUAGE)
+            check_call("unsloth.FastLanguageModel.from_pretrained", kwargs={"model_name": model_name, **kwargs})
             calls["from_pretrained"] = kwargs
             model = AutoModelForCausalLM.from_pretrained(model_name, dtype=kwargs["dtype"])
             tok = AutoTokenizer.from_pretrained(model_name)
@@ -298,6 +261,7 @@ def _fake_unsloth(monkeypatch, calls: dict):
 
         @staticmethod
         def get_peft_model(model, **kwargs):
+            check_call("unsloth.FastLanguageModel.get_peft_model", (model,), kwargs)
             calls["get_peft_model"] = kwargs
             lora = LoraConfig(r=kwargs["r"], lora_alpha=kwargs["lora_alpha"], lora_dropout=kwargs["lora_dropout"],
                               target_modules=kwargs["target_modules"], task_type="CAUSAL_LM")
