@@ -230,8 +230,8 @@ def varied_reward(completions, **kwargs):
 
 
 def vision_params(tmp_path, **changes) -> Params:
-    return small_params(tmp_path, params_file=REPO_ROOT / "params" / "smoke-vision.yaml", data_dir=str(TOYVQA),
-                        max_steps=1, **changes)
+    return small_params(tmp_path, params_file=REPO_ROOT / "params" / "smoke-vision.yaml",
+                        **{"data_dir": str(TOYVQA), "max_steps": 1, **changes})
 
 
 def adapter_tensors(adapter_dir: Path) -> dict:
