@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from medr1.artifacts import truncate_metrics, truncate_samples
-from medr1.config import Params, read_params_file
+from medr1.config import Params
 from medr1.runs import RunDir, atomic_write_json, write_manifest
 from medr1.validation_monitor import adopt_best, truncate_validation
 
@@ -39,6 +39,12 @@ CHECKPOINT_STATE_FILES = ("optimizer.pt", "scheduler.pt", "rng_state.pth", "trai
 # Params that may change between an interrupted run and its resumption without changing what is trained.
 RESUME_SAFE_KEYS = {"resume", "force", "max_steps", "num_train_epochs", "save_steps", "save_total_limit",
                     "logging_steps", "sample_every", "merge_adapter", "reference_results"}
+# Params that do not shape the trained adapter either: where the run and its data live, the device, and
+# switches that trade memory for compute. Every other param (and no `eval_*` one) shapes the model, so a
+# training found under other values of any of them is not this training (`changed_training_settings`).
+NOT_SHAPING_KEYS = RESUME_SAFE_KEYS | {"run_name", "runs_dir", "data_dir", "device", "gradient_checkpointing",
+                                       "vllm_mode", "vllm_gpu_memory_utilization"}
+SETTINGS_FILE = "settings.json"  # train/settings.json: the model-shaping params the training was started with
 
 
 def _safetensors_whole(path: Path) -> bool:
@@ -132,17 +138,48 @@ def finished_training(run: RunDir, params: Params) -> dict | None:
     return done if same_target else None
 
 
-def warn_changed_params(run: RunDir, params: Params) -> None:
-    try:
-        before = read_params_file(run.path / "params.yaml")
-    except Exception:
-        return
-    changed = sorted(k for k, v in params.to_dict().items()
-                     if k in before and before[k] != v and k not in RESUME_SAFE_KEYS and not k.startswith("eval_"))
-    if changed:
-        log.warning("resuming %s with changed params %s; the run mixes two settings. Use force: true (or a new "
-                    "run_name) to start over.", run.path, changed)
+def training_settings(params: Params) -> dict:
+    """The params that shape the trained model (all but `NOT_SHAPING_KEYS` and the `eval_*` ones)."""
+    return {k: v for k, v in params.to_dict().items() if k not in NOT_SHAPING_KEYS and not k.startswith("eval_")}
 
+
+def recorded_training_settings(run: RunDir) -> dict | None:
+    """The model-shaping params `run`'s training was started with: train/settings.json, else (a run from
+    before that file) the params of the manifest's train job; None when no training is recorded."""
+    try:
+        return json.loads((run.train_dir / SETTINGS_FILE).read_text())
+    except (OSError, ValueError):
+        pass
+    try:
+        before = json.loads(run.manifest_path.read_text())["jobs"]["train"]["params"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return {k: v for k, v in before.items() if k not in NOT_SHAPING_KEYS and not k.startswith("eval_")}
+
+
+def changed_training_settings(run: RunDir, params: Params) -> dict[str, tuple]:
+    """{key: (recorded, now)} for each model-shaping param whose value differs from the one `run`'s training
+    was started with; {} when they agree or no training is there (an empty or deleted train/ holds none,
+    whatever the manifest says). A key the record lacks (a param added
+    since) counts as changed only when `params` gives it a value other than its default."""
+    if not run.train_dir.is_dir() or not any(run.train_dir.iterdir()):
+        return {}
+    before = recorded_training_settings(run)
+    if before is None:
+        return {}
+    defaults = Params().to_dict()
+    now = training_settings(params)
+    return {k: (before.get(k, defaults.get(k)), v) for k, v in now.items() if before.get(k, defaults.get(k)) != v}
+
+
+def describe_changes(changed: dict[str, tuple]) -> str:
+    """"learning_rate: 0.0005 then, 0.001 now; ..." for an error message."""
+    return "; ".join(f"{k}: {a!r} then, {b!r} now" for k, (a, b) in sorted(changed.items()))
+
+
+def record_training_settings(run: RunDir, params: Params) -> None:
+    run.train_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(run.train_dir / SETTINGS_FILE, training_settings(params))
 
 
 def check_same_draws(run: RunDir, draws_hash: str, *, resuming: bool) -> None:

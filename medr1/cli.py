@@ -61,12 +61,32 @@ def eval_params(args):
     return load_params(args.params_file, overrides)
 
 
+def refuse_fixed_flags(args) -> None:
+    """A flag (or --set) for a setting the protocol fixes is refused: run silently the protocol's way, it would
+    not be what was asked; run the asked way, it would not be the protocol (`--permutations 2` under
+    huatuo-o1 is not their evaluation)."""
+    from medr1.config import ParamsError, parse_override
+    from medr1.protocols import FIXED_BY_PROTOCOL, fixed_settings
+
+    flag_of = {key: flag for flag, key in EVAL_ALIASES.items()}
+    overridden = {parse_override(o)[0] for o in args.overrides}
+    given = [f"--{flag_of[key].replace('_', '-')}" if hasattr(args, flag_of.get(key, "")) else f"--set {key}"
+             for key in (FIXED_BY_PROTOCOL[k] for k in fixed_settings(args.protocol))
+             if hasattr(args, flag_of.get(key, "")) or key in overridden]
+    if given:
+        raise ParamsError(f"protocol {args.protocol} fixes {', '.join(given)} (it asks each question once, as "
+                          f"written, with one sample and its own prompt and decoding); drop them, or use "
+                          f"--protocol medr1 to choose them yourself")
+
+
 def cmd_eval(args) -> int:
     from medr1.evaluate import default_eval_label, evaluate_cli
     from medr1.protocol_eval import protocol_cli
     from medr1.runs import RunDir
 
     params = eval_params(args)
+    if args.protocol != "medr1":
+        refuse_fixed_flags(args)
     if args.dry_run or args.protocol != "medr1":
         model = args.model or params.model
         out = args.out or RunDir(params.run_dir).eval_dir / (

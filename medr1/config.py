@@ -160,6 +160,9 @@ class Params:
                              "eval/<label>@<protocol>.", "eval")
     eval_seeds: int = _f(3, "Seeds of a sampled protocol (huatuo-o1); the mean and spread are reported.", "eval")
     eval_data_file: str | None = _f(None, "Your copy of HuatuoGPT-o1's eval_data.json: their sets, exactly.", "eval")
+    eval_add_special_tokens: bool = _f(False, "Tokenize the chat-rendered prompt with the tokenizer's special tokens "
+                                       "again, as HuatuoGPT-o1's SGLang server did (Llama-3: a second BOS); the "
+                                       "huatuo-o1 protocols set it.", "eval")
     # --- report ----------------------------------------------------------------------------------
     reference_results: str = _f("params/reference_results.yaml", "Published numbers shown beside ours.", "report")
 

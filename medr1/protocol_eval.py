@@ -42,15 +42,18 @@ def evaluate_protocol(model_spec: str, protocol: Protocol | str, benchmarks: Seq
     of `dry_run`), from which `medr1.results` decides comparability.
 
     Args:
-        settings: a `medr1.evaluate.EvalSettings`; the protocol's own template and decoding replace its
-            (`medr1.protocols.decoding`), its limit, seed, data_dir, scorers and backend are used as they are.
+        settings: a `medr1.evaluate.EvalSettings`; the protocol's own template, decoding, permutations and
+            samples replace its (`medr1.protocols.decoding`: a published protocol asks each question once, as
+            written, with one sample); its limit, seed, data_dir, scorers and backend are used as they are.
     """
     from medr1.artifacts import read_predictions, write_summary
     from medr1.evaluate import evaluate_model
 
     protocol = get_protocol(protocol) if isinstance(protocol, str) else protocol
     fallback = SimpleNamespace(eval_prompt_template=settings.template, eval_temperature=settings.temperature,
-                               eval_top_p=settings.top_p, eval_max_new_tokens=settings.max_new_tokens)
+                               eval_top_p=settings.top_p, eval_max_new_tokens=settings.max_new_tokens,
+                               eval_permutations=settings.permutations, eval_num_samples=settings.num_samples,
+                               eval_add_special_tokens=settings.add_special_tokens)
     dec = decoding(protocol, fallback)
     seed, limit, scorers = settings.seed, settings.limit, settings.scorers
     sets = {b: load_protocol_set(protocol, b, data_dir=settings.data_dir, eval_file=eval_file, hub=hub,
@@ -65,6 +68,8 @@ def evaluate_protocol(model_spec: str, protocol: Protocol | str, benchmarks: Seq
         per_seed[s] = evaluate_model(model_spec, list(benchmarks), out / f"seed-{s}" if sampled else out,
                                      settings.replace(**dec, seed=s), adapter=adapter, progress=progress,
                                      generate_fn=generate_fn, question_sets=question_sets)
+    ran = per_seed[seeds[0]]["settings"]  # the generation path that ran (backend resolved, decode loop)
+    record.update(backend=ran.get("backend"), decode=ran.get("decode"))
     if not sampled:
         summary = {**per_seed[seeds[0]], "protocol": record}
     else:
@@ -110,8 +115,11 @@ def protocol_cli(params: Any, args: Any, model: str, out: Path) -> int:
     benchmarks = list(params.eval_benchmarks)
     load_kw = {"eval_file": params.eval_data_file, "hub": False if args.no_hub else None}
     if args.dry_run:
+        from medr1.models import local_tokenizer
+
         record = dry_run(args.protocol, benchmarks, out, params=params, limit=params.eval_limit, seed=params.seed,
-                         eval_seeds=params.eval_seeds, split=params.eval_split, data_dir=params.data_dir, **load_kw)
+                         eval_seeds=params.eval_seeds, split=params.eval_split, data_dir=params.data_dir,
+                         tokenizer=local_tokenizer(model, trust_remote_code=params.trust_remote_code), **load_kw)
     else:
         summary = evaluate_protocol(model, args.protocol, benchmarks, out, EvalSettings.from_params(params),
                                     eval_seeds=params.eval_seeds, adapter=args.adapter, **load_kw)
@@ -124,7 +132,9 @@ def protocol_cli(params: Any, args: Any, model: str, out: Path) -> int:
                 print(f"{bench:>16} {scorer:>7}: {acc}{ci}{spread}  n={s['n']}  dropped={s.get('n_dropped', 0)}")
     print(f"protocol {record['protocol']} v{record['version']}: template {record['template']}, temperature "
           f"{record['temperature']}, top_p {record['top_p']}, max_new_tokens {record['max_new_tokens']}, scorer "
-          f"{record['scorer']}, seeds {record['eval_seeds']}")
+          f"{record['scorer']}, seeds {record['eval_seeds']}, permutations {record['permutations']}, samples "
+          f"{record['num_samples']}, backend {record['backend']}, decode {record['decode']}, special tokens added "
+          f"to the rendered prompt: {'yes' if record['add_special_tokens'] else 'no'}")
     for bench, b in record["benchmarks"].items():
         published = "no published set" if b["published_set_size"] is None else f"published {b['published_set_size']:,}"
         verdict = COMPARABLE if b["comparable"] else f"not comparable: {b['why_not_comparable']}"

@@ -73,7 +73,13 @@ class SetSpec:
 
 @dataclass(frozen=True)
 class Protocol:
-    """A named, versioned evaluation. Fields set to None come from the run's `eval_*` params (`medr1`)."""
+    """A named, versioned evaluation. Fields set to None come from the run's `eval_*` params (`medr1`).
+
+    `permutations` and `num_samples` are how often each question is asked: a published protocol asks it
+    once, as written (no option rotation), and takes one sample, so K rotations or majority voting over
+    samples (+9.7 points on a simulated model) can never pass for its number. `add_special_tokens`: whether
+    the chat-rendered prompt is tokenized with the tokenizer's special tokens again (`eval_add_special_tokens`).
+    """
 
     name: str
     version: str
@@ -84,6 +90,22 @@ class Protocol:
     max_new_tokens: int | None
     scorer: str
     sets: Mapping[str, SetSpec] = field(default_factory=dict)
+    permutations: int | None = None
+    num_samples: int | None = None
+    add_special_tokens: bool | None = None
+
+
+def sampling_record(temperature: float, top_p: float) -> dict:
+    """The decoding settings every generation path applies (`medr1.generation`, `medr1.backends`), as recorded in settings.json and protocol.json: temperature
+    and top-p (1.0 when greedy), and every other sampling control off (top_k 0 = no top-k cut, written -1
+    by vLLM and SGLang; penalties 1.0 or 0).
+
+    >>> sampling_record(0.5, 0.9)["top_k"], sampling_record(0.0, 0.9)["top_p"]
+    (0, 1.0)
+    """
+    return {"temperature": float(temperature), "top_p": float(top_p) if temperature > 0 else 1.0, "top_k": 0,
+            "min_p": 0.0, "typical_p": 1.0, "repetition_penalty": 1.0, "presence_penalty": 0.0,
+            "frequency_penalty": 0.0, "no_repeat_ngram_size": 0}
 
 
 _HUATUO_SETS = {
@@ -100,9 +122,11 @@ _HUATUO_SETS = {
 
 PROTOCOLS: dict[str, Protocol] = {p.name: p for p in (
     Protocol("huatuo-o1", "1", "HuatuoGPT-o1's published evaluation (plain prompt, sampled, their scorer)",
-             "huatuo", 0.5, 0.9, 2000, "huatuo", _HUATUO_SETS),
+             "huatuo", 0.5, 0.9, 2000, "huatuo", _HUATUO_SETS, permutations=1, num_samples=1,
+             add_special_tokens=True),
     Protocol("huatuo-o1-strict", "1", "HuatuoGPT-o1's evaluation with their --strict_prompt",
-             "huatuo_strict", 0.5, 0.9, 2000, "huatuo", _HUATUO_SETS),
+             "huatuo_strict", 0.5, 0.9, 2000, "huatuo", _HUATUO_SETS, permutations=1, num_samples=1,
+             add_special_tokens=True),
     Protocol("medr1", "1", "ours: the run's eval_* params (default r1 template, greedy), strict scorer",
              None, None, None, None, "strict"),
 )}
@@ -115,17 +139,27 @@ def get_protocol(name: str) -> Protocol:
     return PROTOCOLS[name]
 
 
+# Protocol field -> the `eval_*` param it replaces (and the `medr1 eval` flag that sets that param).
+FIXED_BY_PROTOCOL = {"template": "eval_prompt_template", "temperature": "eval_temperature", "top_p": "eval_top_p",
+                     "max_new_tokens": "eval_max_new_tokens", "permutations": "eval_permutations",
+                     "num_samples": "eval_num_samples", "add_special_tokens": "eval_add_special_tokens"}
+
+
 def decoding(protocol: Protocol, params: Any = None) -> dict[str, Any]:
-    """template, temperature, top_p, max_new_tokens: the protocol's own, else `params.eval_*`."""
+    """template, temperature, top_p, max_new_tokens, permutations, num_samples, add_special_tokens: the
+    protocol's own, else `params.eval_*`."""
     if params is None:
         from medr1.config import Params
 
         params = Params()
-    own = {"template": protocol.template, "temperature": protocol.temperature, "top_p": protocol.top_p,
-           "max_new_tokens": protocol.max_new_tokens}
-    fallback = {"template": params.eval_prompt_template, "temperature": params.eval_temperature,
-                "top_p": params.eval_top_p, "max_new_tokens": params.eval_max_new_tokens}
-    return {k: fallback[k] if v is None else v for k, v in own.items()}
+    return {k: getattr(params, p) if getattr(protocol, k) is None else getattr(protocol, k)
+            for k, p in FIXED_BY_PROTOCOL.items()}
+
+
+def fixed_settings(protocol: Protocol | str) -> list[str]:
+    """The `decoding` keys a protocol fixes (a flag setting one of them is refused under it)."""
+    protocol = get_protocol(protocol) if isinstance(protocol, str) else protocol
+    return [k for k in FIXED_BY_PROTOCOL if getattr(protocol, k) is not None]
 
 
 def decontamination_sets(params: Any) -> list[str]:
@@ -137,7 +171,7 @@ def decontamination_sets(params: Any) -> list[str]:
             spec = get_protocol(name).sets.get(bench)
             out += spec.decontaminate if spec else [f"{bench}:{params.eval_split}"]
             if spec and getattr(params, "eval_data_file", None):
-                out.append(f"{params.eval_data_file}:{bench}?")
+                out.append(f"{params.eval_data_file}:{bench}")  # evaluation reads it or stops, so must this
     return list(dict.fromkeys(x if ":" in x else f"{x}:test" for x in out))  # "medqa" is "medqa:test"
 
 
@@ -221,8 +255,8 @@ def load_protocol_set(protocol: Protocol | str, benchmark: str, *, split: str = 
                       hub_loader=None) -> LoadedSet:
     """The questions a protocol evaluates for `benchmark`, and whether they are the published set.
 
-    The user's `eval_file` (their eval_data.json) is used whenever it holds the set (its size is still
-    checked). Otherwise each of the set's sources is tried in order: the first that is the published set
+    The user's `eval_file` (their eval_data.json) is used for every set (its size is still checked); a
+    given file that cannot be read, or lacks the set, is a DataError, never replaced by another source. Otherwise each of the set's sources is tried in order: the first that is the published set
     wins; if none is, the first that loaded is used, and its record says why it is not comparable.
     For `medr1`, or a benchmark the protocol does not define, it is simply `load_benchmark`.
     """
@@ -244,6 +278,10 @@ def load_protocol_set(protocol: Protocol | str, benchmark: str, *, split: str = 
         try:
             qs = load()
         except DataError as e:
+            if eval_file is not None and where == candidates[0][0]:
+                # A file the user named is never quietly replaced by other sets.
+                raise DataError(f"the given eval file cannot supply {spec.title}: {e}", path=eval_file,
+                                kind=e.kind) from None
             tried.append(f"{where}: {e}")
             continue
         origin = getattr(getattr(qs, "report", None), "path", None)  # the file or hub split actually read
@@ -282,6 +320,8 @@ def comparability(benchmark: str, scorer: str, record: Mapping | None, reference
         return f"not comparable: protocol {name}; the published numbers used {published}"
     if scorer != record.get("scorer"):
         return f"not comparable: {scorer} scorer; {name} scores with {record.get('scorer')}"
+    if why := _asked_otherwise(record):
+        return f"not comparable: {why}"
     b = (record.get("benchmarks") or {}).get(benchmark)
     if b is None:
         return f"not comparable: {benchmark} is not in the protocol record"
@@ -300,16 +340,43 @@ def comparability(benchmark: str, scorer: str, record: Mapping | None, reference
     return COMPARABLE
 
 
+def _asked_otherwise(record: Mapping) -> str | None:
+    """Why a protocol record did not ask its questions the published way (once, as written, one sample, with
+    the protocol's decoding and nothing else), or None."""
+    protocol = PROTOCOLS.get(record.get("protocol"))
+    if protocol is None or protocol.permutations is None:
+        return f"protocol {record.get('protocol')} has no published way of asking"
+    for key, what in (("permutations", "option orders per question"), ("num_samples", "samples per question")):
+        value = record.get(key)
+        if value is None:
+            return f"{what} not recorded"
+        if value != getattr(protocol, key):
+            return f"{value} {what}; {protocol.name} asks each question once, as written, with one sample"
+    if record.get("add_special_tokens") != protocol.add_special_tokens:
+        return f"prompt tokens not made as {protocol.name}'s server made them (add_special_tokens)"
+    wanted = sampling_record(protocol.temperature, protocol.top_p)
+    if record.get("sampling") != wanted:
+        return (f"decoding {record.get('sampling')} is not {protocol.name}'s {wanted}" if record.get("sampling")
+                else "the effective sampling settings are not recorded")
+    return None
+
+
 # --------------------------------------------------------------------------------------------------
 # Dry run and evaluation
 # --------------------------------------------------------------------------------------------------
 
 
-def protocol_record(protocol: Protocol, settings: Mapping[str, Any], sets: Mapping[str, LoadedSet], limit, seeds) -> dict:
+def protocol_record(protocol: Protocol, settings: Mapping[str, Any], sets: Mapping[str, LoadedSet], limit, seeds,
+                    *, backend: str | None = None, decode: str | None = None) -> dict:
+    """protocol.json: what was asked how. `settings`: `decoding(protocol, ...)`; `backend` and `decode` the
+    generation path (after evaluation: the one that ran; a dry run: the one asked for)."""
     return {"protocol": protocol.name, "version": protocol.version, "description": protocol.description,
             "template": settings["template"], "temperature": settings["temperature"],
             "top_p": settings["top_p"] if settings["temperature"] > 0 else 1.0,
-            "max_new_tokens": settings["max_new_tokens"], "scorer": protocol.scorer, "eval_seeds": seeds,
+            "max_new_tokens": settings["max_new_tokens"],
+            "sampling": sampling_record(settings["temperature"], settings["top_p"]),
+            "permutations": settings["permutations"], "num_samples": settings["num_samples"],
+            "add_special_tokens": settings["add_special_tokens"], "backend": backend, "decode": decode, "scorer": protocol.scorer, "eval_seeds": seeds,
             "benchmarks": {b: s.record(limit) for b, s in sets.items()}}
 
 
@@ -320,12 +387,14 @@ def limited(s: LoadedSet, limit: int | None, seed: int) -> list[Question]:
 
 
 def dry_run(protocol: Protocol | str, benchmarks: Sequence[str], out_dir: str | Path, *, params: Any = None,
-            limit: int | None = None, seed: int = 0, eval_seeds: int = 3, **load_kw) -> dict:
+            limit: int | None = None, seed: int = 0, eval_seeds: int = 3, tokenizer=None, **load_kw) -> dict:
     """Render every prompt a protocol would send, without a model.
 
-    Writes `prompts.jsonl` (per question: id, benchmark, messages exactly as sent before the chat template)
-    and `protocol.json` (decoding, scorer, and per benchmark set_size, published_set_size,
-    set_matches_published, fingerprint, comparable, why_not_comparable). Returns the protocol record.
+    Writes `prompts.jsonl` (per question: id, benchmark, messages exactly as sent before the chat template,
+    and with a `tokenizer` the first token ids sent: a text can match byte for byte while its tokens
+    differ, e.g. one BOS or two) and `protocol.json` (decoding, scorer, and per benchmark set_size,
+    published_set_size, set_matches_published, fingerprint, comparable, why_not_comparable). Returns the
+    protocol record.
     """
     from medr1.prompts import build_messages
     from medr1.runs import atomic_write_json, atomic_write_text
@@ -333,9 +402,19 @@ def dry_run(protocol: Protocol | str, benchmarks: Sequence[str], out_dir: str | 
     protocol = get_protocol(protocol) if isinstance(protocol, str) else protocol
     settings = decoding(protocol, params)
     sets = {b: load_protocol_set(protocol, b, **load_kw) for b in benchmarks}
-    lines = [json.dumps({"id": q.id, "benchmark": b, "messages": build_messages(q, settings["template"])},
-                        ensure_ascii=False) + "\n" for b, s in sets.items() for q in limited(s, limit, seed)]
-    record = protocol_record(protocol, settings, sets, limit, eval_seeds if settings["temperature"] > 0 else 1)
+    lines = []
+    for b, s in sets.items():
+        for q in limited(s, limit, seed):
+            line = {"id": q.id, "benchmark": b, "messages": build_messages(q, settings["template"])}
+            if tokenizer is not None:
+                from medr1.generation import PROMPT_HEAD, encode_prompts
+
+                ids = encode_prompts(tokenizer, [line["messages"]], add_special_tokens=settings["add_special_tokens"])
+                line["first_token_ids"] = ids[0][:PROMPT_HEAD]
+            lines.append(json.dumps(line, ensure_ascii=False) + "\n")
+    record = protocol_record(protocol, settings, sets, limit, eval_seeds if settings["temperature"] > 0 else 1,
+                             backend=getattr(params, "eval_backend", None), decode=getattr(params, "eval_decode", None))
+    record["tokenizer"] = getattr(tokenizer, "name_or_path", None)
     out = Path(out_dir)
     atomic_write_text(out / PROMPTS_FILE, "".join(lines))
     atomic_write_json(out / PROTOCOL_FILE, record)

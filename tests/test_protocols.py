@@ -124,8 +124,10 @@ def test_fingerprint_stable_and_about_questions_and_answers():
 
 
 def _record(set_size, published=4183, limit=None, fingerprint="f", published_fp=None, protocol="huatuo-o1",
-            scorer="huatuo"):
-    return {"protocol": protocol, "scorer": scorer, "benchmarks": {"medmcqa": {
+            scorer="huatuo", **asked):
+    asked = {"permutations": 1, "num_samples": 1, "add_special_tokens": True, "sampling": sampling_record(0.5, 0.9),
+             **asked}
+    return {"protocol": protocol, "scorer": scorer, **asked, "benchmarks": {"medmcqa": {
         "title": "MedMCQA validation", "set_size": set_size, "published_set_size": published, "limit": limit,
         "fingerprint": fingerprint, "published_fingerprint": published_fp}}}
 
@@ -146,6 +148,18 @@ REF = {"protocol": "huatuo-o1", "published_sets": {"medmcqa": {"size": 4183, "fi
     ("huatuo", _record(4183), {**REF, "published_sets": {"medmcqa": {"size": 4183, "fingerprint": "g"}}},
      "not comparable: MedMCQA: other questions than the published set (fingerprint f)"),
     ("huatuo", _record(4183, fingerprint="g", published_fp="g"), None, COMPARABLE),  # the record alone
+    # Asked otherwise than once, as written, with one sample, their decoding only: never comparable.
+    ("huatuo", _record(4183, permutations=2), REF, "not comparable: 2 option orders per question; huatuo-o1 asks "
+     "each question once, as written, with one sample"),
+    ("huatuo", _record(4183, num_samples=3), REF, "not comparable: 3 samples per question; huatuo-o1 asks each "
+     "question once, as written, with one sample"),
+    ("huatuo", _record(4183, permutations=None), REF, "not comparable: option orders per question not recorded"),
+    ("huatuo", _record(4183, sampling=None), REF, "not comparable: the effective sampling settings are not recorded"),
+    ("huatuo", _record(4183, sampling={**sampling_record(0.5, 0.9), "top_k": 20}), REF,
+     "not comparable: decoding " + str({**sampling_record(0.5, 0.9), "top_k": 20}) + " is not huatuo-o1's "
+     + str(sampling_record(0.5, 0.9))),
+    ("huatuo", _record(4183, add_special_tokens=False), REF,
+     "not comparable: prompt tokens not made as huatuo-o1's server made them (add_special_tokens)"),
 ])
 def test_comparability_label(scorer, record, ref, expected):
     assert comparability("medmcqa", scorer, record, ref) == expected
@@ -188,7 +202,8 @@ def test_medr1_protocol_takes_the_eval_params():
 
     params = load_params(None, ["eval_prompt_template=letter", "eval_max_new_tokens=64"])
     assert decoding(get_protocol("medr1"), params) == {"template": "letter", "temperature": 0.0, "top_p": 1.0,
-                                                        "max_new_tokens": 64}
+                                                        "max_new_tokens": 64, "permutations": 1, "num_samples": 1,
+                                                        "add_special_tokens": False}
     assert decoding(get_protocol("huatuo-o1"), params)["template"] == "huatuo"  # a published protocol is fixed
 
 
