@@ -84,9 +84,9 @@ def cmd_eval(args) -> int:
     from medr1.protocol_eval import protocol_cli
     from medr1.runs import RunDir
 
-    params = eval_params(args)
     if args.protocol != "medr1":
-        refuse_fixed_flags(args)
+        refuse_fixed_flags(args)  # before the params: what was asked of the protocol is the first thing wrong
+    params = eval_params(args)
     if args.dry_run or args.protocol != "medr1":
         model = args.model or params.model
         out = args.out or RunDir(params.run_dir).eval_dir / (
