@@ -6,8 +6,8 @@ the same values. A finished notebook leaves a marker holding the params hash: re
 the params changed or `force` is set, so an interrupted pipeline continues from the notebook that failed.
 A forced rerun deletes the run's old artifacts first, so nothing from an earlier run is mixed in. A run
 whose training was started with other model-shaping params is refused before any notebook runs, naming
-the changed keys (`medr1.checkpoints.changed_training_settings`); evaluation refuses predictions made
-from another adapter or model (`medr1.evaluate`), so no stale result is reported under new params.
+the changed keys (`medr1.config.changed_training_settings`); evaluation refuses predictions made
+from another adapter or model (`medr1.evaluation.evaluate`), so no stale result is reported under new params.
 """
 
 from __future__ import annotations
@@ -24,9 +24,9 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from medr1.checkpoints import changed_training_settings, describe_changes
-from medr1.config import Params, load_params
-from medr1.models import check_model_spec
+from medr1.config import Params, changed_training_settings, describe_changes, load_params
+from medr1.models.load import check_model_spec
+from medr1.models.vision import is_vision_spec
 from medr1.paths import NOTEBOOKS_DIR, REPO_ROOT
 from medr1.runs import LOCK_TOKEN_ENV, RunDir, atomic_write_json, atomic_write_text, check_writable
 
@@ -66,7 +66,6 @@ def notebook_parameters(path: Path) -> list[str]:
 def default_notebooks(params: Params) -> tuple[str, ...]:
     """The notebooks a pipeline runs: the numbered five, plus 06_vision_grpo when `params.model` is a
     vision-language model (its images and completions mean nothing for a text model)."""
-    from medr1.vision import is_vision_spec
 
     return NOTEBOOKS + VISION_NOTEBOOKS if is_vision_spec(params.model) else NOTEBOOKS
 

@@ -19,14 +19,16 @@ import json
 import pytest
 from test_evaluate import FakeGenerator
 
-from medr1.checkpoints import COMPLETE_FILE, SETTINGS_FILE, changed_training_settings, training_settings
 from medr1.cli import main
-from medr1.config import Params, load_params
-from medr1.evaluate import EvalSettingsError, evaluate_params
+from medr1.config import Params, changed_training_settings, load_params, training_settings
+from medr1.evaluation.evaluate import EvalSettingsError
+from medr1.evaluation.run import evaluate_params
 from medr1.paths import REPO_ROOT
 from medr1.pipeline import PipelineError, run_pipeline
+from medr1.runs import TRAIN_SETTINGS_FILE as SETTINGS_FILE
 from medr1.runs import RunDir, atomic_write_json
 from medr1.train import TrainSetupError, train
+from medr1.train.checkpoints import COMPLETE_FILE
 
 TOYQA = REPO_ROOT / "tests" / "fixtures" / "toyqa"
 
