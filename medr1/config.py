@@ -149,6 +149,9 @@ class Params:
     eval_benchmarks: list = _f(["medqa", "pubmedqa"], "Benchmarks to evaluate.", "eval")
     eval_split: str = _f("test", "Split to evaluate.", "eval")
     eval_limit: int | None = _f(None, "N questions of each benchmark, a seeded random subset in file order (None: all).", "eval")
+    eval_subset_seed: int | None = _f(None, "Seed of the eval_limit subset (None: seed). A new value draws other test "
+                                      "questions without changing training (params/demo.yaml: a subset never used "
+                                      "while tuning).", "eval")
     eval_prompt_template: str = _f("r1", "Prompt template for evaluation.", "eval")
     eval_backend: str = _f("auto", "Generation backend: auto picks vllm on GPU when installed, else hf.", "eval", EVAL_BACKENDS)
     eval_batch_size: int = _f(16, "Prompts per generation batch (hf backend).", "eval")
@@ -326,6 +329,11 @@ class Params:
 
     def replace(self, **changes) -> Params:
         return dataclasses.replace(self, **changes)
+
+    @property
+    def eval_sample_seed(self) -> int:
+        """The seed of the `eval_limit` subset: `eval_subset_seed`, else `seed`."""
+        return self.seed if self.eval_subset_seed is None else self.eval_subset_seed
 
     @property
     def run_dir(self) -> Path:

@@ -72,7 +72,7 @@ RESUME_KEYS = ("model", "adapter", "adapter_sha256", "base_model", "template", "
 PARAMS_KEYS = {"template": "eval_prompt_template", "split": "eval_split", "limit": "eval_limit",
                "data_dir": "data_dir", "max_new_tokens": "eval_max_new_tokens", "batch_size": "eval_batch_size",
                "temperature": "eval_temperature", "top_p": "eval_top_p", "num_samples": "eval_num_samples",
-               "permutations": "eval_permutations", "seed": "seed", "backend": "eval_backend",
+               "permutations": "eval_permutations", "seed": "seed", "subset_seed": "eval_subset_seed", "backend": "eval_backend",
                "decode": "eval_decode", "add_special_tokens": "eval_add_special_tokens", "scorers": "eval_scorers", "device": "device", "torch_dtype": "torch_dtype",
                "trust_remote_code": "trust_remote_code", "resume": "resume", "force": "force"}
 
@@ -102,8 +102,10 @@ class EvalSettings:
     Attributes:
         template: prompt template name (`medr1.task.prompts.TEMPLATES`).
         split, data_dir: passed to `medr1.data.load_benchmark`.
-        limit: N questions of each benchmark, a seeded random subset (`seed`) kept in file order: a prefix
-            would be biased where a file is sorted by answer (PubMedQA's test file). None: all.
+        limit: N questions of each benchmark, a seeded random subset (`subset_seed`, else `seed`) kept in
+            file order: a prefix would be biased where a file is sorted by answer (PubMedQA's test file).
+            None: all.
+        subset_seed: seed of the `limit` subset (None: `seed`); another value draws other questions.
         max_new_tokens, batch_size, temperature, top_p, num_samples, seed: decoding (see
             `medr1.generation.hf.generate`); num_samples > 1 needs temperature > 0. The vLLM backend
             schedules its own batches, so batch_size applies to the hf backend only.
@@ -134,6 +136,7 @@ class EvalSettings:
     num_samples: int
     permutations: int
     seed: int
+    subset_seed: int | None
     backend: str
     decode: str
     add_special_tokens: bool
@@ -263,7 +266,7 @@ def evaluate_model(model_spec: str, benchmarks: Sequence[str], out_dir: str | Pa
               "num_samples": cfg.num_samples,
               # Greedy decoding ignores the seed, so a different seed must not block resuming it.
               "seed": cfg.seed if cfg.temperature > 0 else None,
-              "backend": resolved_backend, "batch_size": cfg.batch_size, "limit": cfg.limit,
+              "backend": resolved_backend, "batch_size": cfg.batch_size, "limit": cfg.limit, "subset_seed": cfg.subset_seed,
               "data_dir": str(cfg.data_dir) if cfg.data_dir else None, "permutations": cfg.permutations}
 
     with RunDir(out_dir).lock("eval"):
@@ -274,7 +277,8 @@ def evaluate_model(model_spec: str, benchmarks: Sequence[str], out_dir: str | Pa
         questions, data_hashes = [], {}
         for name in benchmarks:
             qs = (list(question_sets[name]) if question_sets and name in question_sets
-                  else load_benchmark(name, split=cfg.split, data_dir=cfg.data_dir, limit=cfg.limit, sample_seed=cfg.seed))
+                  else load_benchmark(name, split=cfg.split, data_dir=cfg.data_dir, limit=cfg.limit,
+                                    sample_seed=cfg.seed if cfg.subset_seed is None else cfg.subset_seed))
             data_hashes[name] = questions_hash(qs)
             ids = [q.id for q in qs]
             if len(set(ids)) != len(ids):

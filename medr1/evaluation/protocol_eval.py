@@ -86,7 +86,8 @@ def evaluate_protocol(model_spec: str, protocol: Protocol | str, benchmarks: Seq
     seed, limit, scorers = settings.seed, settings.limit, settings.scorers
     sets = {b: load_protocol_set(protocol, b, data_dir=settings.data_dir, eval_file=eval_file, hub=hub,
                                  hub_loader=hub_loader) for b in benchmarks}
-    question_sets = {b: limited(s, limit, seed) for b, s in sets.items()}
+    subset_seed = seed if settings.subset_seed is None else settings.subset_seed
+    question_sets = {b: limited(s, limit, subset_seed) for b, s in sets.items()}
     sampled = dec["temperature"] > 0
     seeds = [seed + i for i in range(eval_seeds)] if sampled else [seed]
     record = protocol_record(protocol, dec, sets, limit, len(seeds))
@@ -141,7 +142,7 @@ def protocol_cli(params: Any, args: Any, model: str, out: Path) -> int:
     benchmarks = list(params.eval_benchmarks)
     load_kw = {"eval_file": params.eval_data_file, "hub": False if args.no_hub else None}
     if args.dry_run:
-        record = dry_run(args.protocol, benchmarks, out, params=params, limit=params.eval_limit, seed=params.seed,
+        record = dry_run(args.protocol, benchmarks, out, params=params, limit=params.eval_limit, seed=params.eval_sample_seed,
                          eval_seeds=params.eval_seeds, split=params.eval_split, data_dir=params.data_dir,
                          tokenizer=local_tokenizer(model, trust_remote_code=params.trust_remote_code), **load_kw)
     else:
