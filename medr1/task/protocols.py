@@ -13,6 +13,21 @@ published" from that record and from nothing else.
   test (1,273, 4 options), MedMCQA validation (4,183), PubMedQA PQA-L (all 1,000, abstract inside the
   question), MMLU-Pro health + biology (1,535), GPQA medical (390; only their file has that selection).
   Sampled, so it runs `eval_seeds` seeds and reports their mean and spread beside the interval.
+  Each question is asked once, as written (no option rotation), with one sample; a flag asking otherwise is
+  refused (`medr1 eval`), and a record that asked otherwise is never "comparable" (`comparability`).
+  Decoding is temperature and top_p and nothing else: their eval.py sends only temperature, top_p and
+  max_tokens to SGLang's /v1/completions, whose request defaults are top_k -1, min_p 0, repetition penalty
+  1.0 (sglang 0.4.1 `srt/openai_api/protocol.py:166-176`), so no model generation_config applies there, nor
+  here (`medr1.models.base.sampling_record`).
+  Tokens: their eval.py renders the chat template into a string with `bos_token` (eval.py:63) and sends the
+  string; the server tokenizes it again with `tokenizer.encode(text)`, special tokens on (sglang 0.4.0 -
+  0.4.1.post3 `srt/managers/tokenizer_manager.py`, `input_ids = self.tokenizer.encode(input_text)`), so a
+  Llama-3 prompt starts with <|begin_of_text|> twice (Qwen2.5 adds no BOS: unaffected). They pin no SGLang
+  version (requirements.txt pins vllm 0.6.4, which SGLang 0.4.0-0.4.1.post3 require); every version of that
+  window tokenizes this way, so `add_special_tokens` reproduces it, and prompts.jsonl / predictions.jsonl
+  record each prompt's first token ids. The effect on accuracy is unmeasured here (no GPU run yet).
+  "No system prompt" is about the messages: their render and ours both include the chat template's own
+  default system block (Qwen2.5's "You are Qwen...", Llama-3.1's "Cutting Knowledge Date...").
 - `huatuo-o1-strict` (v1): the same with their `--strict_prompt` wording.
 - `medr1` (v1): ours. Prompt and decoding are the run's `eval_*` params (defaults: the r1 template,
   greedy), sets are our benchmark files, `strict` scorer. It compares models of this project with one
