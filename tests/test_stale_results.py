@@ -17,12 +17,12 @@ import hashlib
 import json
 
 import pytest
-from test_evaluate import FakeGenerator
 
 from medr1.cli import main
 from medr1.config import Params, changed_training_settings, load_params, training_settings
 from medr1.evaluation.evaluate import EvalSettingsError
 from medr1.evaluation.run import evaluate_params
+from medr1.generation.hf import Generation
 from medr1.paths import REPO_ROOT
 from medr1.pipeline import PipelineError, run_pipeline
 from medr1.runs import TRAIN_SETTINGS_FILE as SETTINGS_FILE
@@ -31,6 +31,20 @@ from medr1.train import TrainSetupError, train
 from medr1.train.checkpoints import COMPLETE_FILE
 
 TOYQA = REPO_ROOT / "tests" / "fixtures" / "toyqa"
+
+
+class FakeGenerator:
+    """Answers "<answer>A</answer>" to every prompt, in one batch; `calls` counts the prompts it was given."""
+
+    def __init__(self):
+        self.calls = []
+
+    def __call__(self, prompts, *, num_samples, on_batch, **_):
+        self.calls.append(len(prompts))
+        gens = [Generation(i, ["<answer>A</answer>"] * num_samples, 5, [3] * num_samples, ["stop"] * num_samples, 0.0)
+                for i in range(len(prompts))]
+        on_batch(gens)
+        return gens
 
 
 def finished_run(params: Params, *, settings_file: bool = True, weights: bytes = b"adapter v1") -> RunDir:
