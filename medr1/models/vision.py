@@ -241,6 +241,15 @@ def load_vision_model(spec: str, *, adapter: str | None = None, device: str = "a
 # --------------------------------------------------------------------------------------------------
 
 
+def vision_prompt_text(spec: str, messages: list[dict], *, image_max_pixels: int | None = None) -> str:
+    """The prompt text a VLM's processor makes of `messages` (`medr1.task.prompts.vision_messages`): its chat
+    template with the image placeholders where the images go, as training and evaluation feed it. For
+    showing a reader the prompt (notebook 06): loads the processor, not the model (an embedded spec is built
+    once and cached, as for training)."""
+    processor = load_processor(resolve_vision_path(spec), image_max_pixels=image_max_pixels)
+    return processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+
+
 # --------------------------------------------------------------------------------------------------
 # Training
 # --------------------------------------------------------------------------------------------------
