@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 
 from medr1.paths import resolve_repo_path
+from medr1.runs import RunDir, recorded_training_settings
 from medr1.task.prompts import TEMPLATES, check_rewards_fit
 from medr1.task.protocols import PROTOCOLS
 from medr1.task.rewards import validate_reward_config
@@ -160,6 +161,9 @@ class Params:
     eval_benchmarks: list = _f(["medqa", "pubmedqa"], "Benchmarks to evaluate.", "eval")
     eval_split: str = _f("test", "Split to evaluate.", "eval")
     eval_limit: int | None = _f(None, "N questions of each benchmark, a seeded random subset in file order (None: all).", "eval")
+    eval_subset_seed: int | None = _f(None, "Seed of the eval_limit subset (None: seed). A new value draws other test "
+                                      "questions without changing training (params/demo.yaml: a subset never used "
+                                      "while tuning).", "eval")
     eval_prompt_template: str = _f("r1", "Prompt template for evaluation.", "eval")
     eval_backend: str = _f("auto", "Generation backend: auto picks vllm on GPU when installed, else hf.", "eval", EVAL_BACKENDS)
     eval_batch_size: int = _f(16, "Prompts per generation batch (hf backend).", "eval")
@@ -177,6 +181,9 @@ class Params:
                              "eval/<label>@<protocol>.", "eval")
     eval_seeds: int = _f(3, "Seeds of a sampled protocol (huatuo-o1); the mean and spread are reported.", "eval")
     eval_data_file: str | None = _f(None, "Your copy of HuatuoGPT-o1's eval_data.json: their sets, exactly.", "eval")
+    eval_add_special_tokens: bool = _f(False, "Tokenize the chat-rendered prompt with the tokenizer's special tokens "
+                                       "again, as HuatuoGPT-o1's SGLang server did (Llama-3: a second BOS); the "
+                                       "huatuo-o1 protocols set it.", "eval")
     # --- report ----------------------------------------------------------------------------------
     reference_results: str = _f("params/reference_results.yaml", "Published numbers shown beside ours.", "report")
 
@@ -340,9 +347,47 @@ class Params:
         return dataclasses.replace(self, **changes)
 
     @property
+    def eval_sample_seed(self) -> int:
+        """The seed of the `eval_limit` subset: `eval_subset_seed`, else `seed`."""
+        return self.seed if self.eval_subset_seed is None else self.eval_subset_seed
+
+    @property
     def run_dir(self) -> Path:
 
         return resolve_repo_path(self.runs_dir) / self.run_name
+
+
+# Params that may change between an interrupted run and its resumption without changing what is trained.
+RESUME_SAFE_KEYS = {"resume", "force", "max_steps", "num_train_epochs", "save_steps", "save_total_limit",
+                    "logging_steps", "sample_every", "merge_adapter", "reference_results"}
+# Params that do not shape the trained adapter either: where the run and its data live, the device, and
+# switches that trade memory for compute. Every other param (and no `eval_*` one) shapes the model, so a
+# training found under other values of any of them is not this training (`changed_training_settings`).
+NOT_SHAPING_KEYS = RESUME_SAFE_KEYS | {"run_name", "runs_dir", "data_dir", "device", "gradient_checkpointing",
+                                       "vllm_mode", "vllm_gpu_memory_utilization"}
+
+
+def training_settings(params: Params) -> dict:
+    """The params that shape the trained model (all but `NOT_SHAPING_KEYS` and the `eval_*` ones)."""
+    return {k: v for k, v in params.to_dict().items() if k not in NOT_SHAPING_KEYS and not k.startswith("eval_")}
+
+
+def changed_training_settings(run: RunDir, params: Params) -> dict[str, tuple]:
+    """{key: (recorded, now)} for each model-shaping param whose value differs from the one `run`'s training
+    was started with (`medr1.runs.recorded_training_settings`); {} when they agree or no training is there.
+    A key the record lacks (a param added since) counts as changed only when `params` gives it a value
+    other than its default."""
+    before = recorded_training_settings(run)
+    if before is None:
+        return {}
+    defaults = Params().to_dict()
+    now = training_settings(params)
+    return {k: (before.get(k, defaults.get(k)), v) for k, v in now.items() if before.get(k, defaults.get(k)) != v}
+
+
+def describe_changes(changed: dict[str, tuple]) -> str:
+    """"learning_rate: 0.0005 then, 0.001 now; ..." for an error message."""
+    return "; ".join(f"{k}: {a!r} then, {b!r} now" for k, (a, b) in sorted(changed.items()))
 
 
 def _allowed_types(hint) -> list[type]:

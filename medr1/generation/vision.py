@@ -23,7 +23,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 
-from medr1.generation.hf import PROMPT_TOO_LONG, Generation, length_batches
+from medr1.generation.hf import PROMPT_TOO_LONG, Generation, hf_generate_kwargs, length_batches
 
 log = logging.getLogger(__name__)
 
@@ -83,8 +83,7 @@ def generate_vision(model, processor, prompts: Sequence[list[dict]], *, max_new_
     todo = [i for i in range(len(prompts)) if results[i] is None]
     per_batch = max(1, batch_size // num_samples)
     batches = [[todo[j] for j in b] for b in length_batches([lengths[i] for i in todo], per_batch)]
-    sampling = ({"do_sample": True, "temperature": temperature, "top_p": top_p} if temperature > 0
-                else {"do_sample": False, "temperature": None, "top_p": None, "top_k": None})
+    sampling = hf_generate_kwargs(temperature, top_p)  # exactly the recorded settings, no generation_config leak
     for b, batch in enumerate(batches):
         start = time.perf_counter()
         inputs = encode(batch).to(device)

@@ -14,8 +14,9 @@ import time
 from collections.abc import Callable, Sequence
 
 from medr1.data.images import MAX_IMAGES
-from medr1.generation.hf import PROMPT_TOO_LONG, Generation, encode_prompts
+from medr1.generation.hf import PROMPT_HEAD, PROMPT_TOO_LONG, Generation, encode_prompts
 from medr1.generation.vision import _images_of
+from medr1.models.base import sampling_record
 from medr1.models.load import resolve_model_path
 from medr1.models.vision import load_processor, resolve_vision_path
 
@@ -50,11 +51,15 @@ def require_vllm() -> None:
 def vllm_request_settings(*, num_samples: int, temperature: float, top_p: float, max_new_tokens: int, seed: int,
                           adapter: str | os.PathLike | None):
     """vLLM's `SamplingParams` for our decoding settings (top_p only when sampling) and the `LoRARequest`
-    of an adapter (None without one); shared by text and vision generation."""
+    of an adapter (None without one); shared by text and vision generation. Every other sampling control is
+    set to its no-op explicitly (`medr1.models.base.sampling_record`), whatever defaults a vLLM version or the
+    model's generation_config would bring."""
     from vllm import SamplingParams
 
-    params = SamplingParams(n=num_samples, temperature=temperature, top_p=top_p if temperature > 0 else 1.0,
-                            max_tokens=max_new_tokens, seed=seed)
+    rec = sampling_record(temperature, top_p)
+    params = SamplingParams(n=num_samples, temperature=temperature, top_p=rec["top_p"], max_tokens=max_new_tokens,
+                            seed=seed, top_k=-1, min_p=rec["min_p"], repetition_penalty=rec["repetition_penalty"],
+                            presence_penalty=rec["presence_penalty"], frequency_penalty=rec["frequency_penalty"])
     if adapter is None:
         return params, None
     from vllm.lora.request import LoRARequest
@@ -79,6 +84,7 @@ def generate_vllm(
     gpu_memory_utilization: float = 0.85,
     on_batch: Callable[[list[Generation]], None] | None = None,
     llm=None,
+    add_special_tokens: bool = False,
 ) -> list[Generation]:
     """Generate with vLLM on a CUDA GPU (continuous batching; LoRA adapters via `LoRARequest`).
 
@@ -102,7 +108,7 @@ def generate_vllm(
                   max_lora_rank=lora_rank, trust_remote_code=trust_remote_code,
                   gpu_memory_utilization=gpu_memory_utilization)
     tokenizer = llm.get_tokenizer()
-    ids = encode_prompts(tokenizer, prompts)
+    ids = encode_prompts(tokenizer, prompts, add_special_tokens=add_special_tokens)
     ctx = llm.llm_engine.model_config.max_model_len
     keep = [i for i, r in enumerate(ids) if len(r) + max_new_tokens <= ctx]
     params, lora = vllm_request_settings(num_samples=num_samples, temperature=temperature, top_p=top_p,
@@ -110,11 +116,12 @@ def generate_vllm(
     start = time.perf_counter()
     outputs = llm.generate([{"prompt_token_ids": ids[i]} for i in keep], params, lora_request=lora)
     latency = time.perf_counter() - start
-    results = [Generation(i, [""] * num_samples, len(ids[i]), [0] * num_samples, [PROMPT_TOO_LONG] * num_samples, 0.0)
-               for i in range(len(ids))]
+    results = [Generation(i, [""] * num_samples, len(ids[i]), [0] * num_samples, [PROMPT_TOO_LONG] * num_samples, 0.0,
+                          ids[i][:PROMPT_HEAD]) for i in range(len(ids))]
     for i, out in zip(keep, outputs, strict=True):
         results[i] = Generation(i, [o.text for o in out.outputs], len(ids[i]), [len(o.token_ids) for o in out.outputs],
-                                ["length" if o.finish_reason == "length" else "stop" for o in out.outputs], latency)
+                                ["length" if o.finish_reason == "length" else "stop" for o in out.outputs], latency,
+                                ids[i][:PROMPT_HEAD])
     if len(keep) < len(ids):
         log.warning("skipped %d prompt(s) longer than the model context (%d) minus max_new_tokens", len(ids) - len(keep),
                     ctx)

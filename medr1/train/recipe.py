@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from medr1.artifacts import read_metrics
-from medr1.config import Params, load_params
+from medr1.config import Params, changed_training_settings, describe_changes, load_params
 from medr1.data import questions_hash
 from medr1.data.option_order import shuffle_report, training_draws
 from medr1.models.base import pick_device
@@ -255,8 +255,9 @@ def claim_run(params: Params, run: RunDir, *, progress: bool, echo) -> Iterator[
     """Hold the run for one training; yields None to go on training here, or the result when there is
     nothing to train here (a finished run, or workers launched for `num_processes > 1`).
 
-    Under the lock: `force` deletes the earlier training; `resume` finds a finished one (nothing to do) or
-    warns about changed params; `resume: false` over an earlier training refuses. The data is prepared
+    Under the lock: `force` deletes the earlier training; a training started with other model-shaping
+    settings (train/settings.json) is refused, naming the changed keys; `resume` finds a finished one with
+    the same settings (nothing to do); `resume: false` over an earlier training refuses. The data is prepared
     before workers start, so that they only read it. A worker under `accelerate launch` takes no lock
     (its parent holds it and prepared the directory).
     """
@@ -274,18 +275,23 @@ def claim_run(params: Params, run: RunDir, *, progress: bool, echo) -> Iterator[
         if params.force:
             log.info("force: deleting %s", run.train_dir)
             shutil.rmtree(run.train_dir, ignore_errors=True)
-        elif params.resume and (done := ckpt.finished_training(run, params)) is not None:
-            log.info("%s already finished %d steps; nothing to do (raise max_steps or set force: true)",
-                     run.path, done["global_step"])
+        elif not params.resume and (run.train_dir.exists() and any(run.train_dir.iterdir())):
+            raise TrainSetupError(f"{run.train_dir} holds an earlier training and resume is false; set "
+                                  f"resume: true to continue it or force: true to start over")
+        elif changed := changed_training_settings(run, params):
+            # Never "nothing to do" (nor a resumed mix of two settings) over changed settings: the adapter
+            # here would be reported under params it was not trained with.
+            raise TrainSetupError(f"{run.train_dir} holds a training started with other settings "
+                                  f"({describe_changes(changed)}). Set force: true to train afresh over it, "
+                                  f"or choose another run_name.")
+        elif (done := ckpt.finished_training(run, params)) is not None:
+            log.info("%s already finished %d steps with these settings; nothing to do (raise max_steps or set "
+                     "force: true)", run.path, done["global_step"])
             yield TrainResult(run.path, done["global_step"], last_metrics_row(run), skipped=True,
                               adapter_dir=run.adapter_dir, n_questions=done.get("n_questions"),
                               n_dropped_long=done.get("n_dropped_long"))
             return
-        elif not params.resume and (run.train_dir.exists() and any(run.train_dir.iterdir())):
-            raise TrainSetupError(f"{run.train_dir} holds an earlier training and resume is false; set "
-                                  f"resume: true to continue it or force: true to start over")
-        if params.resume and not params.force:
-            ckpt.warn_changed_params(run, params)
+        ckpt.record_training_settings(run, params)
         atomic_write_text(run.path / "params.yaml", params.to_yaml())
         if params.num_processes > 1:
 

@@ -248,3 +248,87 @@ def test_embedded_batched_matches_unbatched(smol):
     assert _texts(many) == _texts(one) == _texts(hf)
     assert [g.prompt_tokens for g in many] == [g.prompt_tokens for g in one]
     assert all(g.text.strip() for g in many)
+
+
+# --------------------------------------------------------------------------------------------------
+# Issue 25: decoding is what is recorded
+# --------------------------------------------------------------------------------------------------
+
+
+def _leaky(tiny):
+    """The tiny model with a Qwen2.5-Instruct-like generation_config (and more that would shape a sample)."""
+    import copy
+
+    model = copy.deepcopy(tiny)
+    model.generation_config.update(top_k=20, repetition_penalty=1.05, min_p=0.05, typical_p=0.9,
+                                   no_repeat_ngram_size=2)
+    return model
+
+
+def _spy(model, monkeypatch):
+    """The generation config and logits processors `model.generate` actually used, per call."""
+    seen = []
+    prepare, processors = model._prepare_generation_config, model._get_logits_processor
+
+    def spy_prepare(*a, **k):
+        cfg, kwargs = prepare(*a, **k)
+        seen.append({"config": cfg})
+        return cfg, kwargs
+
+    def spy_processors(*a, **k):
+        out = processors(*a, **k)
+        seen[-1]["processors"] = sorted(type(p).__name__ for p in out)
+        return out
+
+    monkeypatch.setattr(model, "_prepare_generation_config", spy_prepare)
+    monkeypatch.setattr(model, "_get_logits_processor", spy_processors)
+    return seen
+
+
+def test_hf_path_under_huatuo_o1_samples_with_exactly_the_recorded_settings(tiny, tmp_path, monkeypatch):
+    import json
+
+    from medr1.evaluation.evaluate import EvalSettings
+    from medr1.evaluation.protocol_eval import evaluate_protocol
+
+    model = _leaky(tiny)
+    seen = _spy(model, monkeypatch)
+    # The premise: model.generate given only temperature and top_p takes the generation_config's top_k etc.
+    with torch.inference_mode():
+        model.generate(torch.tensor([[5, 6, 7]]), max_new_tokens=1, do_sample=True, temperature=0.5, top_p=0.9)
+    assert (seen[0]["config"].top_k, seen[0]["config"].repetition_penalty) == (20, 1.05)
+    seen.clear()
+
+    eval_file = tmp_path / "eval_data.json"
+    eval_file.write_text(json.dumps({"MedQA_USLME_test": [{"question": "Q?", "options": {"A": "a", "B": "b"},
+                                                           "answer_idx": "A"}]}))
+
+    def hf(prompts, *, max_new_tokens, **kw):  # their 2,000 tokens do not fit the tiny model's 96 positions
+        return generate(model, ByteTokenizer(), prompts, max_new_tokens=3, decode="hf", **kw)
+
+    out = tmp_path / "ev"
+    evaluate_protocol("tiny", "huatuo-o1", ["medqa"], out, EvalSettings.from_params(None, decode="hf", seed=0),
+                      eval_file=eval_file, eval_seeds=1, generate_fn=hf, progress=False)
+    recorded = json.loads((out / "seed-0" / "settings.json").read_text())["sampling"]
+    effective = seen[0]["config"]
+    assert (recorded["temperature"], recorded["top_p"]) == (0.5, 0.9)
+    assert (effective.temperature, effective.top_p) == (recorded["temperature"], recorded["top_p"])
+    assert effective.top_k == recorded["top_k"] == 0  # no top-k cut, not the model's 20
+    assert effective.repetition_penalty == recorded["repetition_penalty"] == 1.0  # not the model's 1.05
+    assert effective.min_p is None and recorded["min_p"] == 0.0  # off both ways
+    assert effective.typical_p == recorded["typical_p"] == 1.0
+    assert effective.no_repeat_ngram_size == recorded["no_repeat_ngram_size"] == 0
+    # Nothing but temperature and top-p touches the logits.
+    assert seen[0]["processors"] == ["TemperatureLogitsWarper", "TopPLogitsWarper"]
+
+
+@pytest.mark.parametrize("decode", ["hf", "static"])
+def test_greedy_hf_paths_take_nothing_from_the_generation_config(tiny, monkeypatch, decode):
+    model = _leaky(tiny)
+    seen = _spy(model, monkeypatch)
+    leaky = generate(model, ByteTokenizer(), PROMPTS[:3], max_new_tokens=8, batch_size=3, decode=decode,
+                     compile=False) if decode == "static" else generate(model, ByteTokenizer(), PROMPTS[:3],
+                                                                         max_new_tokens=8, batch_size=3, decode=decode)
+    assert seen and all(s["processors"] == [] for s in seen)  # greedy: no repetition penalty, no n-gram block
+    compact = generate(model, ByteTokenizer(), PROMPTS[:3], max_new_tokens=8, batch_size=3)
+    assert _texts(leaky) == _texts(compact)  # the same texts as our own loop, which applies none of them

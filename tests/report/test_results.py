@@ -173,3 +173,34 @@ def test_answer_examples_split_every_row_once(tmp_path):
     assert {k: v["id"].tolist() for k, v in examples.items()} == {"right": ["1", "4"], "wrong": ["2"], "unparsed": ["3"]}
     assert list(examples["right"].columns) == ["benchmark", "id", "gold", "extracted", "completion"]  # no `rule` here
     assert all(v.empty for v in answer_examples(tmp_path, "absent").values())
+
+
+def test_every_reference_row_says_its_protocol_and_med_r1_alpha_is_unknown(run):
+    """Issue 25: Med-R1-α-8B's numbers come from a results image with no evaluation released; its rows say
+    so in results.csv and results.md, and the HuatuoGPT-o1 rows name huatuo-o1."""
+    ref = read_reference(REFERENCE)
+    protocols = {m["model"]: m.get("protocol") for m in ref["models"]}
+    assert all(protocols.values()), protocols  # every row states one
+    assert protocols["Med-R1-α-8B"] == "unknown"
+    assert {p for name, p in protocols.items() if name != "Med-R1-α-8B"} == {"huatuo-o1"}
+    df = results_table([run], REFERENCE)
+    alpha = df[(df.provenance == REPORTED) & (df.model == "Med-R1-α-8B")]
+    assert set(alpha.protocol) == {"unknown"} and set(alpha.comparability) == {"published; protocol unknown"}
+    huatuo = df[(df.provenance == REPORTED) & (df.model == "HuatuoGPT-o1-8B (SFT only)")]
+    assert set(huatuo.protocol) == {"huatuo-o1"} and set(huatuo.comparability) == {"published"}
+    write_results(run, REFERENCE)
+    md = (run / "results.md").read_text()
+    assert "| Med-R1-α-8B | unknown |" in md
+    assert "Protocol of Med-R1-α-8B: unknown (results image only:" in md
+
+
+def test_readme_claim_matches_the_reference_numbers():
+    """The README's headline sentence quotes the reference rows as they are (PubMedQA's 77.6 below 77.7), names
+    MMLU-Pro's published set, and says Med-R1-α-8B's protocol is unknown."""
+    ref = {m["model"]: m["accuracy"] for m in read_reference(REFERENCE)["models"]}
+    claim = " ".join((REPO_ROOT / "README.md").read_text().split("## ")[0].split())
+    for model in ("Med-R1-α-8B", "HuatuoGPT-o1-8B (SFT only)"):
+        acc = ref[model]
+        assert " / ".join(f"{acc[b]:.1f}" for b in ("medqa", "medmcqa", "pubmedqa", "mmlu-pro")) in claim, model
+    assert "0.1 point behind on PubMedQA" in claim and "MMLU-Pro health + biology" in claim
+    assert "Med-R1-α-8B's evaluation protocol is unknown" in claim
