@@ -5,15 +5,28 @@ the generate functions evaluation calls, each loading its model on first use.
 raises, so a GPU recipe never silently falls back to a 50x slower path. vLLM is imported lazily so that
 CPU machines never import it. vLLM schedules its own batches (continuous batching), so the evaluation
 batch size does not apply there; `vllm_generate_fn` says so once in the log instead of ignoring it silently.
+
+vLLM engines: starting one takes minutes and reserves a share of the GPU up front, and a paper recipe's
+evaluation asks for the same base model eight times (base and trained, two protocols, three seeds). So a
+process holds one engine (`vllm_engine`), reused while the base model and engine settings stay the same;
+adapters ride on each request (`LoRARequest`, one id per adapter file), not on a new engine. Inside
+`vllm_session` the engine lives until the outermost session ends; a call outside any session shuts its
+engine down when it returns. Shutting down is explicit (vLLM frees an engine only by GC and finalizers,
+which do not wait, so the next engine's free-memory check could fail).
 """
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import importlib.util
+import json
 import logging
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from medr1.generation import PROMPT_TOO_LONG, Generation, encode_prompts
@@ -61,6 +74,127 @@ def require_vllm() -> None:
 
 
 
+# --------------------------------------------------------------------------------------------------
+# vLLM engines: one per process, reused per base model, shut down when the evaluation ends
+# --------------------------------------------------------------------------------------------------
+
+VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)  # vllm/config/lora.py:27 (0.31): MaxLoRARanks
+
+
+@dataclass
+class _Engines:
+    """This process's vLLM state: the live engine (at most one: each reserves its GPU share up front)."""
+
+    llm: Any = None
+    key: tuple | None = None
+    lora_rank: int = 0  # the engine's max_lora_rank; 0: built without LoRA
+    depth: int = 0  # open vllm_session()s
+    lora_hints: dict[str, int] = field(default_factory=dict)  # base spec -> adapter rank a session will ask for
+    adapter_ids: dict[tuple, int] = field(default_factory=dict)  # (adapter dir, weights mtime) -> lora_int_id
+
+
+_ENGINES = _Engines()
+
+
+def adapter_rank(adapter: str | os.PathLike) -> int:
+    """The largest LoRA rank in an adapter directory (`r`, or any `rank_pattern` entry)."""
+    cfg = json.loads((Path(adapter) / "adapter_config.json").read_text())
+    return max([int(cfg.get("r") or 0), *(int(r) for r in (cfg.get("rank_pattern") or {}).values())])
+
+
+def vllm_lora_rank(rank: int) -> int:
+    """The smallest `max_lora_rank` vLLM accepts that holds `rank` (it takes only `VLLM_LORA_RANKS`).
+
+    >>> vllm_lora_rank(16), vllm_lora_rank(48)
+    (16, 64)
+    """
+    for allowed in VLLM_LORA_RANKS:
+        if allowed >= rank:
+            return allowed
+    raise ValueError(f"LoRA rank {rank} is above vLLM's largest max_lora_rank ({VLLM_LORA_RANKS[-1]})")
+
+
+@contextlib.contextmanager
+def vllm_session(jobs: Iterable[tuple[str, str | None]] = ()):
+    """Keep this process's vLLM engine across the evaluations inside; shut it down when the outermost
+    session ends (also on error). `jobs`: the (base model spec, adapter or None) pairs the session will
+    evaluate, so that a base whose adapter comes later gets LoRA from its first engine instead of a rebuild.
+    Costs nothing when no engine is ever built (hf backend, CPU)."""
+    for spec, adapter in jobs:
+        if adapter is not None and (Path(adapter) / "adapter_config.json").is_file():
+            _ENGINES.lora_hints[spec] = max(_ENGINES.lora_hints.get(spec, 0), adapter_rank(adapter))
+    _ENGINES.depth += 1
+    try:
+        yield
+    finally:
+        _ENGINES.depth -= 1
+        if _ENGINES.depth == 0:
+            _ENGINES.lora_hints.clear()
+            shutdown_vllm_engine()
+
+
+def vllm_engine(model_spec: str, *, adapter: str | None = None, seed: int = 0, **engine_kwargs):
+    """This process's `vllm.LLM` for `model_spec`: the live one when the base and `engine_kwargs` match and
+    it can serve `adapter`'s rank, else a new one after shutting the old one down. LoRA is on when
+    `adapter` or the session's jobs need it (vLLM refuses LoRA on models without LoRA support, so a
+    base-only evaluation never asks for it). The seed is the engine's default; each request carries its own.
+    """
+    require_vllm()
+    from vllm import LLM  # noqa: I001  (lazy: importing vllm initialises CUDA)
+
+    from medr1.models import resolve_model_path
+
+    need = adapter_rank(adapter) if adapter is not None else 0
+    rank = max(need, _ENGINES.lora_hints.get(model_spec, 0))
+    key = (model_spec, tuple(sorted((k, repr(v)) for k, v in engine_kwargs.items())))
+    if _ENGINES.llm is not None and _ENGINES.key == key and _ENGINES.lora_rank >= need:
+        return _ENGINES.llm
+    if _ENGINES.llm is not None:
+        log.info("vLLM: shutting down the engine of %s to start one for %s%s", _ENGINES.key[0], model_spec,
+                 " with LoRA" if rank else "")
+        shutdown_vllm_engine()
+    lora = {"enable_lora": True, "max_lora_rank": vllm_lora_rank(rank)} if rank else {}
+    _ENGINES.llm = LLM(model=resolve_model_path(model_spec), seed=seed, **lora, **engine_kwargs)
+    _ENGINES.key, _ENGINES.lora_rank = key, lora.get("max_lora_rank", 0)
+    return _ENGINES.llm
+
+
+def shutdown_vllm_engine() -> bool:
+    """Shut this process's vLLM engine down and free its GPU memory now; False when none was live.
+
+    vLLM 0.31's `LLM` has no `shutdown`; its engine-core client does (vllm/v1/engine/core_client.py:391);
+    newer vLLMs add `LLM.shutdown`, used when present."""
+    llm, _ENGINES.llm, _ENGINES.key, _ENGINES.lora_rank = _ENGINES.llm, None, None, 0
+    if llm is None:
+        return False
+    if callable(getattr(llm, "shutdown", None)):
+        llm.shutdown()
+    else:
+        llm.llm_engine.engine_core.shutdown()
+    del llm
+    gc.collect()
+    if cuda_available():
+        import torch
+
+        torch.cuda.empty_cache()
+    return True
+
+
+def lora_request(adapter: str | os.PathLike | None):
+    """vLLM's `LoRARequest` for an adapter directory (None without one). vLLM caches adapters by
+    `lora_int_id` and compares requests by `lora_name` (vllm/lora/request.py), so each adapter directory,
+    and each rewrite of its weights, gets its own id and name: a stale adapter is never served."""
+    if adapter is None:
+        return None
+    from vllm.lora.request import LoRARequest
+
+    path = Path(adapter).resolve()
+    weights = path / "adapter_model.safetensors"
+    key = (str(path), weights.stat().st_mtime_ns if weights.is_file() else 0)
+    lora_id = _ENGINES.adapter_ids.setdefault(key, len(_ENGINES.adapter_ids) + 1)
+    return LoRARequest(lora_name=f"{path.name}-{lora_id}", lora_int_id=lora_id, lora_path=str(path))
+
+
 def vllm_request_settings(*, num_samples: int, temperature: float, top_p: float, max_new_tokens: int, seed: int,
                           adapter: str | os.PathLike | None):
     """vLLM's `SamplingParams` for our decoding settings (top_p only when sampling) and the `LoRARequest`
@@ -69,11 +203,7 @@ def vllm_request_settings(*, num_samples: int, temperature: float, top_p: float,
 
     params = SamplingParams(n=num_samples, temperature=temperature, top_p=top_p if temperature > 0 else 1.0,
                             max_tokens=max_new_tokens, seed=seed)
-    if adapter is None:
-        return params, None
-    from vllm.lora.request import LoRARequest
-
-    return params, LoRARequest("adapter", 1, str(adapter))
+    return params, lora_request(adapter)
 
 
 def generate_vllm(
@@ -86,7 +216,6 @@ def generate_vllm(
     num_samples: int = 1,
     seed: int = 0,
     adapter: str | None = None,
-    lora_rank: int = 64,
     torch_dtype: str = "auto",
     trust_remote_code: bool = False,
     gpu_memory_utilization: float = 0.85,
@@ -101,30 +230,27 @@ def generate_vllm(
     Args:
         model_spec: hub id, local path or embedded spec of the base model.
         adapter: LoRA adapter directory applied to every prompt.
-        llm: an existing `vllm.LLM` to reuse (loading one takes a minute).
+        llm: an existing `vllm.LLM` to use (the caller's to shut down); default: this process's engine
+            (`vllm_engine`), shut down on return unless a `vllm_session` is open.
         Other arguments as in `generate`.
 
     Raises:
         RuntimeError: without a CUDA GPU or without vLLM installed.
     """
     require_vllm()
-    from vllm import LLM  # noqa: I001  (lazy: importing vllm initialises CUDA)
-
-    from medr1.models import resolve_model_path
-
-    if llm is None:
-        llm = LLM(model=resolve_model_path(model_spec), dtype=torch_dtype, seed=seed, enable_lora=adapter is not None,
-                  max_lora_rank=lora_rank, trust_remote_code=trust_remote_code,
-                  gpu_memory_utilization=gpu_memory_utilization)
-    tokenizer = llm.get_tokenizer()
-    ids = encode_prompts(tokenizer, prompts)
-    ctx = llm.llm_engine.model_config.max_model_len
-    keep = [i for i, r in enumerate(ids) if len(r) + max_new_tokens <= ctx]
-    params, lora = vllm_request_settings(num_samples=num_samples, temperature=temperature, top_p=top_p,
-                                         max_new_tokens=max_new_tokens, seed=seed, adapter=adapter)
-    start = time.perf_counter()
-    outputs = llm.generate([{"prompt_token_ids": ids[i]} for i in keep], params, lora_request=lora)
-    latency = time.perf_counter() - start
+    with vllm_session():
+        if llm is None:
+            llm = vllm_engine(model_spec, adapter=adapter, seed=seed, dtype=torch_dtype,
+                              trust_remote_code=trust_remote_code, gpu_memory_utilization=gpu_memory_utilization)
+        tokenizer = llm.get_tokenizer()
+        ids = encode_prompts(tokenizer, prompts)
+        ctx = llm.llm_engine.model_config.max_model_len
+        keep = [i for i, r in enumerate(ids) if len(r) + max_new_tokens <= ctx]
+        params, lora = vllm_request_settings(num_samples=num_samples, temperature=temperature, top_p=top_p,
+                                             max_new_tokens=max_new_tokens, seed=seed, adapter=adapter)
+        start = time.perf_counter()
+        outputs = llm.generate([{"prompt_token_ids": ids[i]} for i in keep], params, lora_request=lora)
+        latency = time.perf_counter() - start
     results = [Generation(i, [""] * num_samples, len(ids[i]), [0] * num_samples, [PROMPT_TOO_LONG] * num_samples, 0.0)
                for i in range(len(ids))]
     for i, out in zip(keep, outputs, strict=True):
@@ -152,7 +278,8 @@ def hf_generate_fn(model_spec: str, settings, *, adapter: str | None = None) -> 
             loaded["model"], loaded["tok"] = load_model(model_spec, adapter=adapter, device=settings.device,
                                                         torch_dtype=settings.torch_dtype,
                                                         trust_remote_code=settings.trust_remote_code,
-                                                        merge_adapter=adapter is not None)
+                                                        merge_adapter=adapter is not None,
+                                                        image_max_pixels=settings.image_max_pixels)
         from medr1.vision import is_processor
 
         if is_processor(loaded["tok"]):  # a vision-language model: images through its processor
@@ -166,7 +293,13 @@ def hf_generate_fn(model_spec: str, settings, *, adapter: str | None = None) -> 
 
 def vllm_generate_fn(model_spec: str, settings, *, adapter: str | None = None) -> GenerateFn:
     """A generate function over vLLM (text or vision). vLLM batches continuously on its own, so the batch
-    size is dropped here, with one log line saying so."""
+    size is dropped here, with one log line saying so. An adapter directory given as the model is served as
+    its base model plus that adapter, as `medr1.models.load_model` does."""
+    from medr1.models import check_model_spec
+
+    if check_model_spec(model_spec) == "adapter":
+        adapter = model_spec
+        model_spec = json.loads((Path(adapter) / "adapter_config.json").read_text())["base_model_name_or_path"]
     kw = {"adapter": adapter, "torch_dtype": settings.torch_dtype, "trust_remote_code": settings.trust_remote_code}
 
     def fn(prompts, *, batch_size, **kwargs):
@@ -177,7 +310,8 @@ def vllm_generate_fn(model_spec: str, settings, *, adapter: str | None = None) -
         if is_vision_spec(model_spec):
             from medr1.vision_eval import generate_vision_vllm
 
-            return generate_vision_vllm(model_spec, prompts, **kw, **kwargs)
+            return generate_vision_vllm(model_spec, prompts, image_max_pixels=settings.image_max_pixels, **kw,
+                                        **kwargs)
         return generate_vllm(model_spec, prompts, **kw, **kwargs)
 
     return fn
@@ -188,5 +322,6 @@ def generate_fn_for(model_spec: str, settings, backend: str, *, adapter: str | N
     return (vllm_generate_fn if backend == "vllm" else hf_generate_fn)(model_spec, settings, adapter=adapter)
 
 
-__all__ = ["cuda_available", "generate_fn_for", "generate_vllm", "hf_generate_fn", "pick_backend", "require_vllm",
-           "vllm_available", "vllm_generate_fn", "vllm_request_settings"]
+__all__ = ["adapter_rank", "cuda_available", "generate_fn_for", "generate_vllm", "hf_generate_fn", "lora_request",
+           "pick_backend", "require_vllm", "shutdown_vllm_engine", "vllm_available", "vllm_engine", "vllm_generate_fn",
+           "vllm_lora_rank", "vllm_request_settings", "vllm_session"]

@@ -57,14 +57,15 @@ log = logging.getLogger(__name__)
 
 # Settings that change what a completion is; resuming with any of them changed is refused.
 RESUME_KEYS = ("model", "adapter", "template", "split", "max_new_tokens", "temperature", "top_p", "num_samples",
-               "seed")
+               "seed", "image_max_pixels")
 # EvalSettings field -> the Params field it comes from (Params holds the one default of each).
 PARAMS_KEYS = {"template": "eval_prompt_template", "split": "eval_split", "limit": "eval_limit",
                "data_dir": "data_dir", "max_new_tokens": "eval_max_new_tokens", "batch_size": "eval_batch_size",
                "temperature": "eval_temperature", "top_p": "eval_top_p", "num_samples": "eval_num_samples",
                "permutations": "eval_permutations", "seed": "seed", "backend": "eval_backend",
                "decode": "eval_decode", "scorers": "eval_scorers", "device": "device", "torch_dtype": "torch_dtype",
-               "trust_remote_code": "trust_remote_code", "resume": "resume", "force": "force"}
+               "trust_remote_code": "trust_remote_code", "image_max_pixels": "image_max_pixels", "resume": "resume",
+               "force": "force"}
 
 
 class EvalSettingsError(RuntimeError):
@@ -104,6 +105,7 @@ class EvalSettings:
             so it is not part of the resume settings.
         scorers: scorers for summary.json (`medr1.scoring.SCORERS`).
         device, torch_dtype, trust_remote_code: passed to `medr1.models.load_model`.
+        image_max_pixels: vision models: pixels per image at most, base and trained model alike, HF and vLLM.
         resume: continue existing predictions made with the same settings (else refuse if any exist).
         force: delete existing predictions and start over.
 
@@ -128,6 +130,7 @@ class EvalSettings:
     device: str
     torch_dtype: str
     trust_remote_code: bool
+    image_max_pixels: int | None
     resume: bool
     force: bool
 
@@ -249,15 +252,21 @@ def evaluate_model(model_spec: str, benchmarks: Sequence[str], out_dir: str | Pa
         from medr1.backends import pick_backend
 
         resolved_backend = pick_backend(cfg.backend)
+    from medr1.vision import is_vision_spec
     record = {"model": model_spec, "adapter": adapter, "template": cfg.template, "split": cfg.split,
               "max_new_tokens": cfg.max_new_tokens, "temperature": float(cfg.temperature),
               "top_p": float(cfg.top_p) if cfg.temperature > 0 else 1.0, "num_samples": cfg.num_samples,
               # Greedy decoding ignores the seed, so a different seed must not block resuming it.
               "seed": cfg.seed if cfg.temperature > 0 else None,
               "backend": resolved_backend, "batch_size": cfg.batch_size, "limit": cfg.limit,
-              "data_dir": str(cfg.data_dir) if cfg.data_dir else None, "permutations": cfg.permutations}
+              "data_dir": str(cfg.data_dir) if cfg.data_dir else None, "permutations": cfg.permutations,
+              # Image resolution changes what a vision model sees; text models ignore it.
+              "image_max_pixels": cfg.image_max_pixels if is_vision_spec(model_spec) else None}
 
-    with RunDir(out_dir).lock("eval"):
+    from medr1.backends import vllm_session
+
+    # One vLLM engine for the whole evaluation (and for the caller's, when it opened a session), shut down after.
+    with RunDir(out_dir).lock("eval"), vllm_session():
         _check_resume(out_dir, record, resume=cfg.resume, force=cfg.force)
         atomic_write_json(out_dir / SETTINGS, record)
 
@@ -433,17 +442,20 @@ def evaluate_params(params, run_dir: str | Path | None = None, *, progress: bool
     prepared = prepared_eval_sets(params)  # the sets preparation wrote for this run (checked by hash), if any
     settings = EvalSettings.from_params(params)
     summaries = {}
-    for label, spec, adapter in jobs if "medr1" in params.eval_protocol else ():
-        summaries[label] = evaluate_model(spec, params.eval_benchmarks, run.eval_dir / label, settings,
-                                          adapter=adapter, progress=progress, generate_fn=generate_fn,
-                                          question_sets=prepared)
-        with contextlib.suppress(OSError):
-            write_manifest(run, job=f"eval:{label}", params=params.to_dict(),
-                           data_hashes=summaries[label]["data_hashes"])
-    # Every other protocol (huatuo-o1, ...) into eval/<label>@<protocol>/, on its own sets and decoding.
+    from medr1.backends import vllm_session
     from medr1.protocol_eval import evaluate_params_protocols
 
-    summaries.update(evaluate_params_protocols(params, run, jobs, progress=progress, generate_fn=generate_fn))
+    # vLLM: one engine per base model for every job and protocol below (adapters per request), then shut down.
+    with vllm_session([(spec, adapter) for _, spec, adapter in jobs]):
+        for label, spec, adapter in jobs if "medr1" in params.eval_protocol else ():
+            summaries[label] = evaluate_model(spec, params.eval_benchmarks, run.eval_dir / label, settings,
+                                              adapter=adapter, progress=progress, generate_fn=generate_fn,
+                                              question_sets=prepared)
+            with contextlib.suppress(OSError):
+                write_manifest(run, job=f"eval:{label}", params=params.to_dict(),
+                               data_hashes=summaries[label]["data_hashes"])
+        # Every other protocol (huatuo-o1, ...) into eval/<label>@<protocol>/, on its own sets and decoding.
+        summaries.update(evaluate_params_protocols(params, run, jobs, progress=progress, generate_fn=generate_fn))
     return summaries
 
 

@@ -61,10 +61,13 @@ def evaluate_protocol(model_spec: str, protocol: Protocol | str, benchmarks: Seq
     record = protocol_record(protocol, dec, sets, limit, len(seeds))
     out = Path(out_dir)
     per_seed = {}
-    for s in seeds:
-        per_seed[s] = evaluate_model(model_spec, list(benchmarks), out / f"seed-{s}" if sampled else out,
-                                     settings.replace(**dec, seed=s), adapter=adapter, progress=progress,
-                                     generate_fn=generate_fn, question_sets=question_sets)
+    from medr1.backends import vllm_session
+
+    with vllm_session([(model_spec, adapter)]):  # vLLM: one engine for every seed
+        for s in seeds:
+            per_seed[s] = evaluate_model(model_spec, list(benchmarks), out / f"seed-{s}" if sampled else out,
+                                         settings.replace(**dec, seed=s), adapter=adapter, progress=progress,
+                                         generate_fn=generate_fn, question_sets=question_sets)
     if not sampled:
         summary = {**per_seed[seeds[0]], "protocol": record}
     else:

@@ -11,8 +11,8 @@ Why it is built this way:
   seeded per batch with the caller's RNG left alone, as in `medr1.generation.generate`.
 - A prompt longer than the context with `max_new_tokens` comes back as finish_reason "prompt_too_long"
   (never truncated: cutting a question changes it), like the text path.
-- vLLM (GPU) takes the images as `multi_modal_data`; that path could not be run here (no GPU) and is
-  unmeasured.
+- vLLM (GPU) takes the images as `multi_modal_data`, sized by the same bounds as our processor; that
+  path could not be run here (no GPU) and is unmeasured (tests run it against a strict fake vLLM).
 - MedVLM-R1 reports accuracy per modality (in-domain MRI, out-of-domain CT and X-ray); `modality_scores`
   gives each its accuracy with the same bootstrap CI as the benchmark totals.
 """
@@ -23,7 +23,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 
-from medr1.backends import require_vllm, vllm_request_settings
+from medr1.backends import require_vllm, vllm_engine, vllm_request_settings, vllm_session
 from medr1.generation import PROMPT_TOO_LONG, Generation, length_batches
 
 log = logging.getLogger(__name__)
@@ -115,44 +115,68 @@ def generate_vision(model, processor, prompts: Sequence[list[dict]], *, max_new_
     return results  # type: ignore[return-value]
 
 
+VLLM_CHUNK = 256  # prompts per vLLM call: enough to keep its batches full, images decoded a chunk at a time
+
+
 def generate_vision_vllm(model_spec: str, prompts: Sequence[list[dict]], *, max_new_tokens: int,
                          temperature: float = 0.0, top_p: float = 1.0, num_samples: int = 1, seed: int = 0,
-                         adapter: str | None = None, lora_rank: int = 64, torch_dtype: str = "auto",
+                         adapter: str | None = None, torch_dtype: str = "auto",
                          trust_remote_code: bool = False, gpu_memory_utilization: float = 0.85,
-                         image_max_pixels: int | None = None,
+                         image_max_pixels: int | None = None, chunk_size: int = VLLM_CHUNK,
                          on_batch: Callable[[list[Generation]], None] | None = None) -> list[Generation]:
     """vLLM generation with images (CUDA only; unmeasured: no GPU where this was written).
 
-    The chat template comes from the model's processor; images go in as `multi_modal_data`, at most
-    `medr1.images.MAX_IMAGES` per prompt. Results arrive at the end; `on_batch` is called once.
+    The chat template and the image size come from our processor (`medr1.vision.load_processor`, capped at
+    `image_max_pixels`); the engine gets the same size bounds (`image_pixel_bounds`), so vLLM sees each
+    image at the resolution training and the HF path use. Images go in as `multi_modal_data`, at most
+    `medr1.images.MAX_IMAGES` per prompt. Prompts run `chunk_size` at a time (images decoded per chunk,
+    `on_batch` called per chunk). A prompt whose tokens (image tokens counted by the processor) plus
+    `max_new_tokens` exceed the engine's context comes back as "prompt_too_long", like the text path,
+    instead of vLLM failing the whole call on it.
     """
-
     require_vllm()
-    from vllm import LLM  # noqa: I001  (lazy: importing vllm initialises CUDA)
-
     from medr1.images import MAX_IMAGES
-    from medr1.vision import load_processor, resolve_vision_path
+    from medr1.models import processor_source
+    from medr1.vision import image_pixel_bounds, load_processor, resolve_vision_path
 
     path = resolve_vision_path(model_spec)
-    processor = load_processor(adapter or path, image_max_pixels=image_max_pixels, trust_remote_code=trust_remote_code)
-    llm = LLM(model=path, dtype=torch_dtype, seed=seed, enable_lora=adapter is not None, max_lora_rank=lora_rank,
-              trust_remote_code=trust_remote_code, gpu_memory_utilization=gpu_memory_utilization,
-              limit_mm_per_prompt={"image": MAX_IMAGES},
-              mm_processor_kwargs={"max_pixels": image_max_pixels} if image_max_pixels else None)
-    requests = [{"prompt": processor.apply_chat_template(list(p), add_generation_prompt=True, tokenize=False),
-                 "multi_modal_data": {"image": _images_of(p)}} for p in prompts]
-    params, lora = vllm_request_settings(num_samples=num_samples, temperature=temperature, top_p=top_p,
-                                         max_new_tokens=max_new_tokens, seed=seed, adapter=adapter)
-    start = time.perf_counter()
-    outputs = llm.generate(requests, params, lora_request=lora)
-    latency = time.perf_counter() - start
-    results = [Generation(i, [o.text for o in out.outputs], len(out.prompt_token_ids or []),
-                          [len(o.token_ids) for o in out.outputs],
-                          ["length" if o.finish_reason == "length" else "stop" for o in out.outputs], latency)
-               for i, out in enumerate(outputs)]
-    if on_batch:
-        on_batch(results)
-    return results
+    processor = load_processor(processor_source(path, adapter), image_max_pixels=image_max_pixels,
+                               trust_remote_code=trust_remote_code)
+    results: list[Generation | None] = [None] * len(prompts)
+    with vllm_session():
+        llm = vllm_engine(model_spec, adapter=adapter, seed=seed, dtype=torch_dtype,
+                          trust_remote_code=trust_remote_code, gpu_memory_utilization=gpu_memory_utilization,
+                          limit_mm_per_prompt={"image": MAX_IMAGES},
+                          mm_processor_kwargs=image_pixel_bounds(processor))
+        ctx = llm.llm_engine.model_config.max_model_len
+        params, lora = vllm_request_settings(num_samples=num_samples, temperature=temperature, top_p=top_p,
+                                             max_new_tokens=max_new_tokens, seed=seed, adapter=adapter)
+        for first in range(0, len(prompts), chunk_size):
+            chunk, requests, keep = range(first, min(first + chunk_size, len(prompts))), [], []
+            for i in chunk:
+                text = processor.apply_chat_template(list(prompts[i]), add_generation_prompt=True, tokenize=False)
+                images = _images_of(prompts[i])
+                n_tokens = len(processor(text=[text], images=images or None)["input_ids"][0])
+                if n_tokens + max_new_tokens > ctx:
+                    results[i] = Generation(i, [""] * num_samples, n_tokens, [0] * num_samples,
+                                            [PROMPT_TOO_LONG] * num_samples, 0.0)
+                    continue
+                keep.append((i, n_tokens))
+                requests.append({"prompt": text, "multi_modal_data": {"image": images}})
+            start = time.perf_counter()
+            outputs = llm.generate(requests, params, lora_request=lora) if requests else []
+            latency = time.perf_counter() - start
+            for (i, n_tokens), out in zip(keep, outputs, strict=True):
+                results[i] = Generation(i, [o.text for o in out.outputs], len(out.prompt_token_ids or []) or n_tokens,
+                                        [len(o.token_ids) for o in out.outputs],
+                                        ["length" if o.finish_reason == "length" else "stop" for o in out.outputs],
+                                        latency)
+            if len(keep) < len(chunk):
+                log.warning("skipped %d prompt(s) longer than the model context (%d) minus max_new_tokens",
+                            len(chunk) - len(keep), ctx)
+            if on_batch:
+                on_batch([results[i] for i in chunk])
+    return results  # type: ignore[return-value]
 
 
 def modality_scores(rows: Sequence[dict], scorers: Sequence[str] = ("strict",), *, seed: int = 0) -> dict:

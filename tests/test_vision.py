@@ -10,6 +10,7 @@ tests/fixtures/toyvqa (scripts/make_toyvqa.py).
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import shutil
@@ -180,9 +181,12 @@ def test_vision_specs_and_lora_targets(tmp_path):
     assert lm == names[:2] and both == names[:4]
 
 
+@needs_embedded
 def test_unsloth_vision_path_wiring_with_a_fake_unsloth(monkeypatch):
-    """Unsloth needs a GPU; a fake module stands in to check what `load_vision_unsloth` asks of it."""
-    from medr1.vision import load_vision_unsloth
+    """Unsloth needs a GPU; a fake module stands in to check what `load_vision_unsloth` asks of it. It hands
+    back a real processor (FastVisionModel returns the checkpoint's own), so the image cap is checked the
+    way transformers reads it, not as an attribute a stand-in would accept."""
+    from medr1.vision import load_processor, load_vision_unsloth, tiny_vision_checkpoint
 
     calls = {}
 
@@ -190,9 +194,7 @@ def test_unsloth_vision_path_wiring_with_a_fake_unsloth(monkeypatch):
         @staticmethod
         def from_pretrained(**kw):
             calls["load"] = kw
-            tok = types.SimpleNamespace(pad_token=None, eos_token="<e>", padding_side="right")
-            return types.SimpleNamespace(dtype="torch.bfloat16"), types.SimpleNamespace(
-                tokenizer=tok, image_processor=types.SimpleNamespace(max_pixels=0))
+            return types.SimpleNamespace(dtype="torch.bfloat16"), load_processor(tiny_vision_checkpoint())
 
         @staticmethod
         def get_peft_model(model, **kw):
@@ -200,127 +202,175 @@ def test_unsloth_vision_path_wiring_with_a_fake_unsloth(monkeypatch):
             return model
 
     monkeypatch.setitem(sys.modules, "unsloth", types.SimpleNamespace(FastVisionModel=FastVisionModel))
-    params = Params(model="embedded:tiny-qwen2-vl", load_in_4bit=True, lora_r=16, image_max_pixels=401408)
+    params = Params(model="embedded:tiny-qwen2-vl", load_in_4bit=True, lora_r=16, image_max_pixels=784)
     model, processor, peft_config, dtype = load_vision_unsloth(params, "/some/path")
     assert calls["load"]["load_in_4bit"] is True and calls["load"]["model_name"] == "/some/path"
     assert calls["peft"]["finetune_vision_layers"] is False and calls["peft"]["finetune_language_layers"] is True
     assert calls["peft"]["r"] == 16 and peft_config is None and dtype == "bfloat16"
-    assert processor.image_processor.max_pixels == 401408 and processor.tokenizer.padding_side == "left"
+    assert processor.image_processor.size["longest_edge"] == 784 and processor.tokenizer.padding_side == "left"
+    assert image_pixels(processor, TOYVQA / "images" / "test-100-green-circle.png") == [784]  # 56x56 -> 28x28
+
+
+def test_vllm_generation_in_vision_training_is_refused_under_an_image_cap():
+    from medr1.config import ParamsError
+    from medr1.vision import check_vision_generation
+
+    check_vision_generation(Params(model="embedded:tiny-qwen2-vl", image_max_pixels=784))
+    check_vision_generation(Params(model="embedded:tiny-qwen2-vl", use_vllm=True, device="cuda"))
+    with pytest.raises(ParamsError, match="use_vllm: true with image_max_pixels: 784"):
+        check_vision_generation(Params(model="embedded:tiny-qwen2-vl", use_vllm=True, device="cuda",
+                                       image_max_pixels=784))
 
 
 # --------------------------------------------------------------------------------------------------
-# Training and evaluation on the tiny random Qwen2-VL
+# Image resolution: image_max_pixels caps every path (training, HF and vLLM evaluation)
 # --------------------------------------------------------------------------------------------------
 
-
-def varied_reward(completions, **kwargs):
-    """Pays for the number of distinct characters: varies between samples of a random model, so the group
-    advantages are non-zero and one step must move the LoRA weights."""
-    from medr1.rewards import completion_text
-
-    return [len(set(completion_text(c))) / 10 for c in completions]
-
-
-def vision_params(tmp_path, **changes) -> Params:
-    return load_params(REPO_ROOT / "params" / "smoke-vision.yaml",
-                       {"runs_dir": str(tmp_path / "runs"), "data_dir": str(TOYVQA), "max_steps": 1, **changes})
+# Qwen2-VL-2B-Instruct's preprocessor_config.json layout: the pixel bounds as keys, no `size` (12.8 MP at most).
+QWEN2_VL_PIXEL_KEYS = {"min_pixels": 3136, "max_pixels": 12845056, "patch_size": 14, "temporal_patch_size": 2,
+                       "merge_size": 2, "image_mean": [0.48145466, 0.4578275, 0.40821073],
+                       "image_std": [0.26862954, 0.26130258, 0.27577711]}
+# The layout transformers 5 writes: a `size` dict.
+QWEN2_VL_SIZE = {**{k: v for k, v in QWEN2_VL_PIXEL_KEYS.items() if not k.endswith("_pixels")},
+                 "size": {"shortest_edge": 3136, "longest_edge": 12845056}}
 
 
-def adapter_tensors(adapter_dir: Path) -> dict:
-    from safetensors.torch import load_file
+def image_pixels(processor, image, **call_kwargs) -> list[int]:
+    """Pixels each image has after the processor's resize (from the patch grid it reports)."""
+    from PIL import Image
 
-    return load_file(str(adapter_dir / "adapter_model.safetensors"))
-
-
-@needs_embedded
-def test_one_grpo_step_with_images_changes_the_language_lora_only(tmp_path):
-    import torch
-
-    from medr1.train import train
-
-    seen = []
-
-    def hook(module, args, output):  # every forward of the vision tower, wherever the trainer builds it
-        if type(module).__name__.startswith("Qwen2VisionTransformer"):
-            seen.append(tuple(args[0].shape))
-
-    handle = torch.nn.modules.module.register_module_forward_hook(hook)
-    try:
-        result = train(vision_params(tmp_path), progress=False, reward_funcs=[varied_reward])
-    finally:
-        handle.remove()
-    assert result.steps == 1 and seen, "the images never reached the vision tower"
-    tensors = adapter_tensors(result.adapter_dir)
-    assert tensors and not any("visual" in k for k in tensors)  # vision tower frozen by default
-    lora_b = [t for k, t in tensors.items() if "lora_B" in k]
-    assert lora_b and any(float(t.abs().max()) > 0 for t in lora_b)  # B starts at zero: one step moved it
-    manifest = json.loads((result.run_dir / "manifest.json").read_text())
-    assert manifest["jobs"]["train"]["vision"]["n_images"] == result.n_questions
-    samples = [json.loads(line) for line in (result.run_dir / "train" / "samples.jsonl").read_text().splitlines()]
-    assert samples and all(s["id"] and s["gold"] for s in samples)  # completions matched back to their draws
+    image_processor = getattr(processor, "image_processor", processor)
+    img = image if isinstance(image, Image.Image) else Image.open(image).convert("RGB")
+    grid = image_processor(images=[img], return_tensors="pt", **call_kwargs)["image_grid_thw"]
+    return [int(g.prod()) * image_processor.patch_size ** 2 for g in grid]
 
 
 @needs_embedded
-def test_lora_vision_adapts_the_vision_tower_too(tmp_path):
-    from medr1.train import train
+@pytest.mark.filterwarnings("ignore:Passing `min_pixels` and `max_pixels`:FutureWarning")  # 5.24; 5.17 takes them
+@pytest.mark.parametrize("layout", [QWEN2_VL_PIXEL_KEYS, QWEN2_VL_SIZE], ids=["pixel-keys", "size"])
+def test_image_max_pixels_resizes_a_big_image_below_the_cap_on_every_path(tmp_path, layout):
+    """A 6-megapixel image against Qwen2-VL-2B's processor config (no hub: its layout, our tokenizer).
+    The cap is asserted where transformers 5.17 reads it (`size["longest_edge"]`; a `max_pixels` attribute
+    alone is ignored there) and by the pixels that come out, for each way a processor is built."""
+    from PIL import Image
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
-    result = train(vision_params(tmp_path, lora_vision=True), progress=False, reward_funcs=[varied_reward])
-    assert any("visual" in k for k in adapter_tensors(result.adapter_dir))
+    from medr1.vision import cap_image_pixels, image_pixel_bounds, load_processor, tiny_vision_checkpoint
 
+    checkpoint = tmp_path / "qwen2-vl-like"
+    shutil.copytree(tiny_vision_checkpoint(), checkpoint)
+    (checkpoint / "preprocessor_config.json").write_text(json.dumps(
+        {**layout, "image_processor_type": "Qwen2VLImageProcessor", "processor_class": "Qwen2VLProcessor"}))
+    big, cap = Image.new("RGB", (3000, 2000), "white"), 401408
+    assert image_pixels(load_processor(checkpoint), big)[0] > 5_000_000  # the checkpoint alone lets it through
 
-@needs_embedded
-def test_vision_training_resumes_from_its_last_checkpoint(tmp_path):
-    from medr1.artifacts import read_metrics
-    from medr1.train import train
-
-    params = vision_params(tmp_path, max_steps=2, save_steps=1)
-    first = train(params, progress=False, reward_funcs=[varied_reward])
-    train_dir = first.run_dir / "train"
-    # What a kill after step 1 leaves: checkpoint-1, no step 2, no final adapter.
-    shutil.rmtree(train_dir / "checkpoint-2")
-    shutil.rmtree(train_dir / "adapter")
-    (train_dir / "complete.json").unlink()
-    again = train(params, progress=False, reward_funcs=[varied_reward])
-    assert again.resumed_from is not None and again.resumed_from.name == "checkpoint-1" and again.steps == 2
-    assert [row["step"] for row in read_metrics(train_dir / "metrics.csv")] == [1.0, 2.0]
-    assert (train_dir / "adapter" / "adapter_model.safetensors").is_file()
-
-
-@needs_embedded
-def test_evaluation_with_images_writes_predictions_and_modality_scores(tmp_path):
-    from conftest import run_eval
-
-    from medr1.artifacts import read_predictions
-
-    out = tmp_path / "eval"
-    kw = dict(data_dir=TOYVQA, template="r1", max_new_tokens=4, batch_size=4, permutations=2, backend="hf",
-              device="cpu", progress=False)
-    summary = run_eval("embedded:tiny-qwen2-vl", ["vqa_test"], out, **kw)
-    rows = read_predictions(out / "predictions.jsonl")
-    assert len(rows) == 12 and {r["modality"] for r in rows} == {"MRI", "CT", "X-ray"}
-    assert all(Path(r["images"][0]).is_file() and r["finish_reason"] in ("stop", "length") for r in rows)
-    by_mod = summary["by_modality"]["strict"]["vqa_test"]
-    assert sum(m["n"] for m in by_mod.values()) == 12 and all("ci_low" in m for m in by_mod.values())
-    again = run_eval("embedded:tiny-qwen2-vl", ["vqa_test"], out, **kw)
-    assert again["generated_now"] == 0 and again["scores"] == summary["scores"]  # resumed, nothing regenerated
+    trained = load_processor(checkpoint, image_max_pixels=cap)  # TRL training, HF evaluation (base and trained)
+    unsloth = cap_image_pixels(load_processor(checkpoint), cap)  # Unsloth: capping the processor it loaded
+    for processor in (trained, unsloth):
+        assert processor.image_processor.size["longest_edge"] == cap
+        assert getattr(processor.image_processor, "max_pixels", None) in (None, cap)
+        assert cap // 2 < image_pixels(processor, big)[0] <= cap
+    # vLLM builds its processor with mm_processor_kwargs and calls it with them again (vLLM 0.31).
+    mm = image_pixel_bounds(trained)
+    assert mm == {"min_pixels": 3136, "max_pixels": cap}
+    vllm_side = Qwen2VLImageProcessorPil.from_pretrained(str(checkpoint), **mm)
+    assert image_pixels(vllm_side, big, **mm) == image_pixels(trained, big)
+    # Image tokens in the prompt follow: one per 28x28 pixels.
+    text = trained.apply_chat_template([{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "?"}]}],
+                                       add_generation_prompt=True, tokenize=False)
+    ids = trained(text=[text], images=[big], return_tensors="pt")["input_ids"][0]
+    assert int((ids == trained.image_token_id).sum()) == image_pixels(trained, big)[0] // (28 * 28) <= cap // 784
 
 
 @needs_embedded
-def test_generate_vision_keeps_order_and_refuses_prompts_past_the_context():
-    from medr1.generation import PROMPT_TOO_LONG
+def test_hf_evaluation_sizes_images_alike_for_base_and_trained(tmp_path, monkeypatch):
+    """The trained model's processor comes from its adapter directory, saved by training with its own size;
+    evaluation's image_max_pixels applies to it and to the base model's alike."""
+    from peft import LoraConfig, get_peft_model
+
+    import medr1.vision_eval
+    from medr1.backends import hf_generate_fn
+    from medr1.evaluate import EvalSettings
     from medr1.models import load_model
-    from medr1.vision_eval import generate_vision
+    from medr1.vision import cap_image_pixels
 
     model, processor = load_model("embedded:tiny-qwen2-vl", device="cpu")
-    qs = load_benchmark("vqa_test", "test", TOYVQA)[:3]
+    adapter = tmp_path / "adapter"
+    get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj"])).save_pretrained(adapter)
+    cap_image_pixels(processor, 2352).save_pretrained(adapter)  # what a run trained at 2352 pixels leaves
+    seen = {}
+    monkeypatch.setattr(medr1.vision_eval, "generate_vision", lambda m, proc, prompts, **kw: seen.setdefault(
+        "size", []).append(proc.image_processor.size["longest_edge"]))
+    prompts = [vision_messages(load_benchmark("vqa_test", "test", TOYVQA)[0], "letter")]
+    for cap, expected in ((784, [784, 784]), (None, [3136, 2352])):
+        seen.clear()
+        settings = EvalSettings.from_params(Params(image_max_pixels=cap), device="cpu")
+        for a in (None, str(adapter)):
+            hf_generate_fn("embedded:tiny-qwen2-vl", settings, adapter=a)(prompts, max_new_tokens=2, batch_size=1)
+        assert seen["size"] == expected  # null: each model's own processor, which is why recipes set the cap
+
+
+def test_a_vision_evaluation_does_not_resume_at_another_resolution(tmp_path):
+    from conftest import run_eval
+
+    from medr1.evaluate import EvalSettingsError
+    from medr1.generation import Generation
+
+    def fake(prompts, *, on_batch, **kw):
+        out = [Generation(i, ["<answer>A</answer>"], 5, [3], ["stop"], 0.0) for i in range(len(prompts))]
+        on_batch(out)
+        return out
+
+    kw = dict(data_dir=TOYVQA, max_new_tokens=4, progress=False, generate_fn=fake)
+    run_eval("embedded:tiny-qwen2-vl", ["vqa_test"], tmp_path, image_max_pixels=784, **kw)
+    run_eval("embedded:tiny-qwen2-vl", ["vqa_test"], tmp_path, image_max_pixels=784, **kw)
+    with pytest.raises(EvalSettingsError, match="image_max_pixels: 784 there, 1568 now"):
+        run_eval("embedded:tiny-qwen2-vl", ["vqa_test"], tmp_path, image_max_pixels=1568, **kw)
+
+
+@needs_embedded
+def test_vllm_vision_sizes_images_like_our_processor_and_marks_long_prompts_per_row(tmp_path, monkeypatch):
+    """Against a strict fake vLLM (tests/fake_vllm.py) that sizes images the way vLLM 0.31 does and, like
+    vLLM, fails a whole call on a prompt as long as its context."""
+    import fake_vllm
+
+    from medr1.generation import PROMPT_TOO_LONG
+    from medr1.vision import load_processor, tiny_vision_checkpoint
+    from medr1.vision_eval import generate_vision_vllm
+
+    fake = fake_vllm.install(monkeypatch)
+    qs = load_benchmark("vqa_test", "test", TOYVQA)[:4]
+    qs[1] = dataclasses.replace(qs[1], images=qs[1].images + qs[2].images)  # two images: longer by their tokens
     prompts = [vision_messages(q, "letter") for q in qs]
+    ours = load_processor(tiny_vision_checkpoint(), image_max_pixels=784)
+    lengths = [len(ours.apply_chat_template(p, add_generation_prompt=True, tokenize=True, return_dict=True)
+                   ["input_ids"][0]) for p in prompts]
+    assert len(set(lengths)) > 1, "the test needs prompts of different lengths"
+    # A copy of the tiny model whose context ends between the shortest and the longest prompt.
+    checkpoint = tmp_path / "short-context"
+    shutil.copytree(tiny_vision_checkpoint(), checkpoint)
+    config = json.loads((checkpoint / "config.json").read_text())
+    config["text_config"]["max_position_embeddings"] = ctx = (min(lengths) + max(lengths)) // 2 + 1
+    (checkpoint / "config.json").write_text(json.dumps(config))
+
     batches = []
-    gens = generate_vision(model, processor, prompts, max_new_tokens=3, batch_size=2, on_batch=batches.append)
-    assert [g.index for g in gens] == [0, 1, 2] and [len(b) for b in batches] == [2, 1]
-    single = generate_vision(model, processor, prompts[2:], max_new_tokens=3, batch_size=8)
-    assert single[0].text == gens[2].text  # greedy: batching does not change the answer
-    too_long = generate_vision(model, processor, prompts[:1], max_new_tokens=10_000, batch_size=8)
-    assert too_long[0].finish_reason == PROMPT_TOO_LONG and too_long[0].text == ""
+    gens = generate_vision_vllm(str(checkpoint), prompts, max_new_tokens=1, image_max_pixels=784, chunk_size=3,
+                                on_batch=batches.append)
+    (llm,) = fake.instances
+    assert llm.kwargs["mm_processor_kwargs"] == {"min_pixels": 784, "max_pixels": 784}
+    assert llm.image_pixels == [784]  # 56x56 images at 28x28, as training and the HF path see them
+    assert [len(r["multi_modal_data"]["image"]) for c in llm.calls for r in c["prompts"]] == [
+        len(qs[i].images) for i, n in enumerate(lengths) if n + 1 <= ctx]
+    assert [len(b) for b in batches] == [3, 1] and [g.index for g in gens] == [0, 1, 2, 3]
+    for g, n in zip(gens, lengths, strict=True):
+        assert g.prompt_tokens == n  # vLLM's count (image tokens included) is ours
+        assert g.finish_reasons == ([PROMPT_TOO_LONG] if n + 1 > ctx else ["stop"])
+    assert llm.engine_core.shut_down  # no session open: the call shut its engine down
+    long_one = next(i for i, n in enumerate(lengths) if n >= ctx)
+    request = {"prompt": ours.apply_chat_template(prompts[long_one], add_generation_prompt=True, tokenize=False),
+               "multi_modal_data": {"image": llm.calls[0]["prompts"][0]["multi_modal_data"]["image"]}}
+    with pytest.raises(fake_vllm.VLLMValidationError, match="longer than the maximum model length"):
+        llm.generate([request])  # what a whole call met before the per-row check
 
 
 def test_pipeline_adds_the_vision_notebook_only_for_vision_models():
