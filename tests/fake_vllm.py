@@ -173,7 +173,8 @@ class FakeLLM:
 
 def install(monkeypatch) -> type[FakeLLM]:
     """Make `import vllm` (and `vllm.lora.request`) give these fakes, and pretend CUDA is there."""
-    import medr1.backends
+    import medr1.generation.backends
+    import medr1.generation.vllm
 
     modules = {}
     for name in ("vllm", "vllm.lora", "vllm.lora.request"):
@@ -184,7 +185,8 @@ def install(monkeypatch) -> type[FakeLLM]:
     modules["vllm.lora.request"].LoRARequest = LoRARequest
     for name, module in modules.items():
         monkeypatch.setitem(sys.modules, name, module)
-    monkeypatch.setattr(medr1.backends, "cuda_available", lambda: True)
+    for module in (medr1.generation.vllm, medr1.generation.backends):  # the dispatcher holds its own name
+        monkeypatch.setattr(module, "cuda_available", lambda: True)
     monkeypatch.setattr(FakeLLM, "instances", [])
     return FakeLLM
 

@@ -257,7 +257,12 @@ def test_image_max_pixels_resizes_a_big_image_below_the_cap_on_every_path(tmp_pa
     from PIL import Image
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
-    from medr1.models.vision import cap_image_pixels, image_pixel_bounds, load_processor, tiny_vision_checkpoint
+    from medr1.models.vision import (
+        cap_image_pixels,
+        image_pixel_bounds,
+        load_processor,
+        tiny_vision_checkpoint,
+    )
 
     checkpoint = tmp_path / "qwen2-vl-like"
     shutil.copytree(tiny_vision_checkpoint(), checkpoint)
