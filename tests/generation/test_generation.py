@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import ByteTokenizer  # the tiny model fixture lives there too
+from helpers import ByteTokenizer
 
 from medr1.generation.backends import pick_backend
 from medr1.generation.hf import PROMPT_TOO_LONG, generate, length_batches
@@ -268,20 +268,24 @@ def _lora_adapter(base: str, out) -> str:
     return str(out)
 
 
-def test_the_fake_vllm_rejects_what_vllm_rejects(tiny_checkpoint):
-    import fake_vllm
+def test_the_fake_vllm_engine_refuses_what_vllm_refuses(tiny_checkpoint, monkeypatch):
+    """The engine the tests below run against: signatures checked by the contract snapshot (a keyword vLLM
+    lacks is refused), and vLLM's per-call refusals (LoRA not enabled, a prompt as long as the context)."""
+    import sys
 
-    with pytest.raises(TypeError, match="Unexpected keyword argument 'use_cache'"):
-        fake_vllm.SamplingParams(max_tokens=4, use_cache=True)  # the keyword that broke every vLLM recipe (A1)
-    with pytest.raises(TypeError, match="unexpected keyword argument 'use_cache'"):
-        fake_vllm.FakeLLM(tiny_checkpoint, use_cache=True)
-    with pytest.raises(ValueError, match="max_lora_rank"):
-        fake_vllm.FakeLLM(tiny_checkpoint, enable_lora=True, max_lora_rank=48)
-    with pytest.raises(ValueError, match="id must be > 0"):
-        fake_vllm.LoRARequest("adapter", 0, "/some/adapter")
-    llm = fake_vllm.FakeLLM(tiny_checkpoint)
+    import fake_vllm
+    from api_contract import ContractError
+
+    fake_vllm.install(monkeypatch)
+    vllm = sys.modules["vllm"]
+    with pytest.raises(ContractError, match="'use_cache'"):
+        vllm.LLM(model=tiny_checkpoint, use_cache=True)
+    llm = vllm.LLM(model=tiny_checkpoint)
     with pytest.raises(fake_vllm.VLLMValidationError, match="LoRA is not enabled"):
-        llm.generate([{"prompt_token_ids": [1, 2]}], lora_request=fake_vllm.LoRARequest("a", 1, tiny_checkpoint))
+        llm.generate([{"prompt_token_ids": [1, 2]}], vllm.SamplingParams(max_tokens=2),
+                     lora_request=vllm.lora.request.LoRARequest("a", 1, tiny_checkpoint))
+    with pytest.raises(fake_vllm.VLLMValidationError, match="longer than the maximum model length"):
+        llm.generate([{"prompt_token_ids": [1] * 512}], vllm.SamplingParams(max_tokens=2))
 
 
 def test_evaluation_runs_one_vllm_engine_serves_the_adapter_per_request_and_shuts_it_down(tiny_checkpoint,
