@@ -49,6 +49,9 @@ SCALE_REWARDS = ("group", "batch", "none")
 IS_LEVELS = ("token", "sequence")
 VLLM_MODES = ("colocate", "server")
 EVAL_DECODES = ("compact", "hf", "static")
+# transformers' OptimizerNames that fit LoRA GRPO; 8-bit ones need bitsandbytes (the gpu extra).
+OPTIMIZERS = ("adamw_torch_fused", "adamw_torch", "adamw_8bit", "paged_adamw_8bit", "paged_adamw_32bit")
+VLLM_IS_MODES = ("sequence_mask", "sequence_truncate", "token_mask", "token_truncate")
 
 
 @dataclass
@@ -93,7 +96,7 @@ class Params:
     reward_weights: list | None = _f(None, "One weight per reward function; None = all 1.", "prompt")
     # --- model -----------------------------------------------------------------------------------
     model: str = _f("embedded:smollm2-135m", "Hub id, local path, or embedded:<name>.", "model")
-    backend: str = _f("auto", "auto: unsloth with a CUDA GPU and the package, else trl.", "model", BACKENDS)
+    backend: str = _f("auto", "auto: unsloth for one process with a CUDA GPU and the package, else trl.", "model", BACKENDS)
     torch_dtype: str = _f("auto", "auto: bfloat16 on GPU, float32 on CPU.", "model", ("auto", "float32", "bfloat16", "float16"))
     trust_remote_code: bool = _f(False, "Run code shipped with a hub model. Off unless you trust the repo.", "model")
     load_in_4bit: bool = _f(False, "QLoRA through Unsloth/bitsandbytes (GPU only).", "model")
@@ -142,6 +145,15 @@ class Params:
     use_vllm: bool = _f(False, "Generate with vLLM (GPU only).", "grpo")
     vllm_mode: str = _f("colocate", "colocate: vLLM in the training process; server: a `trl vllm-serve` you started.", "grpo", VLLM_MODES)
     vllm_gpu_memory_utilization: float = _f(0.3, "GPU memory share vLLM reserves (colocate mode and Unsloth).", "grpo")
+    # Unsloth's GRPOConfig defaults these to 8-bit AdamW and no correction, TRL's to fused AdamW and a
+    # sequence-masked correction capped at 3: passed explicitly so that the backend does not pick the algorithm.
+    optim: str = _f("adamw_torch_fused", "Optimizer (transformers' `optim`), the same on every backend.", "grpo", OPTIMIZERS)
+    vllm_importance_sampling_correction: bool = _f(True, "With use_vllm: weight the loss by the ratio of the policy's "
+                                                   "to vLLM's probability of each sampled completion (the two "
+                                                   "engines' numerics differ; TRL's correction).", "grpo")
+    vllm_importance_sampling_mode: str = _f("sequence_mask", "That ratio per sequence or per token; ratios above the "
+                                            "cap are masked out (zero) or truncated to the cap.", "grpo", VLLM_IS_MODES)
+    vllm_importance_sampling_clip_max: float = _f(3.0, "The cap of that ratio (TRL's C_max).", "grpo")
     num_processes: int = _f(1, "GPUs to use; >1 launches accelerate as a subprocess.", "grpo")
     deepspeed: str = _f("none", "DeepSpeed ZeRO stage for multi-GPU runs.", "grpo", DEEPSPEED)
     merge_adapter: bool = _f(False, "Also export merged full weights at the end of training.", "grpo")
@@ -254,6 +266,7 @@ class Params:
         need(self.num_iterations >= 1, "num_iterations", "must be >= 1")
         need(self.pad_token is None or bool(self.pad_token), "pad_token", "must be a token string or null")
         need(0 < self.vllm_gpu_memory_utilization <= 1, "vllm_gpu_memory_utilization", "must be in (0, 1]")
+        need(self.vllm_importance_sampling_clip_max > 0, "vllm_importance_sampling_clip_max", "must be > 0")
         need(0 <= self.warmup_ratio < 1, "warmup_ratio", "must be in [0, 1)")
         for key in ("train_limit", "eval_limit", "save_total_limit", "image_max_pixels"):
             value = getattr(self, key)
@@ -284,6 +297,9 @@ class Params:
              "DeepSpeed configs are for multi-GPU runs (num_processes > 1)")
         need(not (self.deepspeed != "none" and self.device == "cpu"), "deepspeed",
              "DeepSpeed needs CUDA GPUs; the CPU multi-process test mode (device: cpu) runs deepspeed: none")
+        need(not (self.validation_every and self.deepspeed == "zero3"), "validation_every",
+             "validation during training decodes on the main process alone, and under ZeRO-3 each forward needs "
+             "every process's shard; set validation_every: 0 (evaluate the checkpoints afterwards) or deepspeed: zero2")
 
     def _check_template_and_rewards(self):
         """Template and reward names, and whether they fit together, checked here: before any model loads."""

@@ -28,6 +28,12 @@ BAD_OVERRIDES = [
     (["eval_permutations=0"], ["'eval_permutations'", "> 0"]),  # at least the order as given
     (["validation_size=-1"], ["'validation_size'", ">= 0"]),
     (["shuffle_options=sometimes"], ["'shuffle_options'", "true/false"]),
+    (["optim=adam"], ["'optim'", "adamw_torch_fused", "adamw_8bit"]),
+    (["vllm_importance_sampling_mode=token"], ["'vllm_importance_sampling_mode'", "sequence_mask"]),
+    (["vllm_importance_sampling_clip_max=0"], ["'vllm_importance_sampling_clip_max'", "> 0"]),
+    # the main process would validate alone while each ZeRO-3 forward needs every process (review B10)
+    (["num_processes=2", "per_device_train_batch_size=4", "deepspeed=zero3", "validation_size=4",
+      "validation_every=2"], ["'validation_every'", "ZeRO-3", "validation_every: 0"]),
     (["train_option_counts=[1, 4]"], ["'train_option_counts'", "between 2 and 26"]),  # a question needs two options
 ]
 
@@ -138,3 +144,23 @@ def test_notebook_namespace_overrides_params_file(tmp_path):
     namespace = {"params_file": str(f), "run_name": "from_notebook", "unrelated_variable": 1}
     p = params_from_namespace(namespace)
     assert (p.run_name, p.lora_r) == ("from_notebook", 4)
+
+
+def test_optimizer_and_vllm_correction_choices_are_the_libraries_own():
+    """Every `optim` choice is a transformers OptimizerNames value and every correction mode one TRL's
+    GRPOConfig documents (TRL 1.15 and 1.16 alike); the defaults are TRL's own."""
+    import inspect
+
+    from transformers.training_args import OptimizerNames
+    from trl import GRPOConfig
+
+    from medr1.config import OPTIMIZERS, VLLM_IS_MODES
+
+    assert set(OPTIMIZERS) <= {o.value for o in OptimizerNames}
+    doc = inspect.getdoc(GRPOConfig)
+    assert all(f'"{mode}"' in doc for mode in VLLM_IS_MODES)
+    defaults = {f.name: f.default for f in dataclasses.fields(GRPOConfig)}
+    p = Params()
+    for key in ("optim", "vllm_importance_sampling_correction", "vllm_importance_sampling_mode",
+                "vllm_importance_sampling_clip_max"):
+        assert getattr(p, key) == defaults[key], key

@@ -177,12 +177,16 @@ def _load_unsloth(params, path: str, changed: dict | None):
     wanted_pad = intended_pad_token(params, load_tokenizer(path, trust_remote_code=params.trust_remote_code))
     model, tokenizer = FastLanguageModel.from_pretrained(
         model_name=path,
+        # The repository asked for, as TRL and evaluation load it: by default Unsloth swaps in its own mirror
+        # (`unsloth/...`, `...-bnb-4bit` with load_in_4bit), whose tokenizer and chat template may differ.
+        use_exact_model_name=True,
         max_seq_length=params.max_prompt_length + params.max_completion_length,
         load_in_4bit=params.load_in_4bit,
         fast_inference=params.use_vllm,
         gpu_memory_utilization=params.vllm_gpu_memory_utilization,
         max_lora_rank=params.lora_r,
-        dtype=None if params.torch_dtype == "auto" else params.torch_dtype,
+        # A torch dtype, the one TRL loads with: Unsloth asserts on strings other than "float16"/"bfloat16".
+        dtype=pick_dtype(params.torch_dtype, "cuda"),
         trust_remote_code=params.trust_remote_code,
     )
     lora = lora_config(params)

@@ -285,6 +285,15 @@ def load_vision_model(spec: str, *, adapter: str | None = None, device: str = "a
 # --------------------------------------------------------------------------------------------------
 
 
+def vision_prompt_text(spec: str, messages: list[dict], *, image_max_pixels: int | None = None) -> str:
+    """The prompt text a VLM's processor makes of `messages` (`medr1.task.prompts.vision_messages`): its chat
+    template with the image placeholders where the images go, as training and evaluation feed it. For
+    showing a reader the prompt (notebook 06): loads the processor, not the model (an embedded spec is built
+    once and cached, as for training)."""
+    processor = load_processor(resolve_vision_path(spec), image_max_pixels=image_max_pixels)
+    return processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+
+
 # --------------------------------------------------------------------------------------------------
 # Training
 # --------------------------------------------------------------------------------------------------
@@ -329,9 +338,10 @@ def load_vision_unsloth(params, path: str):
     import unsloth  # noqa: F401  (patches transformers/trl; must come first)
     from unsloth import FastVisionModel
 
+    # The exact repository and a torch dtype, as TRL loads it (see medr1.models.load._load_unsloth).
     model, processor = FastVisionModel.from_pretrained(
-        model_name=path, load_in_4bit=params.load_in_4bit,
-        dtype=None if params.torch_dtype == "auto" else params.torch_dtype,
+        model_name=path, use_exact_model_name=True, load_in_4bit=params.load_in_4bit,
+        dtype=pick_dtype(params.torch_dtype, "cuda"),
         use_gradient_checkpointing="unsloth" if params.gradient_checkpointing else False,
         trust_remote_code=params.trust_remote_code)
     model = FastVisionModel.get_peft_model(

@@ -157,12 +157,13 @@ def test_chat_format_matches_trl_and_the_processor_renders_images():
 
 @needs_embedded
 def test_processor_puts_image_tokens_and_pixels_in_the_prompt():
-    from medr1.models.vision import load_processor, tiny_vision_checkpoint
+    from medr1.models.vision import load_processor, tiny_vision_checkpoint, vision_prompt_text
 
     processor = load_processor(tiny_vision_checkpoint())
     q = load_benchmark("vqa_test", "test", TOYVQA)[0]
     text = processor.apply_chat_template(vision_messages(q, "r1"), add_generation_prompt=True, tokenize=False)
     assert "<|im_start|>user\n<|vision_start|><|image_pad|><|vision_end|>Which shape" in text
+    assert vision_prompt_text("embedded:tiny-qwen2-vl", vision_messages(q, "r1")) == text  # notebook 06's call
     enc = processor.apply_chat_template(vision_messages(q, "r1"), add_generation_prompt=True, tokenize=True,
                                         return_dict=True, return_tensors="pt")
     n_image_tokens = int((enc["input_ids"] == processor.image_token_id).sum())
@@ -400,8 +401,8 @@ def varied_reward(completions, **kwargs):
 
 
 def vision_params(tmp_path, **changes) -> Params:
-    return small_params(tmp_path, params_file=REPO_ROOT / "params" / "smoke-vision.yaml", data_dir=str(TOYVQA),
-                        max_steps=1, **changes)
+    return small_params(tmp_path, params_file=REPO_ROOT / "params" / "smoke-vision.yaml",
+                        **{"data_dir": str(TOYVQA), "max_steps": 1, **changes})
 
 
 def adapter_tensors(adapter_dir: Path) -> dict:
