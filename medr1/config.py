@@ -101,7 +101,8 @@ class Params:
     trust_remote_code: bool = _f(False, "Run code shipped with a hub model. Off unless you trust the repo.", "model")
     load_in_4bit: bool = _f(False, "QLoRA through Unsloth/bitsandbytes (GPU only).", "model")
     image_max_pixels: int | None = _f(None, "Vision models: pixels per image at most (Qwen2-VL's max_pixels; "
-                                      "each 28x28 block is one prompt token). None: the processor's default.", "model")
+                                      "each 28x28 block is one prompt token), in training and evaluation (HF "
+                                      "and vLLM). None: the processor's default.", "model")
     # --- LoRA ------------------------------------------------------------------------------------
     lora_r: int = _f(8, "LoRA rank.", "lora")
     lora_alpha: int = _f(16, "LoRA alpha.", "lora")
