@@ -19,6 +19,7 @@ from typing import Any
 
 import yaml
 
+from medr1.models.vision import is_vision_spec
 from medr1.paths import resolve_repo_path
 from medr1.runs import RunDir, recorded_training_settings
 from medr1.task.prompts import TEMPLATES, check_rewards_fit
@@ -101,7 +102,8 @@ class Params:
     trust_remote_code: bool = _f(False, "Run code shipped with a hub model. Off unless you trust the repo.", "model")
     load_in_4bit: bool = _f(False, "QLoRA through Unsloth/bitsandbytes (GPU only).", "model")
     image_max_pixels: int | None = _f(None, "Vision models: pixels per image at most (Qwen2-VL's max_pixels; "
-                                      "each 28x28 block is one prompt token). None: the processor's default.", "model")
+                                      "each 28x28 block is one prompt token), in training and evaluation (HF "
+                                      "and vLLM). None: the processor's default.", "model")
     # --- LoRA ------------------------------------------------------------------------------------
     lora_r: int = _f(8, "LoRA rank.", "lora")
     lora_alpha: int = _f(16, "LoRA alpha.", "lora")
@@ -291,6 +293,12 @@ class Params:
                  "reward_weights", "must be finite numbers")
         self._check_template_and_rewards()
         need(not (self.use_vllm and self.device == "cpu"), "use_vllm", "vLLM needs a CUDA GPU; set use_vllm: false")
+        # TRL's colocated engine is built from the checkpoint alone (`LLM(model=model.name_or_path, ...)`, no
+        # mm_processor_kwargs: trl/generation/vllm_generation.py:347-363, TRL 1.15): it would sample from images
+        # at the checkpoint's resolution while the loss scores our capped images, off-policy by construction.
+        need(not (self.use_vllm and self.image_max_pixels and is_vision_spec(self.model)), "use_vllm",
+             "on a vision model TRL's vLLM engine ignores image_max_pixels (it generates from images at the "
+             "checkpoint's resolution); set use_vllm: false (HF generation honours the cap)")
         need(not (self.backend == "unsloth" and self.device == "cpu"), "backend",
              "unsloth needs a CUDA GPU; use backend: trl on CPU")
         need(not (self.deepspeed != "none" and self.num_processes == 1), "deepspeed",

@@ -86,6 +86,25 @@ def test_recipes_list_only_what_differs_from_the_defaults(path):
     assert [k for k, v in values.items() if k != "run_name" and v == defaults[k]] == []
 
 
+VLLM_RECIPES = [p for p in RECIPES if yaml.safe_load(p.read_text()).get("use_vllm")]
+
+
+@pytest.mark.parametrize("path", VLLM_RECIPES, ids=lambda p: p.name)
+def test_vllm_recipe_memory_headers_agree_with_the_reserved_share(path):
+    """vLLM reserves `vllm_gpu_memory_utilization` of the GPU up front, whatever the model needs; a header
+    that estimates memory must start from that share (review B9: headers promised less than the reserve)."""
+    import re
+
+    header = " ".join(line.lstrip("# ") for line in path.read_text().splitlines() if line.startswith("#"))
+    share = yaml.safe_load(path.read_text())["vllm_gpu_memory_utilization"]
+    found = re.findall(r"vllm_gpu_memory_utilization ([0-9.]+) x 80 GB = ([0-9]+) GiB", header)
+    assert found, f"{path.name}: the header does not state what vLLM reserves"
+    assert all(float(s) == share and int(g) == round(share * 80) for s, g in found)
+    # Every total the header estimates (a range "~lo-hi GiB") starts above the reserve: training comes on top.
+    totals = [int(lo) for lo, _ in re.findall(r"~([0-9]+)-([0-9]+) GiB", header)]
+    assert totals and all(lo > share * 80 for lo in totals)
+
+
 TEMPLATE_REWARD_CASES = [
     # (overrides, words the message must contain)
     (["prompt_template=leter"], ["'prompt_template'", "did you mean 'letter'"]),  # typo, before any model loads

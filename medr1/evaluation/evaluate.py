@@ -55,8 +55,10 @@ from medr1.data.option_order import cyclic_shift, eval_shifts
 from medr1.evaluation.scoring import SCORERS, score
 from medr1.evaluation.summary import generation_stats, modality_scores, score_predictions
 from medr1.generation.backends import generate_fn_for, pick_backend
+from medr1.generation.vllm import vllm_session
 from medr1.models.base import ModelSpecError, sampling_record, weights_sha256
 from medr1.models.load import check_model_spec, model_identity
+from medr1.models.vision import is_vision_spec
 from medr1.runs import RunDir, atomic_write_json, check_writable
 from medr1.task.prompts import build_messages, get_template, prompt_identity, vision_messages
 
@@ -65,16 +67,20 @@ log = logging.getLogger(__name__)
 # Settings that change what a completion is; resuming with any of them changed is refused. The adapter and
 # the base model enter by content (sha256 of the adapter's weight files, the base model's identity), so a
 # retrained adapter at the same path is evaluated afresh; `sampling_path` (backend and decode loop) is set
-# only when sampling, where two paths draw differently (greedy texts are the same on all of them).
+# only when sampling, where two paths draw differently (greedy texts are the same on all of them). Image
+# resolution changes what a vision model sees.
 RESUME_KEYS = ("model", "adapter", "adapter_sha256", "base_model", "template", "add_special_tokens", "split",
-               "max_new_tokens", "temperature", "top_p", "sampling", "sampling_path", "num_samples", "seed")
+               "max_new_tokens", "temperature", "top_p", "sampling", "sampling_path", "num_samples", "seed",
+               "image_max_pixels")
 # EvalSettings field -> the Params field it comes from (Params holds the one default of each).
 PARAMS_KEYS = {"template": "eval_prompt_template", "split": "eval_split", "limit": "eval_limit",
                "data_dir": "data_dir", "max_new_tokens": "eval_max_new_tokens", "batch_size": "eval_batch_size",
                "temperature": "eval_temperature", "top_p": "eval_top_p", "num_samples": "eval_num_samples",
-               "permutations": "eval_permutations", "seed": "seed", "subset_seed": "eval_subset_seed", "backend": "eval_backend",
-               "decode": "eval_decode", "add_special_tokens": "eval_add_special_tokens", "scorers": "eval_scorers", "device": "device", "torch_dtype": "torch_dtype",
-               "trust_remote_code": "trust_remote_code", "resume": "resume", "force": "force"}
+               "permutations": "eval_permutations", "seed": "seed", "subset_seed": "eval_subset_seed",
+               "backend": "eval_backend", "decode": "eval_decode", "add_special_tokens": "eval_add_special_tokens",
+               "scorers": "eval_scorers", "device": "device", "torch_dtype": "torch_dtype",
+               "trust_remote_code": "trust_remote_code", "image_max_pixels": "image_max_pixels", "resume": "resume",
+               "force": "force"}
 
 
 class EvalSettingsError(RuntimeError):
@@ -118,6 +124,7 @@ class EvalSettings:
             (HuatuoGPT-o1's server; `medr1.generation.hf.encode_prompts`).
         scorers: scorers for summary.json (`medr1.evaluation.scoring.SCORERS`).
         device, torch_dtype, trust_remote_code: passed to `medr1.models.load.load_model`.
+        image_max_pixels: vision models: pixels per image at most, base and trained model alike, HF and vLLM.
         resume: continue existing predictions made with the same settings (else refuse if any exist).
         force: delete existing predictions and start over.
 
@@ -144,6 +151,7 @@ class EvalSettings:
     device: str
     torch_dtype: str
     trust_remote_code: bool
+    image_max_pixels: int | None
     resume: bool
     force: bool
 
@@ -266,10 +274,14 @@ def evaluate_model(model_spec: str, benchmarks: Sequence[str], out_dir: str | Pa
               "num_samples": cfg.num_samples,
               # Greedy decoding ignores the seed, so a different seed must not block resuming it.
               "seed": cfg.seed if cfg.temperature > 0 else None,
-              "backend": resolved_backend, "batch_size": cfg.batch_size, "limit": cfg.limit, "subset_seed": cfg.subset_seed,
-              "data_dir": str(cfg.data_dir) if cfg.data_dir else None, "permutations": cfg.permutations}
+              "backend": resolved_backend, "batch_size": cfg.batch_size, "limit": cfg.limit,
+              "subset_seed": cfg.subset_seed, "data_dir": str(cfg.data_dir) if cfg.data_dir else None,
+              "permutations": cfg.permutations,
+              # Image resolution changes what a vision model sees; text models ignore it.
+              "image_max_pixels": cfg.image_max_pixels if is_vision_spec(model_spec) else None}
 
-    with RunDir(out_dir).lock("eval"):
+    # One vLLM engine for the whole evaluation (and for the caller's, when it opened a session), shut down after.
+    with RunDir(out_dir).lock("eval"), vllm_session():
         _check_resume(out_dir, record, resume=cfg.resume, force=cfg.force)
         atomic_write_json(out_dir / SETTINGS, record)
 

@@ -38,6 +38,7 @@ from medr1.data.sources import resolve_data_dir
 from medr1.evaluation.evaluate import EvalSettings, evaluate_model
 from medr1.evaluation.scoring import score
 from medr1.generation.hf import PROMPT_HEAD, encode_prompts
+from medr1.generation.vllm import vllm_session
 from medr1.models.base import sampling_record
 from medr1.models.load import local_tokenizer
 from medr1.runs import atomic_write_json, atomic_write_text
@@ -93,10 +94,11 @@ def evaluate_protocol(model_spec: str, protocol: Protocol | str, benchmarks: Seq
     record = protocol_record(protocol, dec, sets, limit, len(seeds))
     out = Path(out_dir)
     per_seed = {}
-    for s in seeds:
-        per_seed[s] = evaluate_model(model_spec, list(benchmarks), out / f"seed-{s}" if sampled else out,
-                                     settings.replace(**dec, seed=s), adapter=adapter, progress=progress,
-                                     generate_fn=generate_fn, question_sets=question_sets)
+    with vllm_session([(model_spec, adapter)]):  # vLLM: one engine for every seed
+        for s in seeds:
+            per_seed[s] = evaluate_model(model_spec, list(benchmarks), out / f"seed-{s}" if sampled else out,
+                                         settings.replace(**dec, seed=s), adapter=adapter, progress=progress,
+                                         generate_fn=generate_fn, question_sets=question_sets)
     ran = per_seed[seeds[0]]["settings"]  # the generation path that ran (backend resolved, decode loop)
     record.update(backend=ran.get("backend"), decode=ran.get("decode"))
     if not sampled:

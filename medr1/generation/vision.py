@@ -11,8 +11,9 @@ Why it is built this way:
   seeded per batch with the caller's RNG left alone, as in `medr1.generation.hf.generate`.
 - A prompt longer than the context with `max_new_tokens` comes back as finish_reason "prompt_too_long"
   (never truncated: cutting a question changes it), like the text path.
-- vLLM (GPU) takes the images as `multi_modal_data`; that path could not be run here (no GPU) and is
-  unmeasured.
+- vLLM (GPU, `medr1.generation.vllm.generate_vision_vllm`) takes the images as `multi_modal_data`, sized by
+  the same bounds as our processor; that path could not be run here (no GPU) and is unmeasured (tests run
+  it against a strict fake vLLM).
 - MedVLM-R1 reports accuracy per modality (in-domain MRI, out-of-domain CT and X-ray); `modality_scores`
   gives each its accuracy with the same bootstrap CI as the benchmark totals.
 """

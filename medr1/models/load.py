@@ -86,7 +86,7 @@ def check_model_spec(spec: str) -> str:
 
 
 def load_model(spec: str, *, adapter: str | None = None, device: str = "auto", torch_dtype: str = "auto",
-               trust_remote_code: bool = False, merge_adapter: bool = False):
+               trust_remote_code: bool = False, merge_adapter: bool = False, image_max_pixels: int | None = None):
     """Load `(model, tokenizer)` from a spec, optionally with a LoRA adapter on top.
 
     Args:
@@ -101,7 +101,8 @@ def load_model(spec: str, *, adapter: str | None = None, device: str = "auto", t
     >>> model, tok = load_model("embedded:smollm2-135m")  # doctest: +SKIP
 
     Vision-language specs (Qwen2-VL / Qwen2.5-VL, `embedded:tiny-qwen2-vl`) return `(model, processor)`
-    instead (`medr1.models.vision.load_vision_model`).
+    instead (`medr1.models.vision.load_vision_model`), images capped at `image_max_pixels` (ignored for text
+    models), whether the processor comes from the base model or the adapter directory.
     """
 
     kind = check_model_spec(spec)
@@ -109,7 +110,8 @@ def load_model(spec: str, *, adapter: str | None = None, device: str = "auto", t
         if kind == "adapter":
             adapter, spec = spec, json.loads((Path(spec) / "adapter_config.json").read_text())["base_model_name_or_path"]
         return load_vision_model(spec, adapter=adapter, device=device, torch_dtype=torch_dtype,
-                                 trust_remote_code=trust_remote_code, merge_adapter=merge_adapter)
+                                 trust_remote_code=trust_remote_code, merge_adapter=merge_adapter,
+                                 image_max_pixels=image_max_pixels)
     if kind == "adapter":
         adapter, spec = spec, json.loads((Path(spec) / "adapter_config.json").read_text())["base_model_name_or_path"]
     path = resolve_model_path(spec)

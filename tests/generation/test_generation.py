@@ -7,6 +7,9 @@ slow tests check batched against unbatched greedy decoding on the embedded SmolL
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 import pytest
 import torch
 from helpers import ByteTokenizer
@@ -332,3 +335,102 @@ def test_greedy_hf_paths_take_nothing_from_the_generation_config(tiny, monkeypat
     assert seen and all(s["processors"] == [] for s in seen)  # greedy: no repetition penalty, no n-gram block
     compact = generate(model, ByteTokenizer(), PROMPTS[:3], max_new_tokens=8, batch_size=3)
     assert _texts(leaky) == _texts(compact)  # the same texts as our own loop, which applies none of them
+
+
+# --------------------------------------------------------------------------------------------------
+# vLLM engines (against a strict fake vLLM 0.31: tests/fake_vllm.py)
+# --------------------------------------------------------------------------------------------------
+
+
+def _lora_adapter(base: str, out) -> str:
+    """A real PEFT adapter (rank 4) on a local base checkpoint."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(base)
+    get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"])).save_pretrained(out)
+    return str(out)
+
+
+def test_the_fake_vllm_engine_refuses_what_vllm_refuses(tiny_checkpoint, monkeypatch):
+    """The engine the tests below run against: signatures checked by the contract snapshot (a keyword vLLM
+    lacks is refused), and vLLM's per-call refusals (LoRA not enabled, a prompt as long as the context)."""
+    import sys
+
+    import fake_vllm
+    from api_contract import ContractError
+
+    fake_vllm.install(monkeypatch)
+    vllm = sys.modules["vllm"]
+    with pytest.raises(ContractError, match="'use_cache'"):
+        vllm.LLM(model=tiny_checkpoint, use_cache=True)
+    llm = vllm.LLM(model=tiny_checkpoint)
+    with pytest.raises(fake_vllm.VLLMValidationError, match="LoRA is not enabled"):
+        llm.generate([{"prompt_token_ids": [1, 2]}], vllm.SamplingParams(max_tokens=2),
+                     lora_request=vllm.lora.request.LoRARequest("a", 1, tiny_checkpoint))
+    with pytest.raises(fake_vllm.VLLMValidationError, match="longer than the maximum model length"):
+        llm.generate([{"prompt_token_ids": [1] * 512}], vllm.SamplingParams(max_tokens=2))
+
+
+def test_evaluation_runs_one_vllm_engine_serves_the_adapter_per_request_and_shuts_it_down(tiny_checkpoint,
+                                                                                          tmp_path, monkeypatch):
+    """base and trained (base + this run's adapter): one engine, built with LoRA from the start because the
+    session knows a trained job follows, the adapter on the trained job's requests only, and the engine
+    shut down when evaluation ends."""
+    import fake_vllm
+
+    import medr1.generation.vllm
+    from medr1.config import load_params
+    from medr1.evaluation.run import evaluate_params
+    from medr1.paths import REPO_ROOT
+    from medr1.runs import RunDir
+
+    fake = fake_vllm.install(monkeypatch)
+    params = load_params(REPO_ROOT / "params" / "smoke.yaml",
+                         {"model": tiny_checkpoint, "eval_backend": "vllm", "runs_dir": str(tmp_path / "runs"),
+                          "data_dir": str(REPO_ROOT / "tests" / "fixtures" / "toyqa")})
+    adapter = _lora_adapter(tiny_checkpoint, RunDir(params.run_dir).adapter_dir)
+    summaries = evaluate_params(params, progress=False)
+    assert set(summaries) == {"base", "trained"} and all(s["n_questions"] == 8 for s in summaries.values())
+    (llm,) = fake.instances
+    assert llm.kwargs["enable_lora"] is True and llm.kwargs["max_lora_rank"] == 8  # rank 4 -> vLLM's 8
+    assert [c["lora_request"] for c in llm.calls][0] is None
+    trained = llm.calls[1]["lora_request"]
+    assert trained.lora_path == str(Path(adapter).resolve()) and trained.lora_int_id >= 1
+    assert all(c["params"].max_tokens == params.eval_max_new_tokens for c in llm.calls)
+    assert llm.engine_core.shut_down and medr1.generation.vllm._ENGINES.llm is None
+
+
+def test_vllm_engine_reuse_rebuild_and_adapter_ids(tiny_checkpoint, tmp_path, monkeypatch):
+    import os
+
+    import fake_vllm
+
+    from medr1.evaluation.evaluate import EvalSettings
+    from medr1.generation.backends import vllm_generate_fn
+    from medr1.generation.vllm import lora_request, vllm_engine, vllm_session
+
+    fake = fake_vllm.install(monkeypatch)
+    a, b = _lora_adapter(tiny_checkpoint, tmp_path / "a"), _lora_adapter(tiny_checkpoint, tmp_path / "b")
+    other = tmp_path / "other-base"
+    shutil.copytree(tiny_checkpoint, other)
+    with vllm_session():
+        base = vllm_engine(tiny_checkpoint)
+        assert vllm_engine(tiny_checkpoint) is base and "enable_lora" not in base.kwargs  # no LoRA unless needed
+        with_lora = vllm_engine(tiny_checkpoint, adapter=a)  # an adapter nobody announced: rebuilt with LoRA
+        assert with_lora is not base and base.engine_core.shut_down and with_lora.kwargs["enable_lora"]
+        assert vllm_engine(tiny_checkpoint) is with_lora  # a LoRA engine serves the base model too
+        assert vllm_engine(str(other)) is not with_lora and with_lora.engine_core.shut_down  # one engine at a time
+        first, again, second = lora_request(a), lora_request(a), lora_request(b)
+        assert first.lora_int_id == again.lora_int_id != second.lora_int_id and first != second
+        weights = Path(a) / "adapter_model.safetensors"
+        os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 10**9))
+        assert lora_request(a).lora_int_id not in (first.lora_int_id, second.lora_int_id)  # rewritten: never stale
+    assert len(fake.instances) == 3 and fake.instances[-1].engine_core.shut_down
+
+    # An adapter given as the model: its base engine plus the adapter, and the call shuts its engine down.
+    settings = EvalSettings.from_params(None, device="cpu")
+    gens = vllm_generate_fn(a, settings)(["hi", "there"], max_new_tokens=4, batch_size=8)
+    llm = fake.instances[-1]
+    assert llm.model == tiny_checkpoint and llm.calls[0]["lora_request"].lora_path == str(Path(a).resolve())
+    assert [g.finish_reasons for g in gens] == [["stop"], ["stop"]] and llm.engine_core.shut_down
