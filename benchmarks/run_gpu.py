@@ -189,11 +189,10 @@ def grpo_child(args) -> dict[str, Any]:
 
     from medr1.data import load_benchmark
     from medr1.generation.hf import eos_ids
-    from medr1.models.load import load_policy
     from medr1.task.prompts import build_messages
     from medr1.task.rewards import get_reward_funcs
     from medr1.train.step_timer import StepTimer
-    from medr1.train.trainer import build_grpo_config, build_trainer, check_effective_config
+    from medr1.train.trainer import build_config_and_policy, build_trainer, check_effective_config
 
     params, overrides = bench_params(args.recipe, model_dir=args.child_model, backend=args.child,
                                      steps=args.warmup + args.steps, tokens=args.tokens, vllm=args.vllm)
@@ -203,10 +202,9 @@ def grpo_child(args) -> dict[str, Any]:
     reward_funcs = get_reward_funcs(list(params.reward_funcs))
     changed: dict = {}
     t_load = time.perf_counter()
-    model, tok, peft_config, dtype = load_policy(params, args.child_model, device="cuda", backend=args.child,
-                                                 changed=changed)
     with tempfile.TemporaryDirectory() as out_dir:
-        config = build_grpo_config(params, out_dir, cuda=True, dtype_name=dtype, changed=changed, **TRAINER_OVERRIDES)
+        config, model, tok, peft_config, _ = build_config_and_policy(  # config first, as medr1.train builds
+            params, args.child_model, out_dir, device="cuda", backend=args.child, changed=changed, **TRAINER_OVERRIDES)
         timer = StepTimer()
         trainer = build_trainer(params, model=model, tokenizer=tok, peft_config=peft_config, config=config,
                                 reward_funcs=reward_funcs, train_dataset=Dataset.from_list(rows), callbacks=[timer],

@@ -24,6 +24,7 @@ from medr1.models.base import ModelSpecError
 from medr1.models.load import check_model_spec
 from medr1.pipeline import PipelineError, run_pipeline
 from medr1.runs import OutputDirError, RunDir, RunLockedError
+from medr1.task.protocols import FIXED_BY_PROTOCOL, fixed_settings
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
@@ -68,10 +69,27 @@ def eval_params(args):
     return load_params(args.params_file, overrides)
 
 
+def refuse_fixed_flags(args) -> None:
+    """A flag (or --set) for a setting the protocol fixes is refused: run silently the protocol's way, it would
+    not be what was asked; run the asked way, it would not be the protocol (`--permutations 2` under
+    huatuo-o1 is not their evaluation)."""
+    flag_of = {key: flag for flag, key in EVAL_ALIASES.items()}
+    overridden = {parse_override(o)[0] for o in args.overrides}
+    given = [f"--{flag_of[key].replace('_', '-')}" if hasattr(args, flag_of.get(key, "")) else f"--set {key}"
+             for key in (FIXED_BY_PROTOCOL[k] for k in fixed_settings(args.protocol))
+             if hasattr(args, flag_of.get(key, "")) or key in overridden]
+    if given:
+        raise ParamsError(f"protocol {args.protocol} fixes {', '.join(given)} (it asks each question once, as "
+                          f"written, with one sample and its own prompt and decoding); drop them, or use "
+                          f"--protocol medr1 to choose them yourself")
+
+
 def cmd_eval(args) -> int:
     from medr1.evaluation.protocol_eval import protocol_cli  # lazy: the stage imports pandas
     from medr1.evaluation.run import default_eval_label, evaluate_cli  # lazy: as above
 
+    if args.protocol != "medr1":
+        refuse_fixed_flags(args)  # before the params: what was asked of the protocol is the first thing wrong
     params = eval_params(args)
     if args.dry_run or args.protocol != "medr1":
         model = args.model or params.model

@@ -19,7 +19,9 @@ from typing import Any
 
 import yaml
 
+from medr1.models.vision import is_vision_spec
 from medr1.paths import resolve_repo_path
+from medr1.runs import RunDir, recorded_training_settings
 from medr1.task.prompts import TEMPLATES, check_rewards_fit
 from medr1.task.protocols import PROTOCOLS
 from medr1.task.rewards import GOLD_READING_REWARDS, validate_reward_config
@@ -49,6 +51,9 @@ IS_LEVELS = ("token", "sequence")
 VLLM_MODES = ("colocate", "server")
 EVAL_DECODES = ("compact", "hf", "static")
 REWARD_CONTROLS = ("none", "random")
+# transformers' OptimizerNames that fit LoRA GRPO; 8-bit ones need bitsandbytes (the gpu extra).
+OPTIMIZERS = ("adamw_torch_fused", "adamw_torch", "adamw_8bit", "paged_adamw_8bit", "paged_adamw_32bit")
+VLLM_IS_MODES = ("sequence_mask", "sequence_truncate", "token_mask", "token_truncate")
 
 
 @dataclass
@@ -83,10 +88,8 @@ class Params:
     train_option_counts: list = _f([], "Cut each training draw to an option count dealt from this list (gold kept, "
                                    "distractors dropped at random; medr1.data.option_order.vary_option_counts), so the "
                                    "letter ranges the evaluation asks with are trained too; [] = as written.", "data")
-    prefilter_samples: int = _f(0, "Informative questions only: sample this many completions per training question "
-                                "with the starting policy and keep the questions whose pass rate is strictly "
-                                "between 0 and 1 (medr1.train.prefilter; resumable, counts in the data card); 0 = off.",
-                                "data")
+    prefilter_samples: int = _f(0, "k > 0: keep the training questions the starting policy answers right in some "
+                                "but not all of k samples (medr1.train.prefilter); 0 = off.", "data")
     validation_option_counts: list | None = _f(None, "Cut validation questions to option counts dealt from this list "
                                                "(the test sets' counts: a model's letter and format habits differ "
                                                "by option count; questions with fewer options than the smallest "
@@ -95,18 +98,17 @@ class Params:
     prompt_template: str = _f("r1", "Prompt template name for training (see medr1.task.prompts.TEMPLATES).", "prompt")
     reward_funcs: list = _f(["accuracy", "format"], "Reward function names (see medr1.task.rewards.REWARD_FUNCS).", "prompt")
     reward_weights: list | None = _f(None, "One weight per reward function; None = all 1.", "prompt")
-    reward_control: str = _f("none", "none: rewards see the gold answers. random: the negative control (issue 26): "
-                             "correctness rewards see a seeded random letter per training question instead "
-                             "(medr1.task.rewards.control_labels); same questions, rewards and compute otherwise.",
-                             "prompt", REWARD_CONTROLS)
+    reward_control: str = _f("none", "random: the negative control, rewards see a seeded random letter per training "
+                             "question for the gold one (medr1.task.rewards.control_labels).", "prompt", REWARD_CONTROLS)
     # --- model -----------------------------------------------------------------------------------
     model: str = _f("embedded:smollm2-135m", "Hub id, local path, or embedded:<name>.", "model")
-    backend: str = _f("auto", "auto: unsloth with a CUDA GPU and the package, else trl.", "model", BACKENDS)
+    backend: str = _f("auto", "auto: unsloth for one process with a CUDA GPU and the package, else trl.", "model", BACKENDS)
     torch_dtype: str = _f("auto", "auto: bfloat16 on GPU, float32 on CPU.", "model", ("auto", "float32", "bfloat16", "float16"))
     trust_remote_code: bool = _f(False, "Run code shipped with a hub model. Off unless you trust the repo.", "model")
     load_in_4bit: bool = _f(False, "QLoRA through Unsloth/bitsandbytes (GPU only).", "model")
     image_max_pixels: int | None = _f(None, "Vision models: pixels per image at most (Qwen2-VL's max_pixels; "
-                                      "each 28x28 block is one prompt token). None: the processor's default.", "model")
+                                      "each 28x28 block is one prompt token), in training and evaluation (HF "
+                                      "and vLLM). None: the processor's default.", "model")
     # --- LoRA ------------------------------------------------------------------------------------
     lora_r: int = _f(8, "LoRA rank.", "lora")
     lora_alpha: int = _f(16, "LoRA alpha.", "lora")
@@ -150,6 +152,15 @@ class Params:
     use_vllm: bool = _f(False, "Generate with vLLM (GPU only).", "grpo")
     vllm_mode: str = _f("colocate", "colocate: vLLM in the training process; server: a `trl vllm-serve` you started.", "grpo", VLLM_MODES)
     vllm_gpu_memory_utilization: float = _f(0.3, "GPU memory share vLLM reserves (colocate mode and Unsloth).", "grpo")
+    # Unsloth's GRPOConfig defaults these to 8-bit AdamW and no correction, TRL's to fused AdamW and a
+    # sequence-masked correction capped at 3: passed explicitly so that the backend does not pick the algorithm.
+    optim: str = _f("adamw_torch_fused", "Optimizer (transformers' `optim`), the same on every backend.", "grpo", OPTIMIZERS)
+    vllm_importance_sampling_correction: bool = _f(True, "With use_vllm: weight the loss by the ratio of the policy's "
+                                                   "to vLLM's probability of each sampled completion (the two "
+                                                   "engines' numerics differ; TRL's correction).", "grpo")
+    vllm_importance_sampling_mode: str = _f("sequence_mask", "That ratio per sequence or per token; ratios above the "
+                                            "cap are masked out (zero) or truncated to the cap.", "grpo", VLLM_IS_MODES)
+    vllm_importance_sampling_clip_max: float = _f(3.0, "The cap of that ratio (TRL's C_max).", "grpo")
     num_processes: int = _f(1, "GPUs to use; >1 launches accelerate as a subprocess.", "grpo")
     deepspeed: str = _f("none", "DeepSpeed ZeRO stage for multi-GPU runs.", "grpo", DEEPSPEED)
     merge_adapter: bool = _f(False, "Also export merged full weights at the end of training.", "grpo")
@@ -157,6 +168,9 @@ class Params:
     eval_benchmarks: list = _f(["medqa", "pubmedqa"], "Benchmarks to evaluate.", "eval")
     eval_split: str = _f("test", "Split to evaluate.", "eval")
     eval_limit: int | None = _f(None, "N questions of each benchmark, a seeded random subset in file order (None: all).", "eval")
+    eval_subset_seed: int | None = _f(None, "Seed of the eval_limit subset (None: seed). A new value draws other test "
+                                      "questions without changing training (params/demo.yaml: a subset never used "
+                                      "while tuning).", "eval")
     eval_prompt_template: str = _f("r1", "Prompt template for evaluation.", "eval")
     eval_backend: str = _f("auto", "Generation backend: auto picks vllm on GPU when installed, else hf.", "eval", EVAL_BACKENDS)
     eval_batch_size: int = _f(16, "Prompts per generation batch (hf backend).", "eval")
@@ -174,11 +188,13 @@ class Params:
                              "eval/<label>@<protocol>.", "eval")
     eval_seeds: int = _f(3, "Seeds of a sampled protocol (huatuo-o1); the mean and spread are reported.", "eval")
     eval_data_file: str | None = _f(None, "Your copy of HuatuoGPT-o1's eval_data.json: their sets, exactly.", "eval")
+    eval_add_special_tokens: bool = _f(False, "Tokenize the chat-rendered prompt with the tokenizer's special tokens "
+                                       "again, as HuatuoGPT-o1's SGLang server did (Llama-3: a second BOS); the "
+                                       "huatuo-o1 protocols set it.", "eval")
     # --- report ----------------------------------------------------------------------------------
     reference_results: str = _f("params/reference_results.yaml", "Published numbers shown beside ours.", "report")
-    compare_run: str | None = _f(None, "run_name of the other arm of this experiment (true vs random reward): "
-                                 "results.md pairs each evaluation label both runs have, on the same "
-                                 "questions (McNemar, paired bootstrap); None = no other arm.", "report")
+    compare_run: str | None = _f(None, "run_name of the other arm (true vs random reward), paired with this run in "
+                                 "results.md (medr1.report.results.compare_arms).", "report")
 
     def __post_init__(self):
         self._check_types()
@@ -242,14 +258,11 @@ class Params:
                     "eval_permutations", "num_processes"):
             need(getattr(self, key) > 0, key, "must be > 0")
         need(self.validation_size >= 0, "validation_size", "must be >= 0")
-        need(self.prefilter_samples == 0 or self.prefilter_samples >= 2, "prefilter_samples",
-             "must be 0 (off) or >= 2 (one sample cannot show a pass rate strictly between 0 and 1)")
-        need(self.reward_control == "none" or any(r in GOLD_READING_REWARDS for r in self.reward_funcs),
-             "reward_control", f"controls the gold answer, which only {list(GOLD_READING_REWARDS)} read; "
-                               f"reward_funcs {self.reward_funcs} has none of them")
-        need(self.compare_run is None or (bool(self.compare_run) and "/" not in self.compare_run
-                                           and self.compare_run != self.run_name), "compare_run",
-             "must be another run's run_name (a plain directory name, not this run's)")
+        need(self.prefilter_samples != 1 and self.prefilter_samples >= 0, "prefilter_samples", "must be 0 or >= 2")
+        need(self.reward_control == "none" or bool(set(GOLD_READING_REWARDS) & set(self.reward_funcs)),
+             "reward_control", f"changes the gold answer, which only {list(GOLD_READING_REWARDS)} read")
+        need(self.compare_run is None or "/" not in self.compare_run and self.compare_run not in ("", self.run_name),
+             "compare_run", "must be another run's run_name (a plain directory name, not this run's)")
         need(self.validation_every >= 0, "validation_every", "must be >= 0")
         need(not self.validation_every or self.validation_size > 0, "validation_every",
              "needs a validation split: set validation_size > 0")
@@ -273,6 +286,7 @@ class Params:
         need(self.num_iterations >= 1, "num_iterations", "must be >= 1")
         need(self.pad_token is None or bool(self.pad_token), "pad_token", "must be a token string or null")
         need(0 < self.vllm_gpu_memory_utilization <= 1, "vllm_gpu_memory_utilization", "must be in (0, 1]")
+        need(self.vllm_importance_sampling_clip_max > 0, "vllm_importance_sampling_clip_max", "must be > 0")
         need(0 <= self.warmup_ratio < 1, "warmup_ratio", "must be in [0, 1)")
         for key in ("train_limit", "eval_limit", "save_total_limit", "image_max_pixels"):
             value = getattr(self, key)
@@ -291,12 +305,21 @@ class Params:
                  "reward_weights", "must be finite numbers")
         self._check_template_and_rewards()
         need(not (self.use_vllm and self.device == "cpu"), "use_vllm", "vLLM needs a CUDA GPU; set use_vllm: false")
+        # TRL's colocated engine is built from the checkpoint alone (`LLM(model=model.name_or_path, ...)`, no
+        # mm_processor_kwargs: trl/generation/vllm_generation.py:347-363, TRL 1.15): it would sample from images
+        # at the checkpoint's resolution while the loss scores our capped images, off-policy by construction.
+        need(not (self.use_vllm and self.image_max_pixels and is_vision_spec(self.model)), "use_vllm",
+             "on a vision model TRL's vLLM engine ignores image_max_pixels (it generates from images at the "
+             "checkpoint's resolution); set use_vllm: false (HF generation honours the cap)")
         need(not (self.backend == "unsloth" and self.device == "cpu"), "backend",
              "unsloth needs a CUDA GPU; use backend: trl on CPU")
         need(not (self.deepspeed != "none" and self.num_processes == 1), "deepspeed",
              "DeepSpeed configs are for multi-GPU runs (num_processes > 1)")
         need(not (self.deepspeed != "none" and self.device == "cpu"), "deepspeed",
              "DeepSpeed needs CUDA GPUs; the CPU multi-process test mode (device: cpu) runs deepspeed: none")
+        need(not (self.validation_every and self.deepspeed == "zero3"), "validation_every",
+             "validation during training decodes on the main process alone, and under ZeRO-3 each forward needs "
+             "every process's shard; set validation_every: 0 (evaluate the checkpoints afterwards) or deepspeed: zero2")
 
     def _check_template_and_rewards(self):
         """Template and reward names, and whether they fit together, checked here: before any model loads."""
@@ -344,9 +367,47 @@ class Params:
         return dataclasses.replace(self, **changes)
 
     @property
+    def eval_sample_seed(self) -> int:
+        """The seed of the `eval_limit` subset: `eval_subset_seed`, else `seed`."""
+        return self.seed if self.eval_subset_seed is None else self.eval_subset_seed
+
+    @property
     def run_dir(self) -> Path:
 
         return resolve_repo_path(self.runs_dir) / self.run_name
+
+
+# Params that may change between an interrupted run and its resumption without changing what is trained.
+RESUME_SAFE_KEYS = {"resume", "force", "max_steps", "num_train_epochs", "save_steps", "save_total_limit",
+                    "logging_steps", "sample_every", "merge_adapter", "reference_results"}
+# Params that do not shape the trained adapter either: where the run and its data live, the device, and
+# switches that trade memory for compute. Every other param (and no `eval_*` one) shapes the model, so a
+# training found under other values of any of them is not this training (`changed_training_settings`).
+NOT_SHAPING_KEYS = RESUME_SAFE_KEYS | {"run_name", "runs_dir", "data_dir", "device", "gradient_checkpointing",
+                                       "vllm_mode", "vllm_gpu_memory_utilization"}
+
+
+def training_settings(params: Params) -> dict:
+    """The params that shape the trained model (all but `NOT_SHAPING_KEYS` and the `eval_*` ones)."""
+    return {k: v for k, v in params.to_dict().items() if k not in NOT_SHAPING_KEYS and not k.startswith("eval_")}
+
+
+def changed_training_settings(run: RunDir, params: Params) -> dict[str, tuple]:
+    """{key: (recorded, now)} for each model-shaping param whose value differs from the one `run`'s training
+    was started with (`medr1.runs.recorded_training_settings`); {} when they agree or no training is there.
+    A key the record lacks (a param added since) counts as changed only when `params` gives it a value
+    other than its default."""
+    before = recorded_training_settings(run)
+    if before is None:
+        return {}
+    defaults = Params().to_dict()
+    now = training_settings(params)
+    return {k: (before.get(k, defaults.get(k)), v) for k, v in now.items() if before.get(k, defaults.get(k)) != v}
+
+
+def describe_changes(changed: dict[str, tuple]) -> str:
+    """"learning_rate: 0.0005 then, 0.001 now; ..." for an error message."""
+    return "; ".join(f"{k}: {a!r} then, {b!r} now" for k, (a, b) in sorted(changed.items()))
 
 
 def _allowed_types(hint) -> list[type]:
@@ -386,13 +447,9 @@ def parse_override(text: str) -> tuple[str, Any]:
     return key.strip(), value
 
 
-EXTENDS = "extends"  # a params file's key naming the file it is a diff over (not a param)
-
-
 def read_params_file(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
-    """The key: value mapping of a params file; with `extends: other.yaml` (relative to this file's folder),
-    other.yaml's values first and this file's on top, so that a recipe's control arm is a short diff over
-    the recipe rather than a copy that drifts from it."""
+    """A params file's key: value mapping; with `extends: other.yaml` (next to it) other.yaml's first, so a
+    recipe's control arm is a short diff over the recipe, not a copy that drifts from it."""
     path = Path(path)
     if not path.is_file():
         raise ParamsError(f"params file {str(path)!r} does not exist")
@@ -404,13 +461,12 @@ def read_params_file(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str
         raise ParamsError(f"params file {str(path)!r} is not UTF-8: {e}") from None
     if not isinstance(values, dict):
         raise ParamsError(f"params file {str(path)!r} must be a mapping of key: value, got {type(values).__name__}")
-    if EXTENDS in values:
-        base = values.pop(EXTENDS)
-        if not isinstance(base, str) or not base:
-            raise ParamsError(f"params file {str(path)!r}: {EXTENDS!r} must name a params file, got {base!r}")
-        target = (path.parent / base).resolve()
-        if target in _seen or target == path.resolve():
-            raise ParamsError(f"params file {str(path)!r}: {EXTENDS!r} {base!r} makes a circle")
+    if "extends" in values:
+        base, target = values.pop("extends"), None
+        if isinstance(base, str) and base and (target := (path.parent / base).resolve()) in (*_seen, path.resolve()):
+            raise ParamsError(f"params file {str(path)!r}: 'extends' {base!r} makes a circle")
+        if target is None:
+            raise ParamsError(f"params file {str(path)!r}: 'extends' must name a params file, got {base!r}")
         values = {**read_params_file(target, (*_seen, path.resolve())), **values}
     return values
 

@@ -4,7 +4,10 @@ Each notebook is executed with the run's resolved params file (`params_file`) pl
 in its `parameters` cell, so a notebook run alone (`papermill -f params/X.yaml`) and the pipeline see
 the same values. A finished notebook leaves a marker holding the params hash: rerunning skips it unless
 the params changed or `force` is set, so an interrupted pipeline continues from the notebook that failed.
-A forced rerun deletes the run's old artifacts first, so nothing from an earlier run is mixed in.
+A forced rerun deletes the run's old artifacts first, so nothing from an earlier run is mixed in. A run
+whose training was started with other model-shaping params is refused before any notebook runs, naming
+the changed keys (`medr1.config.changed_training_settings`); evaluation refuses predictions made
+from another adapter or model (`medr1.evaluation.evaluate`), so no stale result is reported under new params.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from medr1.config import Params, load_params
+from medr1.config import Params, changed_training_settings, describe_changes, load_params
 from medr1.models.load import check_model_spec
 from medr1.models.vision import is_vision_spec
 from medr1.paths import NOTEBOOKS_DIR, REPO_ROOT
@@ -121,6 +124,12 @@ def run_pipeline(params_file: str | Path | None = None, overrides=None, *, noteb
     with _lock_token(), run.lock("pipeline"):
         if force:
             clean_run(run)
+        elif changed := changed_training_settings(run, params):
+            # Checked before any notebook: rerunning them over an adapter trained under other settings would
+            # report the old model under the new params.
+            raise PipelineError(f"{run.path} holds a training started with other settings "
+                                f"({describe_changes(changed)}). Rerun with --force to start the run over "
+                                f"(or set force: true), or choose another run_name.")
         run.notebooks_dir.mkdir(parents=True, exist_ok=True)
         resolved = run.path / "params.yaml"
         # Children see the resolved params with force off: the pipeline has already cleaned up.

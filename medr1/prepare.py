@@ -39,7 +39,7 @@ PREPARED_FILE = "prepared.json"  # written last by `prepare_data`: which params 
 # The params the prepared files are a function of (data section, plus what decides the evaluation sets).
 PREPARED_KEYS = ("seed", "data_dir", "train_sources", "train_limit", "validation_size", "decontaminate_against",
                  "ngram_size", "shuffle_options", "eval_benchmarks", "eval_split", "eval_limit", "eval_protocol",
-                 "eval_data_file")
+                 "eval_data_file", "eval_subset_seed")
 
 
 class PreparedDataError(ValueError):
@@ -121,7 +121,8 @@ def prepare_data(params: Params, *, write: bool = True) -> PreparedData:
     data_dir = data_dir_of(params)
     # The pool first: a bad training record is reported as such, before any evaluation set is read.
     pool, validation, report = training_pool(params)
-    evals = {name: load_benchmark(name, params.eval_split, data_dir, limit=params.eval_limit, sample_seed=params.seed)
+    evals = {name: load_benchmark(name, params.eval_split, data_dir, limit=params.eval_limit,
+                                 sample_seed=params.eval_sample_seed)
              for name in params.eval_benchmarks}
     card = data_card([*pool, *(q for qs in evals.values() for q in qs)])
     shuffle = shuffle_report(pool, seed=params.seed, shuffle_options=params.shuffle_options,

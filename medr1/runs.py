@@ -272,3 +272,23 @@ def write_manifest(run: RunDir, *, job: str, params: dict[str, Any], data_hashes
     })
     atomic_write_json(run.manifest_path, manifest)
     return manifest
+
+
+TRAIN_SETTINGS_FILE = "settings.json"  # train/settings.json: the model-shaping params a training started with
+
+
+def recorded_training_settings(run: RunDir) -> dict | None:
+    """The model-shaping params `run`'s training was started with: train/settings.json, else (a run from
+    before that file) the params of the manifest's train job; None when no training is there (an empty or
+    deleted train/ holds none, whatever the manifest says). Compared by `medr1.config.changed_training_settings`."""
+    if not run.train_dir.is_dir() or not any(run.train_dir.iterdir()):
+        return None
+    try:
+        return json.loads((run.train_dir / TRAIN_SETTINGS_FILE).read_text())
+    except (OSError, ValueError):
+        pass
+    try:
+        before = json.loads(run.manifest_path.read_text())["jobs"]["train"]["params"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return before if isinstance(before, dict) else None

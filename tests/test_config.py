@@ -32,6 +32,12 @@ BAD_OVERRIDES = [
     (["eval_permutations=0"], ["'eval_permutations'", "> 0"]),  # at least the order as given
     (["validation_size=-1"], ["'validation_size'", ">= 0"]),
     (["shuffle_options=sometimes"], ["'shuffle_options'", "true/false"]),
+    (["optim=adam"], ["'optim'", "adamw_torch_fused", "adamw_8bit"]),
+    (["vllm_importance_sampling_mode=token"], ["'vllm_importance_sampling_mode'", "sequence_mask"]),
+    (["vllm_importance_sampling_clip_max=0"], ["'vllm_importance_sampling_clip_max'", "> 0"]),
+    # the main process would validate alone while each ZeRO-3 forward needs every process (review B10)
+    (["num_processes=2", "per_device_train_batch_size=4", "deepspeed=zero3", "validation_size=4",
+      "validation_every=2"], ["'validation_every'", "ZeRO-3", "validation_every: 0"]),
     (["train_option_counts=[1, 4]"], ["'train_option_counts'", "between 2 and 26"]),  # a question needs two options
 ]
 
@@ -104,6 +110,25 @@ def test_smoke_resolves_with_the_random_reward_control():
     assert load_params(PARAMS_DIR / "smoke.yaml", ["reward_control=random"]).reward_control == "random"
 
 
+VLLM_RECIPES = [p for p in RECIPES if yaml.safe_load(p.read_text()).get("use_vllm")]
+
+
+@pytest.mark.parametrize("path", VLLM_RECIPES, ids=lambda p: p.name)
+def test_vllm_recipe_memory_headers_agree_with_the_reserved_share(path):
+    """vLLM reserves `vllm_gpu_memory_utilization` of the GPU up front, whatever the model needs; a header
+    that estimates memory must start from that share (review B9: headers promised less than the reserve)."""
+    import re
+
+    header = " ".join(line.lstrip("# ") for line in path.read_text().splitlines() if line.startswith("#"))
+    share = yaml.safe_load(path.read_text())["vllm_gpu_memory_utilization"]
+    found = re.findall(r"vllm_gpu_memory_utilization ([0-9.]+) x 80 GB = ([0-9]+) GiB", header)
+    assert found, f"{path.name}: the header does not state what vLLM reserves"
+    assert all(float(s) == share and int(g) == round(share * 80) for s, g in found)
+    # Every total the header estimates (a range "~lo-hi GiB") starts above the reserve: training comes on top.
+    totals = [int(lo) for lo, _ in re.findall(r"~([0-9]+)-([0-9]+) GiB", header)]
+    assert totals and all(lo > share * 80 for lo in totals)
+
+
 TEMPLATE_REWARD_CASES = [
     # (overrides, words the message must contain)
     (["prompt_template=leter"], ["'prompt_template'", "did you mean 'letter'"]),  # typo, before any model loads
@@ -143,3 +168,23 @@ def test_notebook_namespace_overrides_params_file(tmp_path):
     namespace = {"params_file": str(f), "run_name": "from_notebook", "unrelated_variable": 1}
     p = params_from_namespace(namespace)
     assert (p.run_name, p.lora_r) == ("from_notebook", 4)
+
+
+def test_optimizer_and_vllm_correction_choices_are_the_libraries_own():
+    """Every `optim` choice is a transformers OptimizerNames value and every correction mode one TRL's
+    GRPOConfig documents (TRL 1.15 and 1.16 alike); the defaults are TRL's own."""
+    import inspect
+
+    from transformers.training_args import OptimizerNames
+    from trl import GRPOConfig
+
+    from medr1.config import OPTIMIZERS, VLLM_IS_MODES
+
+    assert set(OPTIMIZERS) <= {o.value for o in OptimizerNames}
+    doc = inspect.getdoc(GRPOConfig)
+    assert all(f'"{mode}"' in doc for mode in VLLM_IS_MODES)
+    defaults = {f.name: f.default for f in dataclasses.fields(GRPOConfig)}
+    p = Params()
+    for key in ("optim", "vllm_importance_sampling_correction", "vllm_importance_sampling_mode",
+                "vllm_importance_sampling_clip_max"):
+        assert getattr(p, key) == defaults[key], key

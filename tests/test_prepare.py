@@ -90,3 +90,46 @@ def test_a_stale_or_edited_hand_over_is_never_read_silently(tmp_path, change, ou
         path.write_text("\n".join(path.read_text().splitlines()[1:]) + "\n")
         with pytest.raises(PreparedDataError, match="train_pool.jsonl"):
             load_prepared(params)
+
+
+# --- the demo's test questions: drawn fresh, never used while tuning (issue 25, item 6) -----------------
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "benchmarks"
+
+
+def test_eval_subset_seed_draws_other_questions_without_changing_training(tmp_path):
+    from medr1.config import load_params, training_settings
+    from medr1.data.benchmarks import sample_questions
+    from medr1.paths import REPO_ROOT
+
+    data = REPO_ROOT / "tests" / "fixtures" / "toyqa"
+    base = Params(data_dir=str(data), train_sources=["mini_train"], decontaminate_against=["mini_test"],
+                  eval_benchmarks=["mini_test"], eval_limit=2, seed=3)
+    fresh = base.replace(eval_subset_seed=11)
+    assert (base.eval_sample_seed, fresh.eval_sample_seed) == (3, 11)
+    assert training_settings(base) == training_settings(fresh)  # the trained model is the same
+    questions = list(load_benchmark("mini_test", "test", data))
+    for params in (base, fresh):
+        prepared = prepare_data(params.replace(runs_dir=str(tmp_path / str(params.eval_sample_seed))))
+        assert [q.id for q in prepared.evals["mini_test"]] == [
+            q.id for q in sample_questions(questions, 2, params.eval_sample_seed)]
+    demo = load_params(REPO_ROOT / "params" / "demo.yaml")
+    assert (demo.seed, demo.eval_subset_seed, demo.eval_limit) == (42, 121, 40)
+
+
+@pytest.mark.skipif(not (SHARED / "medqa" / "test.jsonl").is_file(), reason="no shared benchmarks")
+def test_demo_test_subset_was_never_used_while_tuning():
+    """Every demo from 6ad109f to issue 25 reported on seed 42's subsets (eval_limit 40, nested: any smaller
+    limit is inside), and the first demo (ea78115) on the first 60 MedQA questions in file order."""
+    from medr1.config import load_params
+    from medr1.data.benchmarks import sample_questions
+    from medr1.paths import REPO_ROOT
+
+    demo = load_params(REPO_ROOT / "params" / "demo.yaml")
+    for bench in demo.eval_benchmarks:
+        questions = list(load_benchmark(bench, "test", SHARED))
+        used = {q.id for q in sample_questions(questions, 60, 42)}
+        if bench == "medqa":
+            used |= {q.id for q in questions[:60]}
+        final = {q.id for q in sample_questions(questions, demo.eval_limit, demo.eval_sample_seed)}
+        assert len(final) == demo.eval_limit and not final & used, bench

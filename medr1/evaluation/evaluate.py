@@ -55,23 +55,32 @@ from medr1.data.option_order import cyclic_shift, eval_shifts
 from medr1.evaluation.scoring import SCORERS, score
 from medr1.evaluation.summary import generation_stats, modality_scores, score_predictions
 from medr1.generation.backends import generate_fn_for, pick_backend
-from medr1.models.base import ModelSpecError
-from medr1.models.load import check_model_spec
+from medr1.generation.vllm import vllm_session
+from medr1.models.base import ModelSpecError, sampling_record, weights_sha256
+from medr1.models.load import check_model_spec, model_identity
+from medr1.models.vision import is_vision_spec
 from medr1.runs import RunDir, atomic_write_json, check_writable
 from medr1.task.prompts import build_messages, get_template, prompt_identity, vision_messages
 
 log = logging.getLogger(__name__)
 
-# Settings that change what a completion is; resuming with any of them changed is refused.
-RESUME_KEYS = ("model", "adapter", "template", "split", "max_new_tokens", "temperature", "top_p", "num_samples",
-               "seed")
+# Settings that change what a completion is; resuming with any of them changed is refused. The adapter and
+# the base model enter by content (sha256 of the adapter's weight files, the base model's identity), so a
+# retrained adapter at the same path is evaluated afresh; `sampling_path` (backend and decode loop) is set
+# only when sampling, where two paths draw differently (greedy texts are the same on all of them). Image
+# resolution changes what a vision model sees.
+RESUME_KEYS = ("model", "adapter", "adapter_sha256", "base_model", "template", "add_special_tokens", "split",
+               "max_new_tokens", "temperature", "top_p", "sampling", "sampling_path", "num_samples", "seed",
+               "image_max_pixels")
 # EvalSettings field -> the Params field it comes from (Params holds the one default of each).
 PARAMS_KEYS = {"template": "eval_prompt_template", "split": "eval_split", "limit": "eval_limit",
                "data_dir": "data_dir", "max_new_tokens": "eval_max_new_tokens", "batch_size": "eval_batch_size",
                "temperature": "eval_temperature", "top_p": "eval_top_p", "num_samples": "eval_num_samples",
-               "permutations": "eval_permutations", "seed": "seed", "backend": "eval_backend",
-               "decode": "eval_decode", "scorers": "eval_scorers", "device": "device", "torch_dtype": "torch_dtype",
-               "trust_remote_code": "trust_remote_code", "resume": "resume", "force": "force"}
+               "permutations": "eval_permutations", "seed": "seed", "subset_seed": "eval_subset_seed",
+               "backend": "eval_backend", "decode": "eval_decode", "add_special_tokens": "eval_add_special_tokens",
+               "scorers": "eval_scorers", "device": "device", "torch_dtype": "torch_dtype",
+               "trust_remote_code": "trust_remote_code", "image_max_pixels": "image_max_pixels", "resume": "resume",
+               "force": "force"}
 
 
 class EvalSettingsError(RuntimeError):
@@ -99,8 +108,10 @@ class EvalSettings:
     Attributes:
         template: prompt template name (`medr1.task.prompts.TEMPLATES`).
         split, data_dir: passed to `medr1.data.load_benchmark`.
-        limit: N questions of each benchmark, a seeded random subset (`seed`) kept in file order: a prefix
-            would be biased where a file is sorted by answer (PubMedQA's test file). None: all.
+        limit: N questions of each benchmark, a seeded random subset (`subset_seed`, else `seed`) kept in
+            file order: a prefix would be biased where a file is sorted by answer (PubMedQA's test file).
+            None: all.
+        subset_seed: seed of the `limit` subset (None: `seed`); another value draws other questions.
         max_new_tokens, batch_size, temperature, top_p, num_samples, seed: decoding (see
             `medr1.generation.hf.generate`); num_samples > 1 needs temperature > 0. The vLLM backend
             schedules its own batches, so batch_size applies to the hf backend only.
@@ -108,9 +119,12 @@ class EvalSettings:
             (`medr1.data.option_order.eval_shifts`); one row per (question, rotation). Raising K resumes.
         backend: "auto", "hf" or "vllm" (`medr1.generation.backends.pick_backend`).
         decode: the hf backend's loop ("compact", "hf", "static"); greedy texts are the same for all three,
-            so it is not part of the resume settings.
+            so it is part of the resume settings only when sampling (with the backend: `sampling_path`).
+        add_special_tokens: tokenize the chat-rendered prompt with the tokenizer's special tokens again
+            (HuatuoGPT-o1's server; `medr1.generation.hf.encode_prompts`).
         scorers: scorers for summary.json (`medr1.evaluation.scoring.SCORERS`).
         device, torch_dtype, trust_remote_code: passed to `medr1.models.load.load_model`.
+        image_max_pixels: vision models: pixels per image at most, base and trained model alike, HF and vLLM.
         resume: continue existing predictions made with the same settings (else refuse if any exist).
         force: delete existing predictions and start over.
 
@@ -129,12 +143,15 @@ class EvalSettings:
     num_samples: int
     permutations: int
     seed: int
+    subset_seed: int | None
     backend: str
     decode: str
+    add_special_tokens: bool
     scorers: tuple[str, ...]
     device: str
     torch_dtype: str
     trust_remote_code: bool
+    image_max_pixels: int | None
     resume: bool
     force: bool
 
@@ -244,15 +261,27 @@ def evaluate_model(model_spec: str, benchmarks: Sequence[str], out_dir: str | Pa
     if resolved_backend is None:
 
         resolved_backend = pick_backend(cfg.backend)
-    record = {"model": model_spec, "adapter": adapter, "template": cfg.template, "split": cfg.split,
+
+    decode = None if resolved_backend == "vllm" else cfg.decode  # vLLM has one loop of its own
+    record = {"model": model_spec, "adapter": adapter,
+              "adapter_sha256": weights_sha256(adapter) if adapter and Path(adapter).is_dir() else None,
+              "base_model": model_identity(model_spec), "template": cfg.template, "add_special_tokens": cfg.add_special_tokens,
+              "split": cfg.split,
               "max_new_tokens": cfg.max_new_tokens, "temperature": float(cfg.temperature),
-              "top_p": float(cfg.top_p) if cfg.temperature > 0 else 1.0, "num_samples": cfg.num_samples,
+              "top_p": float(cfg.top_p) if cfg.temperature > 0 else 1.0,
+              "sampling": sampling_record(cfg.temperature, cfg.top_p), "decode": decode,
+              "sampling_path": f"{resolved_backend}/{decode}" if cfg.temperature > 0 else None,
+              "num_samples": cfg.num_samples,
               # Greedy decoding ignores the seed, so a different seed must not block resuming it.
               "seed": cfg.seed if cfg.temperature > 0 else None,
               "backend": resolved_backend, "batch_size": cfg.batch_size, "limit": cfg.limit,
-              "data_dir": str(cfg.data_dir) if cfg.data_dir else None, "permutations": cfg.permutations}
+              "subset_seed": cfg.subset_seed, "data_dir": str(cfg.data_dir) if cfg.data_dir else None,
+              "permutations": cfg.permutations,
+              # Image resolution changes what a vision model sees; text models ignore it.
+              "image_max_pixels": cfg.image_max_pixels if is_vision_spec(model_spec) else None}
 
-    with RunDir(out_dir).lock("eval"):
+    # One vLLM engine for the whole evaluation (and for the caller's, when it opened a session), shut down after.
+    with RunDir(out_dir).lock("eval"), vllm_session():
         _check_resume(out_dir, record, resume=cfg.resume, force=cfg.force)
         atomic_write_json(out_dir / SETTINGS, record)
 
@@ -260,7 +289,8 @@ def evaluate_model(model_spec: str, benchmarks: Sequence[str], out_dir: str | Pa
         questions, data_hashes = [], {}
         for name in benchmarks:
             qs = (list(question_sets[name]) if question_sets and name in question_sets
-                  else load_benchmark(name, split=cfg.split, data_dir=cfg.data_dir, limit=cfg.limit, sample_seed=cfg.seed))
+                  else load_benchmark(name, split=cfg.split, data_dir=cfg.data_dir, limit=cfg.limit,
+                                    sample_seed=cfg.seed if cfg.subset_seed is None else cfg.subset_seed))
             data_hashes[name] = questions_hash(qs)
             ids = [q.id for q in qs]
             if len(set(ids)) != len(ids):
@@ -317,6 +347,8 @@ def evaluate_model(model_spec: str, benchmarks: Sequence[str], out_dir: str | Pa
                                completion_tokens=g.completion_tokens[0] if cfg.num_samples == 1
                                else list(g.completion_tokens),
                                latency_s=round(g.latency_s, 4), finish_reason=g.finish_reason, template=cfg.template)
+                    if g.prompt_head:  # the first token ids sent: BOS once or twice, the template's opening
+                        row["prompt_first_tokens"] = list(g.prompt_head)
                     # MMLU's subject / MMLU-Pro's category, for per-subject accuracy in results.md.
                     category = q.meta.get("subject") or q.meta.get("category")
                     if isinstance(category, str):
@@ -336,9 +368,11 @@ def evaluate_model(model_spec: str, benchmarks: Sequence[str], out_dir: str | Pa
                     bar.update(len(rows))
 
             try:
+                # Passed only when set: a generator that does not know the option is never asked to apply it.
+                special = {"add_special_tokens": True} if cfg.add_special_tokens else {}
                 generate_fn([messages[i] for i in todo], max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size,
                             temperature=cfg.temperature, top_p=cfg.top_p, num_samples=cfg.num_samples, seed=cfg.seed,
-                            on_batch=on_batch)
+                            on_batch=on_batch, **special)
             finally:
                 appender.close()
                 if bar is not None:

@@ -37,9 +37,13 @@ from medr1.data.schema import DataError, LoadedQuestions, Question
 from medr1.data.sources import resolve_data_dir
 from medr1.evaluation.evaluate import EvalSettings, evaluate_model
 from medr1.evaluation.scoring import score
+from medr1.generation.hf import PROMPT_HEAD, encode_prompts
+from medr1.generation.vllm import vllm_session
+from medr1.models.base import sampling_record
+from medr1.models.load import local_tokenizer
 from medr1.runs import atomic_write_json, atomic_write_text
 from medr1.task.prompts import build_messages
-from medr1.task.protocols import COMPARABLE, Protocol, get_protocol
+from medr1.task.protocols import COMPARABLE, FIXED_BY_PROTOCOL, Protocol, get_protocol
 
 log = logging.getLogger(__name__)
 
@@ -69,30 +73,36 @@ def evaluate_protocol(model_spec: str, protocol: Protocol | str, benchmarks: Seq
     of `dry_run`), from which `medr1.report.results` decides comparability.
 
     Args:
-        settings: a `medr1.evaluation.evaluate.EvalSettings`; the protocol's own template and decoding replace its
-            (`medr1.evaluation.protocol_eval.decoding`), its limit, seed, data_dir, scorers and backend are used as they are.
+        settings: a `medr1.evaluation.evaluate.EvalSettings`; the protocol's own template, decoding, permutations and
+            samples replace its (`decoding`: a published protocol asks each question once, as
+            written, with one sample); its limit, seed, data_dir, scorers and backend are used as they are.
     """
 
     protocol = _protocol(protocol)
     fallback = SimpleNamespace(eval_prompt_template=settings.template, eval_temperature=settings.temperature,
-                               eval_top_p=settings.top_p, eval_max_new_tokens=settings.max_new_tokens)
+                               eval_top_p=settings.top_p, eval_max_new_tokens=settings.max_new_tokens,
+                               eval_permutations=settings.permutations, eval_num_samples=settings.num_samples,
+                               eval_add_special_tokens=settings.add_special_tokens)
     dec = decoding(protocol, fallback)
     seed, limit, scorers = settings.seed, settings.limit, settings.scorers
     sets = {b: load_protocol_set(protocol, b, data_dir=settings.data_dir, eval_file=eval_file, hub=hub,
                                  hub_loader=hub_loader) for b in benchmarks}
-    question_sets = {b: limited(s, limit, seed) for b, s in sets.items()}
+    subset_seed = seed if settings.subset_seed is None else settings.subset_seed
+    question_sets = {b: limited(s, limit, subset_seed) for b, s in sets.items()}
     # Sampled with one sample per question: one evaluation per seed. A protocol that draws several samples
-    # per question (pass@k) has its repeats in the samples: one seed, one evaluation.
-    sampled = dec["temperature"] > 0 and protocol.num_samples is None
+    # per question (medr1-sampled, pass@k) has its repeats in the samples: one seed, one evaluation.
+    sampled = dec["temperature"] > 0 and dec["num_samples"] == 1
     seeds = [seed + i for i in range(eval_seeds)] if sampled else [seed]
     record = protocol_record(protocol, dec, sets, limit, len(seeds))
     out = Path(out_dir)
     per_seed = {}
-    samples = {"num_samples": protocol.num_samples} if protocol.num_samples else {}
-    for s in seeds:
-        per_seed[s] = evaluate_model(model_spec, list(benchmarks), out / f"seed-{s}" if sampled else out,
-                                     settings.replace(**dec, **samples, seed=s), adapter=adapter, progress=progress,
-                                     generate_fn=generate_fn, question_sets=question_sets)
+    with vllm_session([(model_spec, adapter)]):  # vLLM: one engine for every seed
+        for s in seeds:
+            per_seed[s] = evaluate_model(model_spec, list(benchmarks), out / f"seed-{s}" if sampled else out,
+                                         settings.replace(**dec, seed=s), adapter=adapter, progress=progress,
+                                         generate_fn=generate_fn, question_sets=question_sets)
+    ran = per_seed[seeds[0]]["settings"]  # the generation path that ran (backend resolved, decode loop)
+    record.update(backend=ran.get("backend"), decode=ran.get("decode"))
     if not sampled:
         summary = {**per_seed[seeds[0]], "protocol": record}
     else:
@@ -136,8 +146,9 @@ def protocol_cli(params: Any, args: Any, model: str, out: Path) -> int:
     benchmarks = list(params.eval_benchmarks)
     load_kw = {"eval_file": params.eval_data_file, "hub": False if args.no_hub else None}
     if args.dry_run:
-        record = dry_run(args.protocol, benchmarks, out, params=params, limit=params.eval_limit, seed=params.seed,
-                         eval_seeds=params.eval_seeds, split=params.eval_split, data_dir=params.data_dir, **load_kw)
+        record = dry_run(args.protocol, benchmarks, out, params=params, limit=params.eval_limit, seed=params.eval_sample_seed,
+                         eval_seeds=params.eval_seeds, split=params.eval_split, data_dir=params.data_dir,
+                         tokenizer=local_tokenizer(model, trust_remote_code=params.trust_remote_code), **load_kw)
     else:
         summary = evaluate_protocol(model, args.protocol, benchmarks, out, EvalSettings.from_params(params),
                                     eval_seeds=params.eval_seeds, adapter=args.adapter, **load_kw)
@@ -150,7 +161,9 @@ def protocol_cli(params: Any, args: Any, model: str, out: Path) -> int:
                 print(f"{bench:>16} {scorer:>7}: {acc}{ci}{spread}  n={s['n']}  dropped={s.get('n_dropped', 0)}")
     print(f"protocol {record['protocol']} v{record['version']}: template {record['template']}, temperature "
           f"{record['temperature']}, top_p {record['top_p']}, max_new_tokens {record['max_new_tokens']}, scorer "
-          f"{record['scorer']}, seeds {record['eval_seeds']}")
+          f"{record['scorer']}, seeds {record['eval_seeds']}, permutations {record['permutations']}, samples "
+          f"{record['num_samples']}, backend {record['backend']}, decode {record['decode']}, special tokens added "
+          f"to the rendered prompt: {'yes' if record['add_special_tokens'] else 'no'}")
     for bench, b in record["benchmarks"].items():
         published = "no published set" if b["published_set_size"] is None else f"published {b['published_set_size']:,}"
         verdict = COMPARABLE if b["comparable"] else f"not comparable: {b['why_not_comparable']}"
@@ -198,15 +211,12 @@ def _seed_scores(rows_per_seed, per_seed, seeds, scorers, seed) -> dict:
 
 
 def decoding(protocol: Protocol, params: Any = None) -> dict[str, Any]:
-    """template, temperature, top_p, max_new_tokens: the protocol's own, else `params.eval_*`."""
+    """template, temperature, top_p, max_new_tokens, permutations, num_samples, add_special_tokens: the
+    protocol's own, else `params.eval_*`."""
     if params is None:
-
         params = Params()
-    own = {"template": protocol.template, "temperature": protocol.temperature, "top_p": protocol.top_p,
-           "max_new_tokens": protocol.max_new_tokens}
-    fallback = {"template": params.eval_prompt_template, "temperature": params.eval_temperature,
-                "top_p": params.eval_top_p, "max_new_tokens": params.eval_max_new_tokens}
-    return {k: fallback[k] if v is None else v for k, v in own.items()}
+    return {k: getattr(params, p) if getattr(protocol, k) is None else getattr(protocol, k)
+            for k, p in FIXED_BY_PROTOCOL.items()}
 
 
 
@@ -287,8 +297,8 @@ def load_protocol_set(protocol: Protocol | str, benchmark: str, *, split: str = 
                       hub_loader=None) -> LoadedSet:
     """The questions a protocol evaluates for `benchmark`, and whether they are the published set.
 
-    The user's `eval_file` (their eval_data.json) is used whenever it holds the set (its size is still
-    checked). Otherwise each of the set's sources is tried in order: the first that is the published set
+    The user's `eval_file` (their eval_data.json) is used for every set (its size is still checked); a
+    given file that cannot be read, or lacks the set, is a DataError, never replaced by another source. Otherwise each of the set's sources is tried in order: the first that is the published set
     wins; if none is, the first that loaded is used, and its record says why it is not comparable.
     For `medr1`, or a benchmark the protocol does not define, it is simply `load_benchmark`.
     """
@@ -310,6 +320,10 @@ def load_protocol_set(protocol: Protocol | str, benchmark: str, *, split: str = 
         try:
             qs = load()
         except DataError as e:
+            if eval_file is not None and where == candidates[0][0]:
+                # A file the user named is never quietly replaced by other sets.
+                raise DataError(f"the given eval file cannot supply {spec.title}: {e}", path=eval_file,
+                                kind=e.kind) from None
             tried.append(f"{where}: {e}")
             continue
         origin = getattr(getattr(qs, "report", None), "path", None)  # the file or hub split actually read
@@ -328,12 +342,17 @@ def load_protocol_set(protocol: Protocol | str, benchmark: str, *, split: str = 
 
 
 
-def protocol_record(protocol: Protocol, settings: Mapping[str, Any], sets: Mapping[str, LoadedSet], limit, seeds) -> dict:
+def protocol_record(protocol: Protocol, settings: Mapping[str, Any], sets: Mapping[str, LoadedSet], limit, seeds,
+                    *, backend: str | None = None, decode: str | None = None) -> dict:
+    """protocol.json: what was asked how. `settings`: `decoding(protocol, ...)`; `backend` and `decode` the
+    generation path (after evaluation: the one that ran; a dry run: the one asked for)."""
     return {"protocol": protocol.name, "version": protocol.version, "description": protocol.description,
             "template": settings["template"], "temperature": settings["temperature"],
             "top_p": settings["top_p"] if settings["temperature"] > 0 else 1.0,
-            "max_new_tokens": settings["max_new_tokens"], "scorer": protocol.scorer, "eval_seeds": seeds,
-            **({"num_samples": protocol.num_samples} if protocol.num_samples else {}),
+            "max_new_tokens": settings["max_new_tokens"],
+            "sampling": sampling_record(settings["temperature"], settings["top_p"]),
+            "permutations": settings["permutations"], "num_samples": settings["num_samples"],
+            "add_special_tokens": settings["add_special_tokens"], "backend": backend, "decode": decode, "scorer": protocol.scorer, "eval_seeds": seeds,
             "benchmarks": {b: s.record(limit) for b, s in sets.items()}}
 
 
@@ -345,20 +364,29 @@ def limited(s: LoadedSet, limit: int | None, seed: int) -> list[Question]:
 
 
 def dry_run(protocol: Protocol | str, benchmarks: Sequence[str], out_dir: str | Path, *, params: Any = None,
-            limit: int | None = None, seed: int = 0, eval_seeds: int = 3, **load_kw) -> dict:
+            limit: int | None = None, seed: int = 0, eval_seeds: int = 3, tokenizer=None, **load_kw) -> dict:
     """Render every prompt a protocol would send, without a model.
 
-    Writes `prompts.jsonl` (per question: id, benchmark, messages exactly as sent before the chat template)
-    and `protocol.json` (decoding, scorer, and per benchmark set_size, published_set_size,
-    set_matches_published, fingerprint, comparable, why_not_comparable). Returns the protocol record.
+    Writes `prompts.jsonl` (per question: id, benchmark, messages exactly as sent before the chat template,
+    and with a `tokenizer` the first token ids sent: a text can match byte for byte while its tokens
+    differ, e.g. one BOS or two) and `protocol.json` (decoding, scorer, and per benchmark set_size,
+    published_set_size, set_matches_published, fingerprint, comparable, why_not_comparable). Returns the
+    protocol record.
     """
-
     protocol = _protocol(protocol)
     settings = decoding(protocol, params)
     sets = {b: load_protocol_set(protocol, b, **load_kw) for b in benchmarks}
-    lines = [json.dumps({"id": q.id, "benchmark": b, "messages": build_messages(q, settings["template"])},
-                        ensure_ascii=False) + "\n" for b, s in sets.items() for q in limited(s, limit, seed)]
-    record = protocol_record(protocol, settings, sets, limit, eval_seeds if settings["temperature"] > 0 else 1)
+    lines = []
+    for b, s in sets.items():
+        for q in limited(s, limit, seed):
+            line = {"id": q.id, "benchmark": b, "messages": build_messages(q, settings["template"])}
+            if tokenizer is not None:
+                ids = encode_prompts(tokenizer, [line["messages"]], add_special_tokens=settings["add_special_tokens"])
+                line["first_token_ids"] = ids[0][:PROMPT_HEAD]
+            lines.append(json.dumps(line, ensure_ascii=False) + "\n")
+    record = protocol_record(protocol, settings, sets, limit, eval_seeds if settings["temperature"] > 0 else 1,
+                             backend=getattr(params, "eval_backend", None), decode=getattr(params, "eval_decode", None))
+    record["tokenizer"] = getattr(tokenizer, "name_or_path", None)
     out = Path(out_dir)
     atomic_write_text(out / PROMPTS_FILE, "".join(lines))
     atomic_write_json(out / PROTOCOL_FILE, record)

@@ -14,6 +14,7 @@ from pathlib import Path
 from medr1.evaluation.evaluate import EvalSettings, evaluate_model
 from medr1.evaluation.protocol_eval import evaluate_params_protocols
 from medr1.generation.backends import GenerateFn
+from medr1.generation.vllm import vllm_session
 from medr1.models.load import check_model_spec
 from medr1.prepare import prepared_eval_sets
 from medr1.runs import RunDir, write_manifest
@@ -70,16 +71,17 @@ def evaluate_params(params, run_dir: str | Path | None = None, *, progress: bool
     prepared = prepared_eval_sets(params)  # the sets preparation wrote for this run (checked by hash), if any
     settings = EvalSettings.from_params(params)
     summaries = {}
-    for label, spec, adapter in jobs if "medr1" in params.eval_protocol else ():
-        summaries[label] = evaluate_model(spec, params.eval_benchmarks, run.eval_dir / label, settings,
-                                          adapter=adapter, progress=progress, generate_fn=generate_fn,
-                                          question_sets=prepared)
-        with contextlib.suppress(OSError):
-            write_manifest(run, job=f"eval:{label}", params=params.to_dict(),
-                           data_hashes=summaries[label]["data_hashes"])
-    # Every other protocol (huatuo-o1, ...) into eval/<label>@<protocol>/, on its own sets and decoding.
-
-    summaries.update(evaluate_params_protocols(params, run, jobs, progress=progress, generate_fn=generate_fn))
+    # vLLM: one engine per base model for every job and protocol below (adapters per request), then shut down.
+    with vllm_session([(spec, adapter) for _, spec, adapter in jobs]):
+        for label, spec, adapter in jobs if "medr1" in params.eval_protocol else ():
+            summaries[label] = evaluate_model(spec, params.eval_benchmarks, run.eval_dir / label, settings,
+                                              adapter=adapter, progress=progress, generate_fn=generate_fn,
+                                              question_sets=prepared)
+            with contextlib.suppress(OSError):
+                write_manifest(run, job=f"eval:{label}", params=params.to_dict(),
+                               data_hashes=summaries[label]["data_hashes"])
+        # Every other protocol (huatuo-o1, ...) into eval/<label>@<protocol>/, on its own sets and decoding.
+        summaries.update(evaluate_params_protocols(params, run, jobs, progress=progress, generate_fn=generate_fn))
     return summaries
 
 

@@ -9,8 +9,10 @@ batch size does not apply there; `vllm_generate_fn` says so once in the log inst
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from medr1.generation.hf import generate
@@ -22,7 +24,7 @@ from medr1.generation.vllm import (
     require_vllm,
     vllm_available,
 )
-from medr1.models.load import load_model
+from medr1.models.load import check_model_spec, load_model
 from medr1.models.vision import is_processor, is_vision_spec
 
 log = logging.getLogger(__name__)
@@ -58,7 +60,8 @@ def hf_generate_fn(model_spec: str, settings, *, adapter: str | None = None) -> 
             loaded["model"], loaded["tok"] = load_model(model_spec, adapter=adapter, device=settings.device,
                                                         torch_dtype=settings.torch_dtype,
                                                         trust_remote_code=settings.trust_remote_code,
-                                                        merge_adapter=adapter is not None)
+                                                        merge_adapter=adapter is not None,
+                                                        image_max_pixels=settings.image_max_pixels)
 
         if is_processor(loaded["tok"]):  # a vision-language model: images through its processor
 
@@ -70,7 +73,11 @@ def hf_generate_fn(model_spec: str, settings, *, adapter: str | None = None) -> 
 
 def vllm_generate_fn(model_spec: str, settings, *, adapter: str | None = None) -> GenerateFn:
     """A generate function over vLLM (text or vision). vLLM batches continuously on its own, so the batch
-    size is dropped here, with one log line saying so."""
+    size is dropped here, with one log line saying so. An adapter directory given as the model is served as
+    its base model plus that adapter, as `medr1.models.load.load_model` does."""
+    if check_model_spec(model_spec) == "adapter":
+        adapter = model_spec
+        model_spec = json.loads((Path(adapter) / "adapter_config.json").read_text())["base_model_name_or_path"]
     kw = {"adapter": adapter, "torch_dtype": settings.torch_dtype, "trust_remote_code": settings.trust_remote_code}
 
     def fn(prompts, *, batch_size, **kwargs):
@@ -78,8 +85,8 @@ def vllm_generate_fn(model_spec: str, settings, *, adapter: str | None = None) -
                  "(continuous batching)", batch_size)
 
         if is_vision_spec(model_spec):
-
-            return generate_vision_vllm(model_spec, prompts, **kw, **kwargs)
+            return generate_vision_vllm(model_spec, prompts, image_max_pixels=settings.image_max_pixels, **kw,
+                                        **kwargs)
         return generate_vllm(model_spec, prompts, **kw, **kwargs)
 
     return fn

@@ -19,9 +19,12 @@ Generation dominates evaluation time, so this module is built for throughput on 
   cache, so a batch whose answers have mostly finished stops paying for them (HF `generate` keeps
   computing finished rows to the end). Not at every EOS: dropping rows copies the whole cache. `decode="hf"` calls `model.generate` instead; both are greedy when
   temperature == 0 and give the same greedy texts (tests/generation/test_generation.py checks it on the embedded
-  model). The compact loop applies temperature and top-p only; logits processors a model's
-  generation_config may carry (repetition penalty, ...) are not applied, so every setting that shapes a
-  completion is one we record.
+  model). Every path samples with exactly `medr1.models.base.sampling_record(temperature, top_p)`:
+  temperature and top-p, nothing else. The compact loop applies only these; `model.generate` (hf, static) is passed
+  `hf_generate_kwargs`, which sets every logits processor a model's generation_config may switch on
+  (Qwen2.5's top_k 20 and repetition penalty 1.05, ...) to its no-op explicitly (a kwarg of `generate`
+  outranks the model's generation_config; an absent one does not); vLLM gets the same values
+  (`medr1.generation.vllm.vllm_request_settings`). So what settings.json records is what shaped a completion.
 - Sampling is seeded per batch (`seed + batch number`) with a private `torch.Generator`, so a rerun
   with the same prompts, batch size and seed gives the same samples, and the caller's global RNG is
   left alone.
@@ -38,7 +41,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from medr1.generation.prefill import cache_kwarg, plain_cache, prefill_grouped
 from medr1.generation.prefix_sharing import group_batches, prefill_groups, prefix_groups
@@ -48,6 +51,7 @@ log = logging.getLogger(__name__)
 PROMPT_TOO_LONG = "prompt_too_long"
 # The compact loop drops finished rows once at least this fraction (num/den) of the batch has finished.
 COMPACT_FRACTION_NUM, COMPACT_FRACTION_DEN = 1, 4
+PROMPT_HEAD = 8  # first token ids of each prompt kept in its Generation (BOS, role markers)
 
 
 @dataclass
@@ -61,6 +65,8 @@ class Generation:
         completion_tokens: generated tokens per sample, the stop token included.
         finish_reasons: per sample, "stop" (EOS), "length" (hit max_new_tokens) or "prompt_too_long".
         latency_s: wall time of the batch that produced this prompt's completions.
+        prompt_head: the prompt's first `PROMPT_HEAD` token ids as sent (recorded per prediction row: the
+            text can be identical while the tokens differ, e.g. one BOS or two).
     """
 
     index: int
@@ -69,6 +75,7 @@ class Generation:
     completion_tokens: list[int]
     finish_reasons: list[str]
     latency_s: float
+    prompt_head: list[int] = field(default_factory=list)
 
     @property
     def text(self) -> str:
@@ -108,17 +115,23 @@ def set_cpu_threads() -> int:
 # --------------------------------------------------------------------------------------------------
 
 
-def encode_prompts(tokenizer, prompts: Sequence[list[dict] | str]) -> list[list[int]]:
+def encode_prompts(tokenizer, prompts: Sequence[list[dict] | str], *, add_special_tokens: bool = False
+                   ) -> list[list[int]]:
     """Token ids per prompt, unpadded. Chat messages go through the chat template once (with the
-    generation prompt); plain strings are tokenized as they are, special tokens included."""
+    generation prompt); plain strings are tokenized as they are, special tokens included.
+
+    The template already writes BOS and role markers, so its text is tokenized without special tokens,
+    unless `add_special_tokens`: HuatuoGPT-o1's evaluation sent the rendered text to an SGLang server that
+    tokenized it with `tokenizer.encode(text)` (special tokens on), so a Llama-3 prompt began with
+    <|begin_of_text|> twice; the huatuo-o1 protocols reproduce that (`medr1.task.protocols`).
+    """
     ids = []
     for p in prompts:
         if isinstance(p, str):
             ids.append(tokenizer(p, add_special_tokens=True)["input_ids"])
         else:
-            # The template already writes BOS and role markers; adding special tokens again would double BOS.
             text = tokenizer.apply_chat_template(list(p), add_generation_prompt=True, tokenize=False)
-            ids.append(tokenizer(text, add_special_tokens=False)["input_ids"])
+            ids.append(tokenizer(text, add_special_tokens=add_special_tokens)["input_ids"])
     return ids
 
 
@@ -293,9 +306,30 @@ def static_cache_kwargs(compile: bool | str = "auto") -> dict:
     return kwargs
 
 
+# model.generate's settings that could shape a completion beyond temperature and top-p, each at its no-op: a
+# model's generation_config switches some on (top_k 20, repetition_penalty 1.05 for Qwen2.5-Instruct), and
+# transformers' own default top_k is 50. Passed as kwargs, which outrank the generation_config.
+HF_NEUTRAL = {"top_k": 0, "min_p": None, "typical_p": 1.0, "epsilon_cutoff": 0.0, "eta_cutoff": 0.0,
+              "repetition_penalty": 1.0, "encoder_repetition_penalty": 1.0, "no_repeat_ngram_size": 0,
+              "bad_words_ids": None, "sequence_bias": None, "suppress_tokens": None, "begin_suppress_tokens": None,
+              "forced_bos_token_id": None, "forced_eos_token_id": None, "min_length": 0, "min_new_tokens": None,
+              "exponential_decay_length_penalty": None, "num_beams": 1, "diversity_penalty": 0.0,
+              "guidance_scale": None, "renormalize_logits": False, "top_h": None}
+
+
+def hf_generate_kwargs(temperature: float, top_p: float) -> dict:
+    """`model.generate` kwargs that decode with exactly `medr1.models.base.sampling_record(temperature, top_p)`."""
+    from transformers import GenerationConfig
+
+    known = GenerationConfig().to_dict()
+    neutral = {k: v for k, v in HF_NEUTRAL.items() if k in known}  # keys this transformers version has
+    if temperature > 0:
+        return {**neutral, "do_sample": True, "temperature": temperature, "top_p": top_p}
+    return {**neutral, "do_sample": False, "temperature": None, "top_p": None, "top_k": None}
+
+
 def _decode_hf(model, input_ids, attention_mask, *, max_new_tokens, temperature, top_p, eos, pad_id, **extra):
-    sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p} if temperature > 0 else {
-        "do_sample": False, "temperature": None, "top_p": None, "top_k": None}
+    sampling = hf_generate_kwargs(temperature, top_p)
     seqs = model.generate(input_ids=input_ids, attention_mask=attention_mask, max_new_tokens=max_new_tokens,
                           eos_token_id=eos, pad_token_id=pad_id, use_cache=True, **sampling, **extra)
     out = []
@@ -324,6 +358,7 @@ def generate(
     decode: str = "compact",
     compile: bool | str = "auto",
     share_prefixes: bool = True,
+    add_special_tokens: bool = False,
 ) -> list[Generation]:
     """Generate completions for many prompts with length-grouped batches.
 
@@ -345,6 +380,7 @@ def generate(
         share_prefixes: decode="compact": prompts sharing most of their tokens (one question's option
             rotations) are batched together and their common beginning prefilled once
             (`medr1.generation.prefix_sharing`); False prefills every prompt whole (the tests' reference).
+        add_special_tokens: tokenize chat-rendered prompts with special tokens again (`encode_prompts`).
 
     Returns:
         One `Generation` per prompt, in input order.
@@ -367,7 +403,7 @@ def generate(
     device = next(model.parameters()).device
     if device.type == "cpu":
         set_cpu_threads()
-    ids = encode_prompts(tokenizer, prompts)
+    ids = encode_prompts(tokenizer, prompts, add_special_tokens=add_special_tokens)
     eos = eos_ids(model, tokenizer)
     if not eos:
         raise ValueError("the tokenizer/model define no EOS token; cannot tell when a completion ends")
@@ -378,7 +414,7 @@ def generate(
     too_long = [i for i, r in enumerate(ids) if ctx is not None and len(r) + max_new_tokens > ctx]
     for i in too_long:
         results[i] = Generation(i, [""] * num_samples, len(ids[i]), [0] * num_samples,
-                                [PROMPT_TOO_LONG] * num_samples, 0.0)
+                                [PROMPT_TOO_LONG] * num_samples, 0.0, ids[i][:PROMPT_HEAD])
     if too_long:
         log.warning("skipped %d prompt(s) longer than the model context (%s tokens) minus max_new_tokens (%d)",
                     len(too_long), ctx, max_new_tokens)
@@ -429,6 +465,7 @@ def generate(
                 completion_tokens=[len(t) for t in samples],
                 finish_reasons=["stop" if t and t[-1] in eos else "length" for t in samples],
                 latency_s=latency,
+                prompt_head=ids[i][:PROMPT_HEAD],
             )
             done.append(results[i])
         if on_batch:

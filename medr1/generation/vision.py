@@ -11,8 +11,9 @@ Why it is built this way:
   seeded per batch with the caller's RNG left alone, as in `medr1.generation.hf.generate`.
 - A prompt longer than the context with `max_new_tokens` comes back as finish_reason "prompt_too_long"
   (never truncated: cutting a question changes it), like the text path.
-- vLLM (GPU) takes the images as `multi_modal_data`; that path could not be run here (no GPU) and is
-  unmeasured.
+- vLLM (GPU, `medr1.generation.vllm.generate_vision_vllm`) takes the images as `multi_modal_data`, sized by
+  the same bounds as our processor; that path could not be run here (no GPU) and is unmeasured (tests run
+  it against a strict fake vLLM).
 - MedVLM-R1 reports accuracy per modality (in-domain MRI, out-of-domain CT and X-ray); `modality_scores`
   gives each its accuracy with the same bootstrap CI as the benchmark totals.
 """
@@ -23,7 +24,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 
-from medr1.generation.hf import PROMPT_TOO_LONG, Generation, length_batches
+from medr1.generation.hf import PROMPT_TOO_LONG, Generation, hf_generate_kwargs, length_batches
 
 log = logging.getLogger(__name__)
 
@@ -83,8 +84,7 @@ def generate_vision(model, processor, prompts: Sequence[list[dict]], *, max_new_
     todo = [i for i in range(len(prompts)) if results[i] is None]
     per_batch = max(1, batch_size // num_samples)
     batches = [[todo[j] for j in b] for b in length_batches([lengths[i] for i in todo], per_batch)]
-    sampling = ({"do_sample": True, "temperature": temperature, "top_p": top_p} if temperature > 0
-                else {"do_sample": False, "temperature": None, "top_p": None, "top_k": None})
+    sampling = hf_generate_kwargs(temperature, top_p)  # exactly the recorded settings, no generation_config leak
     for b, batch in enumerate(batches):
         start = time.perf_counter()
         inputs = encode(batch).to(device)

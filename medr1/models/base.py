@@ -95,6 +95,44 @@ def embedded_checkpoint(name: str, cache_dir: Path | None = None) -> Path:
     return target
 
 
+def sampling_record(temperature: float, top_p: float) -> dict:
+    """The decoding settings every generation path applies (`medr1.generation.hf`, `medr1.generation.vllm`), as recorded in settings.json and protocol.json: temperature
+    and top-p (1.0 when greedy), and every other sampling control off (top_k 0 = no top-k cut, written -1
+    by vLLM and SGLang; penalties 1.0 or 0). Here, below both `task` (protocols compare records with it)
+    and `generation` (the decode paths apply it), so that both read one definition.
+
+    >>> sampling_record(0.5, 0.9)["top_k"], sampling_record(0.0, 0.9)["top_p"]
+    (0, 1.0)
+    """
+    return {"temperature": float(temperature), "top_p": float(top_p) if temperature > 0 else 1.0, "top_k": 0,
+            "min_p": 0.0, "typical_p": 1.0, "repetition_penalty": 1.0, "presence_penalty": 0.0,
+            "frequency_penalty": 0.0, "no_repeat_ngram_size": 0}
+
+
+# Weight files whose bytes are the model (a checkpoint's training state is not).
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt")
+NOT_WEIGHTS = ("training_args.bin", "optimizer.pt", "scheduler.pt", "rng_state.pth", "scaler.pt")
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def weights_sha256(directory: str | os.PathLike) -> dict[str, str]:
+    """{file name: sha256} of the weight files directly in `directory` (an adapter's
+    adapter_model.safetensors): what an evaluation of it is keyed on, so that a retrained adapter at the
+    same path is never taken for the old one."""
+    directory = Path(directory)
+    return {p.name: file_sha256(p) for p in sorted(directory.iterdir())
+            if p.is_file() and p.name.endswith(WEIGHT_SUFFIXES) and p.name not in NOT_WEIGHTS}
+
+
 def pick_device(device: str = "auto") -> str:
     import torch
 

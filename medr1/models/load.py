@@ -16,9 +16,12 @@ from medr1.models.base import (
     _HUB_ID,
     EMBEDDED_MODELS,
     EMBEDDED_PREFIX,
+    NOT_WEIGHTS,
+    WEIGHT_SUFFIXES,
     ModelSpecError,
     _embedded_gguf,
     embedded_checkpoint,
+    file_sha256,
     finish_loading,
     intended_pad_token,
     load_tokenizer,
@@ -36,6 +39,7 @@ from medr1.models.vision import (
     load_vision_unsloth,
     resolve_vision_path,
 )
+from medr1.paths import CACHE_DIR
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +86,7 @@ def check_model_spec(spec: str) -> str:
 
 
 def load_model(spec: str, *, adapter: str | None = None, device: str = "auto", torch_dtype: str = "auto",
-               trust_remote_code: bool = False, merge_adapter: bool = False):
+               trust_remote_code: bool = False, merge_adapter: bool = False, image_max_pixels: int | None = None):
     """Load `(model, tokenizer)` from a spec, optionally with a LoRA adapter on top.
 
     Args:
@@ -97,7 +101,8 @@ def load_model(spec: str, *, adapter: str | None = None, device: str = "auto", t
     >>> model, tok = load_model("embedded:smollm2-135m")  # doctest: +SKIP
 
     Vision-language specs (Qwen2-VL / Qwen2.5-VL, `embedded:tiny-qwen2-vl`) return `(model, processor)`
-    instead (`medr1.models.vision.load_vision_model`).
+    instead (`medr1.models.vision.load_vision_model`), images capped at `image_max_pixels` (ignored for text
+    models), whether the processor comes from the base model or the adapter directory.
     """
 
     kind = check_model_spec(spec)
@@ -105,7 +110,8 @@ def load_model(spec: str, *, adapter: str | None = None, device: str = "auto", t
         if kind == "adapter":
             adapter, spec = spec, json.loads((Path(spec) / "adapter_config.json").read_text())["base_model_name_or_path"]
         return load_vision_model(spec, adapter=adapter, device=device, torch_dtype=torch_dtype,
-                                 trust_remote_code=trust_remote_code, merge_adapter=merge_adapter)
+                                 trust_remote_code=trust_remote_code, merge_adapter=merge_adapter,
+                                 image_max_pixels=image_max_pixels)
     if kind == "adapter":
         adapter, spec = spec, json.loads((Path(spec) / "adapter_config.json").read_text())["base_model_name_or_path"]
     path = resolve_model_path(spec)
@@ -175,12 +181,16 @@ def _load_unsloth(params, path: str, changed: dict | None):
     wanted_pad = intended_pad_token(params, load_tokenizer(path, trust_remote_code=params.trust_remote_code))
     model, tokenizer = FastLanguageModel.from_pretrained(
         model_name=path,
+        # The repository asked for, as TRL and evaluation load it: by default Unsloth swaps in its own mirror
+        # (`unsloth/...`, `...-bnb-4bit` with load_in_4bit), whose tokenizer and chat template may differ.
+        use_exact_model_name=True,
         max_seq_length=params.max_prompt_length + params.max_completion_length,
         load_in_4bit=params.load_in_4bit,
         fast_inference=params.use_vllm,
         gpu_memory_utilization=params.vllm_gpu_memory_utilization,
         max_lora_rank=params.lora_r,
-        dtype=None if params.torch_dtype == "auto" else params.torch_dtype,
+        # A torch dtype, the one TRL loads with: Unsloth asserts on strings other than "float16"/"bfloat16".
+        dtype=pick_dtype(params.torch_dtype, "cuda"),
         trust_remote_code=params.trust_remote_code,
     )
     lora = lora_config(params)
@@ -199,3 +209,58 @@ def _load_unsloth(params, path: str, changed: dict | None):
     tokenizer.padding_side = "left"
     dtype = str(getattr(model, "dtype", "bfloat16")).removeprefix("torch.")
     return model, tokenizer, None, dtype
+
+
+def model_identity(spec: str) -> dict:
+    """What a base model spec names, cheaply and without loading it: the embedded file's sha256; a local
+    directory's config.json sha256 and weight file sizes (hashing 16 GB of weights per evaluation costs
+    more than it tells: a changed base model changes its config or its sizes, or is a new path); a hub
+    id's cached snapshot revision, where the cache has one."""
+    out: dict = {"spec": spec}
+    if spec.startswith(EMBEDDED_PREFIX):
+        if not embedded_vision_name(spec):  # tiny VLMs are built from a config in the repo: the spec is all
+            try:
+                gguf = _embedded_gguf(spec[len(EMBEDDED_PREFIX):])
+            except ModelSpecError:  # a stand-in spec (tests): its name is all there is
+                return out
+            out.update(file=gguf.name, sha256=file_sha256(gguf))
+        return out
+    path = Path(spec).expanduser()
+    if not path.exists():
+        try:
+            from huggingface_hub import try_to_load_from_cache
+
+            cached = try_to_load_from_cache(spec, "config.json")
+        except Exception:  # no hub library or a malformed id: the spec alone is the identity
+            cached = None
+        if isinstance(cached, str) and "/snapshots/" in cached:
+            out["revision"] = Path(cached).parent.name
+        return out
+    out["path"] = str(path.resolve())
+    if (path / "config.json").is_file():
+        out["config_sha256"] = file_sha256(path / "config.json")
+    out["weight_sizes"] = {p.name: p.stat().st_size for p in sorted(path.iterdir())
+                           if p.is_file() and p.name.endswith(WEIGHT_SUFFIXES) and p.name not in NOT_WEIGHTS}
+    return out
+
+
+def local_tokenizer(spec: str, *, trust_remote_code: bool = False):
+    """The tokenizer of `spec` when it can be had without a download or a conversion (a local directory, a
+    hub id in the local cache, an embedded model already converted), else None: for a dry run, which
+    records token ids where it can and loads nothing heavy."""
+    try:
+        kind = check_model_spec(spec)
+        if kind == "embedded":
+            name = spec[len(EMBEDDED_PREFIX):]
+            if embedded_vision_name(spec):
+                return None
+            target = CACHE_DIR / "models" / f"{name}-{_embedded_gguf(name).stat().st_size}"
+            return load_tokenizer(str(target)) if (target / "config.json").is_file() else None
+        if kind == "hub":
+            from transformers import AutoTokenizer
+
+            return AutoTokenizer.from_pretrained(spec, local_files_only=True, trust_remote_code=trust_remote_code)
+        return load_tokenizer(spec, trust_remote_code=trust_remote_code)
+    except Exception as e:  # offline, not cached, or no tokenizer files: the dry run records no token ids
+        log.info("no local tokenizer for %s (%s): prompts.jsonl gets no token ids", spec, e)
+        return None

@@ -137,21 +137,65 @@ def load_processor(path: str | os.PathLike, *, image_max_pixels: int | None = No
 
     Args:
         path: a checkpoint or adapter directory holding the processor files, or a hub id.
-        image_max_pixels: cap on pixels per image (Qwen2-VL's `max_pixels`): bounds visual tokens per image.
+        image_max_pixels: cap on pixels per image (`cap_image_pixels`): bounds visual tokens per image.
     """
     from transformers import AutoProcessor, AutoTokenizer
 
-    kwargs = {"max_pixels": image_max_pixels} if image_max_pixels else {}
     if importlib.util.find_spec("torchvision") is not None:
-        return _ready(AutoProcessor.from_pretrained(str(path), trust_remote_code=trust_remote_code, **kwargs))
+        processor = AutoProcessor.from_pretrained(str(path), trust_remote_code=trust_remote_code)
+        return _ready(cap_image_pixels(processor, image_max_pixels))
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
-    image_processor = Qwen2VLImageProcessorPil.from_pretrained(str(path), **kwargs)
+    image_processor = Qwen2VLImageProcessorPil.from_pretrained(str(path))
     tokenizer = AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code)
     template_file = Path(path) / "chat_template.jinja"
     template = template_file.read_text() if template_file.is_file() else tokenizer.chat_template
-    return _ready(_image_only_processor_class()(image_processor=image_processor, tokenizer=tokenizer,
-                                                chat_template=template))
+    processor = _image_only_processor_class()(image_processor=image_processor, tokenizer=tokenizer,
+                                              chat_template=template)
+    return _ready(cap_image_pixels(processor, image_max_pixels))
+
+
+def cap_image_pixels(processor, max_pixels: int | None):
+    """Cap the pixels per image of a Qwen2-VL(-family) processor (or its image processor) at `max_pixels`,
+    in place; None leaves the checkpoint's own cap. Returns `processor`.
+
+    Why through `size["longest_edge"]`: that is the one field the image processor's resize reads in every
+    transformers we run. transformers 5.17 (the GPU pin) takes a `max_pixels` attribute or call argument
+    only together with `min_pixels` (`Qwen2VLImageProcessor._standardize_kwargs`,
+    models/qwen2_vl/image_processing_qwen2_vl.py:120-129), so the `image_processor.max_pixels = N` this
+    replaces was silently ignored there (the Unsloth path trained at the checkpoint's 12.8 MP); 5.24 (the CPU
+    stack) honoured it, which is why no CPU test saw it. Pixel attributes left on the instance are set to
+    agree, because both versions let them override `size` at call time. `shortest_edge` (the floor) is
+    lowered to the cap when above it.
+    """
+    if not max_pixels:
+        return processor
+    image_processor = getattr(processor, "image_processor", processor)
+    size = image_processor.size
+    capped = {**dict(size), "longest_edge": int(max_pixels)}
+    capped["shortest_edge"] = min(capped.get("shortest_edge") or capped["longest_edge"], capped["longest_edge"])
+    # Replaced, not mutated: 5.17's __init__ can leave `size` aliasing the class default (:110-111).
+    image_processor.size = dict(capped) if isinstance(size, dict) else type(size)(**capped)
+    for attr, value in (("max_pixels", capped["longest_edge"]), ("min_pixels", capped["shortest_edge"])):
+        if getattr(image_processor, attr, None) is not None:
+            setattr(image_processor, attr, value)
+    return processor
+
+
+def image_pixel_bounds(processor) -> dict[str, int]:
+    """`{"min_pixels", "max_pixels"}` per image that a processor resizes into, as vLLM's
+    `mm_processor_kwargs`, so that its engine sizes images exactly as our processor does.
+
+    Why both, and as pixels rather than a `size` dict: vLLM 0.31 passes these kwargs twice, to the HF
+    processor's `from_pretrained` (vllm/transformers_utils/processor.py:201-240) and to each call
+    (vllm/multimodal/processing/context.py:311-338), and counts image tokens from them itself
+    (model_executor/models/qwen2_vl.py:894-901). A checkpoint whose preprocessor_config.json carries
+    `min_pixels`/`max_pixels` keys (Qwen2-VL-2B-Instruct's does) overrides a `size` given to `from_pretrained`
+    (transformers 5.17 and 5.24 `Qwen2VLImageProcessor.__init__`), and transformers 5.17 honours call-time
+    pixels only as a pair (image_processing_qwen2_vl.py:120-129); both pixels together win at both places.
+    """
+    size = getattr(processor, "image_processor", processor).size
+    return {"min_pixels": int(size["shortest_edge"]), "max_pixels": int(size["longest_edge"])}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -294,16 +338,15 @@ def load_vision_unsloth(params, path: str):
     import unsloth  # noqa: F401  (patches transformers/trl; must come first)
     from unsloth import FastVisionModel
 
+    # The exact repository and a torch dtype, as TRL loads it (see medr1.models.load._load_unsloth).
     model, processor = FastVisionModel.from_pretrained(
-        model_name=path, load_in_4bit=params.load_in_4bit,
-        dtype=None if params.torch_dtype == "auto" else params.torch_dtype,
+        model_name=path, use_exact_model_name=True, load_in_4bit=params.load_in_4bit,
+        dtype=pick_dtype(params.torch_dtype, "cuda"),
         use_gradient_checkpointing="unsloth" if params.gradient_checkpointing else False,
         trust_remote_code=params.trust_remote_code)
     model = FastVisionModel.get_peft_model(
         model, finetune_vision_layers=params.lora_vision, finetune_language_layers=True,
         finetune_attention_modules=True, finetune_mlp_modules=True,
         r=params.lora_r, lora_alpha=params.lora_alpha, lora_dropout=params.lora_dropout, random_state=params.seed)
-    if params.image_max_pixels and hasattr(processor, "image_processor"):
-        processor.image_processor.max_pixels = params.image_max_pixels
-    _ready(processor)
+    _ready(cap_image_pixels(processor, params.image_max_pixels))
     return model, processor, None, str(getattr(model, "dtype", "bfloat16")).removeprefix("torch.")

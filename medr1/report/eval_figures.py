@@ -140,16 +140,47 @@ def plot_letter_recall(predictions: Mapping[str, pd.DataFrame]) -> Figure:
 # --- evaluation -----------------------------------------------------------------------------------
 
 
-def _measured_label(row: pd.Series) -> str:
+def _measured_label(row: pd.Series, notes: list[str]) -> str:
     # The eval label ("base", "trained") is short and is what the run calls it; the model spec is long.
     name = row.get("label") if isinstance(row.get("label"), str) and row.get("label") else row["model"]
     scorer = row.get("scorer")
     label = f"{name} · {scorer}" if isinstance(scorer, str) and scorer else str(name)
-    # results.csv says whether the row is comparable with the published bars beside it, and if not, why.
+    # results.csv says whether the row is comparable with the published bars beside it, and if not, why: a
+    # sentence too long for a tick label, so the label gets its note's number and the note goes under the
+    # figure (`notes`, shared by every panel).
     verdict = row.get("comparability")
     if isinstance(verdict, str) and verdict:
-        label += "\n" + verdict
+        if verdict not in notes:
+            notes.append(verdict)
+        label += f" [{notes.index(verdict) + 1}]"
     return label
+
+
+def _reported_label(row: pd.Series) -> str:
+    return f"{row['model']} (protocol unknown)" if row.get("protocol") == "unknown" else str(row["model"])
+
+
+UNKNOWN_NOTE = ("protocol unknown: the source released a results image, no prompt, decoding, sets or scorer; "
+                "its numbers are comparable with no row here")
+
+
+def _notes_and_legend(fig: Figure, handles: list, notes: list[str], unknown: bool) -> None:
+    """Numbered notes (wrapped to the figure's width) at the bottom, the legend above them, the panels
+    above both: measured after drawing, so nothing is printed over anything at any number of notes."""
+    import textwrap
+
+    lines = [f"[{i}] {n}" for i, n in enumerate(notes, 1)] + ([UNKNOWN_NOTE] if unknown else [])
+    width = int(fig.get_figwidth() * 72 / (plt.rcParams["font.size"] * 0.8 * 0.6))  # characters at "small"
+    text = "\n".join(w for line in lines for w in textwrap.wrap(line, width, subsequent_indent="    "))
+    renderer = fig.canvas.get_renderer()
+    bottom = 0.005
+    if text:
+        note = fig.text(0.01, bottom, text, ha="left", va="bottom", fontsize="small")
+        bottom += note.get_window_extent(renderer).height / fig.bbox.height + 0.01
+    legend = fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 3), fontsize="small",
+                        bbox_to_anchor=(0.5, bottom))
+    bottom += legend.get_window_extent(renderer).height / fig.bbox.height + 0.01
+    fig.tight_layout(rect=(0, bottom, 1, 1))
 
 
 def plot_accuracy(results: pd.DataFrame, chance: Mapping[str, float] | None = None,
@@ -158,7 +189,9 @@ def plot_accuracy(results: pd.DataFrame, chance: Mapping[str, float] | None = No
 
     One panel per benchmark we measured. Our bars are coloured by scorer ("measured here"); published
     rows for the same benchmark are drawn light grey and hatched ("reported by"); a dashed line marks the
-    accuracy of guessing uniformly among the options.
+    accuracy of guessing uniformly among the options. Whether a measured row is comparable with the
+    published ones, and why not, is a numbered note under the panels; a published row whose protocol is
+    unknown says so in its label.
 
     Args:
         results: `load_results` output (model, benchmark, accuracy, ci_low, ci_high, source, scorer).
@@ -192,7 +225,8 @@ def plot_accuracy(results: pd.DataFrame, chance: Mapping[str, float] | None = No
     ncols = min(len(keys), 3)
     nrows = math.ceil(len(keys) / ncols)
     height = max(2.5, 0.42 * max(sizes) + 1.4)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(5.2 * ncols + 1.5, height * nrows), squeeze=False)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(6.4 * ncols + 1.5, height * nrows), squeeze=False)
+    notes: list[str] = []
     for ax in axes.flat[len(keys):]:
         ax.set_visible(False)
 
@@ -200,7 +234,8 @@ def plot_accuracy(results: pd.DataFrame, chance: Mapping[str, float] | None = No
         sub = df[df["key"] == key]
         ours = sub[sub["measured"]]
         refs = sub[~sub["measured"]].sort_values("accuracy", ascending=False)
-        labels = [_measured_label(r) for _, r in ours.iterrows()] + refs["model"].astype(str).tolist()
+        labels = [_measured_label(r, notes) for _, r in ours.iterrows()] + [_reported_label(r) for _, r in
+                                                                             refs.iterrows()]
         acc = 100 * pd.concat([ours["accuracy"], refs["accuracy"]]).to_numpy(dtype=float)
         lo = 100 * pd.concat([ours["ci_low"], refs["ci_low"]]).to_numpy(dtype=float)
         hi = 100 * pd.concat([ours["ci_high"], refs["ci_high"]]).to_numpy(dtype=float)
@@ -215,6 +250,8 @@ def plot_accuracy(results: pd.DataFrame, chance: Mapping[str, float] | None = No
         if ok.any():
             ax.errorbar(acc[ok], y[ok], xerr=err[:, ok], fmt="none", ecolor="black", capsize=3, linewidth=1)
         for yi, a, h in zip(y, acc, hi, strict=True):
+            # Right of the bar and its interval, even past 100: tight_layout counts these texts, so the next
+            # panel moves aside instead of being printed over.
             ax.text((h if not math.isnan(h) else a) + 1.5, yi, f"{a:.1f}", va="center", fontsize="x-small")
         if key in chance:
             ax.axvline(100 * chance[key], color="0.3", linestyle="--", linewidth=1.2)
@@ -235,9 +272,9 @@ def plot_accuracy(results: pd.DataFrame, chance: Mapping[str, float] | None = No
         handles.append(Line2D([], [], color="0.3", linestyle="--", label="chance (1 / number of options)"))
     handles.append(Line2D([], [], color="black", marker="|", linestyle="", markersize=10,
                               label="95% CI (measured here)"))
-    fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 3), fontsize="small",
-               bbox_to_anchor=(0.5, -0.02))
-    fig.tight_layout(rect=(0, 0.06 + 0.04 * (len(handles) > 3), 1, 1))
+    unknown = include_reference and "protocol" in df.columns and bool(
+        (~df["measured"] & df["key"].isin(keys) & (df["protocol"] == "unknown")).any())
+    _notes_and_legend(fig, handles, notes, unknown)
     return fig
 
 

@@ -87,15 +87,18 @@ def results_table(run_dirs_or_summaries: Iterable | str | Path | dict,
         citation = " ".join(str(ref["citation"]).split())
         scorer = "huatuo (theirs)"
         for m in ref["models"]:
+            # A row's own protocol (Med-R1-alpha's is "unknown"), else the file's.
+            protocol = m.get("protocol", ref.get("protocol"))
             for bench, acc in m["accuracy"].items():
                 rows.append({"provenance": REPORTED, "model": m["model"], "label": None, "benchmark": bench,
                              "scorer": scorer, "accuracy": float(acc), "ci_low": math.nan, "ci_high": math.nan,
                              "n": None, "unparsed": None, "eval_set": ref.get("eval_sets", {}).get(bench),
-                             # a row may name its own source and protocol (AlphaMed's numbers are not Med-R1's)
+                             # a row may name its own source (AlphaMed's numbers are not from the Med-R1 README)
                              "source": " ".join(str(m["citation"]).split()) if m.get("citation") else citation,
-                             "protocol": m.get("protocol", ref.get("protocol")),
+                             "protocol": protocol,
                              "set_size": ((ref.get("published_sets") or {}).get(bench) or {}).get("size"),
-                             "comparability": "published"})
+                             "comparability": "published" if protocol != "unknown" else
+                             "published; protocol unknown"})
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
@@ -396,13 +399,17 @@ def write_results(run_dir: str | Path, reference_yaml: str | Path | None = "para
     theirs = table[table.provenance == REPORTED]
     if len(theirs):
         ref = read_reference(ref_path)
-        wide = theirs.pivot_table(index="model", columns="benchmark", values="accuracy", sort=False).reset_index()
+        wide = theirs.assign(protocol=theirs.protocol.fillna("not stated")).pivot_table(
+            index=["model", "protocol"], columns="benchmark", values="accuracy", sort=False).reset_index()
         md += ["## Reported by others (not measured here)", "",
                f"Source: {' '.join(str(ref['citation']).split())}", "",
                *[f"Source of {m['model']}: {' '.join(str(m['citation']).split())} (protocol: {m.get('protocol')})\n"
                  for m in ref["models"] if m.get("citation")],
                f"Scorer: {' '.join(str(ref.get('scorer', '')).split())}", "",
-               _markdown(wide), "", "Evaluation sets behind these numbers:", ""]
+               _markdown(wide), ""]
+        md += [f"Protocol of {m['model']}: {m['protocol']} ({' '.join(str(m['protocol_note']).split())})." for m in
+               ref["models"] if m.get("protocol_note")] + ["", "Evaluation sets behind these numbers (the "
+                                                            f"{ref.get('protocol')} rows):", ""]
         md += [f"- {k}: {v}" for k, v in ref.get("eval_sets", {}).items()] + [""]
     atomic_write_text(run.path / "results.md", "\n".join(md))
     return table

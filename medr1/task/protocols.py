@@ -13,6 +13,21 @@ published" from that record and from nothing else.
   test (1,273, 4 options), MedMCQA validation (4,183), PubMedQA PQA-L (all 1,000, abstract inside the
   question), MMLU-Pro health + biology (1,535), GPQA medical (390; only their file has that selection).
   Sampled, so it runs `eval_seeds` seeds and reports their mean and spread beside the interval.
+  Each question is asked once, as written (no option rotation), with one sample; a flag asking otherwise is
+  refused (`medr1 eval`), and a record that asked otherwise is never "comparable" (`comparability`).
+  Decoding is temperature and top_p and nothing else: their eval.py sends only temperature, top_p and
+  max_tokens to SGLang's /v1/completions, whose request defaults are top_k -1, min_p 0, repetition penalty
+  1.0 (sglang 0.4.1 `srt/openai_api/protocol.py:166-176`), so no model generation_config applies there, nor
+  here (`medr1.models.base.sampling_record`).
+  Tokens: their eval.py renders the chat template into a string with `bos_token` (eval.py:63) and sends the
+  string; the server tokenizes it again with `tokenizer.encode(text)`, special tokens on (sglang 0.4.0 -
+  0.4.1.post3 `srt/managers/tokenizer_manager.py`, `input_ids = self.tokenizer.encode(input_text)`), so a
+  Llama-3 prompt starts with <|begin_of_text|> twice (Qwen2.5 adds no BOS: unaffected). They pin no SGLang
+  version (requirements.txt pins vllm 0.6.4, which SGLang 0.4.0-0.4.1.post3 require); every version of that
+  window tokenizes this way, so `add_special_tokens` reproduces it, and prompts.jsonl / predictions.jsonl
+  record each prompt's first token ids. The effect on accuracy is unmeasured here (no GPU run yet).
+  "No system prompt" is about the messages: their render and ours both include the chat template's own
+  default system block (Qwen2.5's "You are Qwen...", Llama-3.1's "Cutting Knowledge Date...").
 - `huatuo-o1-strict` (v1): the same with their `--strict_prompt` wording.
 - `medr1` (v1): ours. Prompt and decoding are the run's `eval_*` params (defaults: the r1 template,
   greedy), sets are our benchmark files, `strict` scorer. It compares models of this project with one
@@ -32,6 +47,8 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from medr1.models.base import sampling_record
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +77,13 @@ class SetSpec:
 
 @dataclass(frozen=True)
 class Protocol:
-    """A named, versioned evaluation. Fields set to None come from the run's `eval_*` params (`medr1`)."""
+    """A named, versioned evaluation. Fields set to None come from the run's `eval_*` params (`medr1`).
+
+    `permutations` and `num_samples` are how often each question is asked: a published protocol asks it
+    once, as written (no option rotation), and takes one sample, so K rotations or majority voting over
+    samples (+9.7 points on a simulated model) can never pass for its number. `add_special_tokens`: whether
+    the chat-rendered prompt is tokenized with the tokenizer's special tokens again (`eval_add_special_tokens`).
+    """
 
     name: str
     version: str
@@ -71,9 +94,9 @@ class Protocol:
     max_new_tokens: int | None
     scorer: str
     sets: Mapping[str, SetSpec] = field(default_factory=dict)
-    # Samples per question; when set, the samples are the repeats (one seed, pass@1..n in summary.json),
-    # instead of `eval_seeds` single-sample seeds. None: the run's eval_num_samples, once per seed.
+    permutations: int | None = None
     num_samples: int | None = None
+    add_special_tokens: bool | None = None
 
 
 _HUATUO_SETS = {
@@ -90,9 +113,11 @@ _HUATUO_SETS = {
 
 PROTOCOLS: dict[str, Protocol] = {p.name: p for p in (
     Protocol("huatuo-o1", "1", "HuatuoGPT-o1's published evaluation (plain prompt, sampled, their scorer)",
-             "huatuo", 0.5, 0.9, 2000, "huatuo", _HUATUO_SETS),
+             "huatuo", 0.5, 0.9, 2000, "huatuo", _HUATUO_SETS, permutations=1, num_samples=1,
+             add_special_tokens=True),
     Protocol("huatuo-o1-strict", "1", "HuatuoGPT-o1's evaluation with their --strict_prompt",
-             "huatuo_strict", 0.5, 0.9, 2000, "huatuo", _HUATUO_SETS),
+             "huatuo_strict", 0.5, 0.9, 2000, "huatuo", _HUATUO_SETS, permutations=1, num_samples=1,
+             add_special_tokens=True),
     Protocol("medr1", "1", "ours: the run's eval_* params (default r1 template, greedy), strict scorer",
              None, None, None, None, "strict"),
     # pass@k (issue 26; Yue et al. 2025: RL often wins at pass@1 and loses at large k): the medr1 prompt and
@@ -115,6 +140,18 @@ def get_protocol(name: str) -> Protocol:
     return PROTOCOLS[name]
 
 
+# Protocol field -> the `eval_*` param it replaces (and the `medr1 eval` flag that sets that param).
+FIXED_BY_PROTOCOL = {"template": "eval_prompt_template", "temperature": "eval_temperature", "top_p": "eval_top_p",
+                     "max_new_tokens": "eval_max_new_tokens", "permutations": "eval_permutations",
+                     "num_samples": "eval_num_samples", "add_special_tokens": "eval_add_special_tokens"}
+
+
+def fixed_settings(protocol: Protocol | str) -> list[str]:
+    """The `decoding` keys a protocol fixes (a flag setting one of them is refused under it)."""
+    protocol = get_protocol(protocol) if isinstance(protocol, str) else protocol
+    return [k for k in FIXED_BY_PROTOCOL if getattr(protocol, k) is not None]
+
+
 def decontamination_sets(params: Any) -> list[str]:
     """`params.decontaminate_against` plus every set of every protocol in `params.eval_protocol` (and the
     user's eval file), so no question any protocol evaluates can reach training."""
@@ -124,13 +161,34 @@ def decontamination_sets(params: Any) -> list[str]:
             spec = get_protocol(name).sets.get(bench)
             out += spec.decontaminate if spec else [f"{bench}:{params.eval_split}"]
             if spec and getattr(params, "eval_data_file", None):
-                out.append(f"{params.eval_data_file}:{bench}?")
+                out.append(f"{params.eval_data_file}:{bench}")  # evaluation reads it or stops, so must this
     return list(dict.fromkeys(x if ":" in x else f"{x}:test" for x in out))  # "medqa" is "medqa:test"
 
 
 # --------------------------------------------------------------------------------------------------
 # Sets: loading, fingerprints, comparability
 # --------------------------------------------------------------------------------------------------
+
+
+def _asked_otherwise(record: Mapping) -> str | None:
+    """Why a protocol record did not ask its questions the published way (once, as written, one sample, with
+    the protocol's decoding and nothing else), or None."""
+    protocol = PROTOCOLS.get(record.get("protocol"))
+    if protocol is None or protocol.permutations is None:
+        return f"protocol {record.get('protocol')} has no published way of asking"
+    for key, what in (("permutations", "option orders per question"), ("num_samples", "samples per question")):
+        value = record.get(key)
+        if value is None:
+            return f"{what} not recorded"
+        if value != getattr(protocol, key):
+            return f"{value} {what}; {protocol.name} asks each question once, as written, with one sample"
+    if record.get("add_special_tokens") != protocol.add_special_tokens:
+        return f"prompt tokens not made as {protocol.name}'s server made them (add_special_tokens)"
+    wanted = sampling_record(protocol.temperature, protocol.top_p)
+    if record.get("sampling") != wanted:
+        return (f"decoding {record.get('sampling')} is not {protocol.name}'s {wanted}" if record.get("sampling")
+                else "the effective sampling settings are not recorded")
+    return None
 
 
 def comparability(benchmark: str, scorer: str, record: Mapping | None, reference: Mapping | None = None) -> str:
@@ -154,6 +212,8 @@ def comparability(benchmark: str, scorer: str, record: Mapping | None, reference
         return f"not comparable: protocol {name}; the published numbers used {published}"
     if scorer != record.get("scorer"):
         return f"not comparable: {scorer} scorer; {name} scores with {record.get('scorer')}"
+    if why := _asked_otherwise(record):
+        return f"not comparable: {why}"
     b = (record.get("benchmarks") or {}).get(benchmark)
     if b is None:
         return f"not comparable: {benchmark} is not in the protocol record"
@@ -177,4 +237,5 @@ def comparability(benchmark: str, scorer: str, record: Mapping | None, reference
 # --------------------------------------------------------------------------------------------------
 
 
-__all__ = ["COMPARABLE", "PROTOCOLS", "Protocol", "SetSpec", "comparability", "decontamination_sets", "get_protocol"]
+__all__ = ["COMPARABLE", "FIXED_BY_PROTOCOL", "PROTOCOLS", "Protocol", "SetSpec", "comparability", "decontamination_sets",
+           "fixed_settings", "get_protocol"]

@@ -22,10 +22,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from medr1.artifacts import truncate_metrics, truncate_samples
-from medr1.config import Params, read_params_file
+from medr1.config import Params, training_settings
 from medr1.data import questions_hash
 from medr1.models.load import load_model
-from medr1.runs import RunDir, atomic_write_json, write_manifest
+from medr1.runs import TRAIN_SETTINGS_FILE, RunDir, atomic_write_json, write_manifest
 from medr1.train.validation import adopt_best, truncate_validation
 
 log = logging.getLogger(__name__)
@@ -38,9 +38,6 @@ COMPLETE_FILE = "complete.json"  # written last, after the final adapter: "this 
 CHECKPOINT_STATE_FILES = ("optimizer.pt", "scheduler.pt", "rng_state.pth", "trainer_state.json", "training_args.bin",
                           "scaler.pt")
 
-# Params that may change between an interrupted run and its resumption without changing what is trained.
-RESUME_SAFE_KEYS = {"resume", "force", "max_steps", "num_train_epochs", "save_steps", "save_total_limit",
-                    "logging_steps", "sample_every", "merge_adapter", "reference_results"}
 
 
 def _safetensors_whole(path: Path) -> bool:
@@ -134,17 +131,11 @@ def finished_training(run: RunDir, params: Params) -> dict | None:
     return done if same_target else None
 
 
-def warn_changed_params(run: RunDir, params: Params) -> None:
-    try:
-        before = read_params_file(run.path / "params.yaml")
-    except Exception:
-        return
-    changed = sorted(k for k, v in params.to_dict().items()
-                     if k in before and before[k] != v and k not in RESUME_SAFE_KEYS and not k.startswith("eval_"))
-    if changed:
-        log.warning("resuming %s with changed params %s; the run mixes two settings. Use force: true (or a new "
-                    "run_name) to start over.", run.path, changed)
-
+def record_training_settings(run: RunDir, params: Params) -> None:
+    """train/settings.json: the model-shaping params this training starts with (`changed_training_settings`
+    compares a later call's with them)."""
+    run.train_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(run.train_dir / TRAIN_SETTINGS_FILE, training_settings(params))
 
 
 def check_same_draws(run: RunDir, draws_hash: str, *, resuming: bool) -> None:

@@ -5,11 +5,11 @@ train, save (rewards come before the model so that a run killed after its last c
 without loading one). What is ours rather than TRL's, and why:
 
 - Backends. TRL + PEFT everywhere (CPU included: TRL 1.16 is the first whose GRPO runs on CPU), Unsloth
-  on CUDA (faster, 4-bit, vLLM generation). `backend: auto` takes Unsloth only when a CUDA GPU is
-  present *and* `import unsloth` works, because Unsloth refuses to import without a GPU. Asking for
-  Unsloth without a GPU fails before anything loads, with the fix in the message. The policy (model +
-  LoRA, either backend) comes from `medr1.models.load.load_policy`; GRPOConfig and trainer from
-  `medr1.train.trainer` (shared with `benchmarks/run_gpu.py`), which re-asserts params' algorithm on whatever
+  on CUDA (faster, 4-bit, vLLM generation). `backend: auto` takes Unsloth only for one process, when a
+  CUDA GPU is present *and* `import unsloth` works (Unsloth refuses to import without a GPU). Asking for
+  Unsloth without a GPU fails before anything loads, with the fix in the message. The GRPOConfig, then
+  the policy (model + LoRA, either backend), then the trainer come from `medr1.train.trainer` (shared with
+  `benchmarks/run_gpu.py`), which re-asserts params' algorithm on whatever
   the backend changed; manifest.json records what the trainer really runs (`effective_grpo_config`).
 - Data. Training reads the pool that preparation wrote (`medr1.prepare.load_prepared`, checked by hash;
   prepared first when `medr1 train` runs alone) and walks a sequence of option-shuffled draws that is a
@@ -21,8 +21,8 @@ without loading one). What is ours rather than TRL's, and why:
 - Prompts longer than `max_prompt_length` tokens are dropped before training, counted and logged: TRL
   1.16 has no prompt truncation, and a silently cut prompt would lose its options.
 - Multi-GPU (`num_processes > 1`) runs this same module under `accelerate launch` (see `medr1.train.launch`).
-- Generation dominates a GRPO step. TRL generates under `torch.no_grad()` with the KV cache (we pass
-  `use_cache=True` explicitly, since gradient checkpointing turns it off in the model config). Not
+- Generation dominates a GRPO step. TRL generates under `torch.no_grad()` with the KV cache (without vLLM we
+  pass `use_cache=True` explicitly, since gradient checkpointing turns it off in the model config). Not
   `inference_mode`: the completion ids are fed back into the autograd forward, and inference tensors
   cannot be saved for backward.
 """
@@ -44,11 +44,11 @@ from pathlib import Path
 from typing import Any
 
 from medr1.artifacts import read_metrics
-from medr1.config import Params, load_params
+from medr1.config import Params, changed_training_settings, describe_changes, load_params
 from medr1.data import questions_hash
 from medr1.data.option_order import shuffle_report, training_draws
 from medr1.models.base import pick_device
-from medr1.models.load import check_model_spec, load_policy, resolve_model_path
+from medr1.models.load import check_model_spec, resolve_model_path
 from medr1.models.vision import is_vision_spec
 from medr1.prepare import load_prepared, load_validation
 from medr1.runs import RunDir, atomic_write_text, check_writable, write_manifest
@@ -59,6 +59,7 @@ from medr1.train.callbacks import metrics_columns, prompt_key, training_callback
 from medr1.train.launch import build_launch_command, die_with_parent, inside_launch, run_launch
 from medr1.train.prefilter import informative_pool
 from medr1.train.trainer import (  # noqa: F401  (re-exported: tests and callers import it here)
+    build_config_and_policy,
     build_grpo_config,
     build_trainer,
     check_effective_config,
@@ -143,7 +144,7 @@ def train(params: Params, *, progress: bool = True, reward_funcs: list[Callable]
         # --- seed and backend (decided, or refused, before anything loads) ---------------------------
         set_seed(params.seed)
         device = pick_device(params.device)
-        backend = select_backend(params.backend, cuda=device == "cuda")
+        backend = select_backend(params.backend, cuda=device == "cuda", processes=params.num_processes)
         is_main = int(os.environ.get("RANK", "0")) == 0
 
         # --- data: the pool preparation wrote (validated, decontaminated), checked by hash -------------
@@ -173,11 +174,12 @@ def train(params: Params, *, progress: bool = True, reward_funcs: list[Callable]
             return TrainResult(run.path, step0, last_metrics_row(run), adapter_dir=run.adapter_dir,
                                resumed_from=checkpoint, n_questions=len(pool), n_dropped_long=None)
 
-        # --- model + LoRA (a VLM: model and processor, images in the dataset, see medr1.models.vision) --------
+        # --- GRPO config, then model + LoRA (a VLM: model and processor, see medr1.models.vision); the
+        # config first, so that under ZeRO-3 the model loads sharded (medr1.train.trainer.build_config_and_policy)
         path = resolve_model_path(params.model)
         changed: dict[str, Any] = {}  # what the backend changed on its own (set back to params)
-        model, tokenizer, peft_config, dtype_name = load_policy(params, path, device=device, backend=backend,
-                                                                changed=changed)
+        config, model, tokenizer, peft_config, dtype_name = build_config_and_policy(
+            params, path, run.train_dir, device=device, backend=backend, changed=changed)
 
         # --- draws: the sequence of (option-shuffled) questions the trainer walks, a function of the params
         kept, n_dropped = fit_prompts(pool, tokenizer, template=params.prompt_template,
@@ -207,13 +209,10 @@ def train(params: Params, *, progress: bool = True, reward_funcs: list[Callable]
         if is_main:
             write_manifest(run, job="train", params=params.to_dict(), data_hashes=data_hashes, extra=manifest_extra)
 
-        # --- GRPO config -----------------------------------------------------------------------------
-        config = build_grpo_config(params, run.train_dir, cuda=device == "cuda", dtype_name=dtype_name,
-                                   changed=changed)
-
         # --- trainer ---------------------------------------------------------------------------------
         callbacks, needs_trainer = training_callbacks(run, reward_names, draw_by_prompt, params.sample_every, progress)
-        monitor = make_validation_monitor(params, load_validation(params), tokenizer, run.train_dir) if is_main else None
+        # on every process: the main one validates, the others wait for it at a barrier (medr1.validation_monitor)
+        monitor = make_validation_monitor(params, load_validation(params), tokenizer, run.train_dir)
         callbacks += [monitor] if monitor else []
         with _env(TENSORBOARD_LOGGING_DIR=str(run.train_dir / "tb")):
             trainer = build_trainer(params, model=model, tokenizer=tokenizer, peft_config=peft_config, config=config,
@@ -260,15 +259,17 @@ def claim_run(params: Params, run: RunDir, *, progress: bool, echo) -> Iterator[
     """Hold the run for one training; yields None to go on training here, or the result when there is
     nothing to train here (a finished run, or workers launched for `num_processes > 1`).
 
-    Under the lock: `force` deletes the earlier training; `resume` finds a finished one (nothing to do) or
-    warns about changed params; `resume: false` over an earlier training refuses. The data is prepared
+    Under the lock: `force` deletes the earlier training; a training started with other model-shaping
+    settings (train/settings.json) is refused, naming the changed keys; `resume` finds a finished one with
+    the same settings (nothing to do); `resume: false` over an earlier training refuses. The data is prepared
     before workers start, so that they only read it. A worker under `accelerate launch` takes no lock
     (its parent holds it and prepared the directory).
     """
     import shutil
 
     check_model_spec(params.model)
-    select_backend(params.backend, cuda=pick_device(params.device) == "cuda")  # refuse before touching files
+    # refuse before touching files
+    select_backend(params.backend, cuda=pick_device(params.device) == "cuda", processes=params.num_processes)
     if inside_launch():
         die_with_parent()  # a killed launch must not leave workers writing into the run
         yield None
@@ -278,18 +279,23 @@ def claim_run(params: Params, run: RunDir, *, progress: bool, echo) -> Iterator[
         if params.force:
             log.info("force: deleting %s", run.train_dir)
             shutil.rmtree(run.train_dir, ignore_errors=True)
-        elif params.resume and (done := ckpt.finished_training(run, params)) is not None:
-            log.info("%s already finished %d steps; nothing to do (raise max_steps or set force: true)",
-                     run.path, done["global_step"])
+        elif not params.resume and (run.train_dir.exists() and any(run.train_dir.iterdir())):
+            raise TrainSetupError(f"{run.train_dir} holds an earlier training and resume is false; set "
+                                  f"resume: true to continue it or force: true to start over")
+        elif changed := changed_training_settings(run, params):
+            # Never "nothing to do" (nor a resumed mix of two settings) over changed settings: the adapter
+            # here would be reported under params it was not trained with.
+            raise TrainSetupError(f"{run.train_dir} holds a training started with other settings "
+                                  f"({describe_changes(changed)}). Set force: true to train afresh over it, "
+                                  f"or choose another run_name.")
+        elif (done := ckpt.finished_training(run, params)) is not None:
+            log.info("%s already finished %d steps with these settings; nothing to do (raise max_steps or set "
+                     "force: true)", run.path, done["global_step"])
             yield TrainResult(run.path, done["global_step"], last_metrics_row(run), skipped=True,
                               adapter_dir=run.adapter_dir, n_questions=done.get("n_questions"),
                               n_dropped_long=done.get("n_dropped_long"))
             return
-        elif not params.resume and (run.train_dir.exists() and any(run.train_dir.iterdir())):
-            raise TrainSetupError(f"{run.train_dir} holds an earlier training and resume is false; set "
-                                  f"resume: true to continue it or force: true to start over")
-        if params.resume and not params.force:
-            ckpt.warn_changed_params(run, params)
+        ckpt.record_training_settings(run, params)
         atomic_write_text(run.path / "params.yaml", params.to_yaml())
         if params.num_processes > 1:
 
@@ -307,13 +313,15 @@ def _unsloth_importable() -> bool:
     return True
 
 
-def select_backend(requested: str, *, cuda: bool, unsloth_importable: Callable[[], bool] = _unsloth_importable
-                   ) -> str:
+def select_backend(requested: str, *, cuda: bool, processes: int = 1,
+                   unsloth_importable: Callable[[], bool] = _unsloth_importable) -> str:
     """The training backend for a `backend` param, before any model is loaded.
 
     Args:
         requested: "auto", "trl" or "unsloth".
         cuda: whether training will run on a CUDA GPU.
+        processes: `num_processes`; with several, "auto" takes TRL (Unsloth's GRPO with its vLLM engine
+            under DDP is a reported hang, unslothai/unsloth#4559, and its multi-GPU path is untested here).
         unsloth_importable: probe for Unsloth (only called with CUDA; Unsloth cannot import without).
 
     Returns:
@@ -334,9 +342,13 @@ def select_backend(requested: str, *, cuda: bool, unsloth_importable: Callable[[
         if not unsloth_importable():
             raise TrainSetupError("backend 'unsloth' was requested but `import unsloth` fails; install the GPU "
                                "extra (pip install -e '.[gpu]') or use backend: trl")
+        if processes > 1:
+            log.warning("backend: unsloth with num_processes=%d: Unsloth's multi-GPU GRPO is untested here "
+                        "(with vLLM under DDP it is a reported hang, unslothai/unsloth#4559); backend: trl is "
+                        "what auto picks", processes)
         return "unsloth"
     if requested == "auto":
-        return "unsloth" if cuda and unsloth_importable() else "trl"
+        return "unsloth" if cuda and processes == 1 and unsloth_importable() else "trl"
     raise ValueError(f"backend must be auto, trl or unsloth, got {requested!r}")
 
 

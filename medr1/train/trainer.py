@@ -1,5 +1,6 @@
-"""One place builds what a GRPO run trains with: the `GRPOConfig` and the trainer (the policy, model + LoRA on
-either backend, comes from `medr1.models.load.load_policy`); and reads back what the built trainer will really run.
+"""One place builds what a GRPO run trains with: the `GRPOConfig`, then the policy (model + LoRA on either
+backend, loaded by `medr1.models.load.load_policy`), then the trainer; and reads back what the built trainer
+will really run.
 
 Why this module exists: switching `backend` must change speed, not the experiment. Measured on an H100
 (issue 15): Unsloth 2026.10 set `mask_truncated_completions=True` and `epsilon_high=0.28` on its own
@@ -17,6 +18,7 @@ configuration that training uses.
 
 from __future__ import annotations
 
+import enum
 import logging
 import os
 from collections.abc import Callable, Sequence
@@ -24,8 +26,9 @@ from typing import Any
 
 from medr1.config import Params
 
-# The policy (model + LoRA, either backend) is loaded in medr1.models; re-exported for callers of this module.
-from medr1.models.base import intended_pad_token, set_pad_token, text_tokenizer  # noqa: F401
+# The policy (model + LoRA, either backend) is loaded in medr1.models.load (build_config_and_policy, below).
+from medr1.models.base import intended_pad_token, pick_dtype, set_pad_token, text_tokenizer  # noqa: F401
+from medr1.models.load import load_policy
 from medr1.train.sampling import use_shared_prefill
 
 log = logging.getLogger(__name__)
@@ -39,12 +42,18 @@ TRAINER_ATTRS = {
     "num_generations": "num_generations", "max_completion_length": "max_completion_length",
     "temperature": "temperature", "top_p": "top_p", "use_vllm": "use_vllm", "vllm_mode": "vllm_mode",
     "vllm_gpu_memory_utilization": "vllm_gpu_memory_utilization",
+    # TRL 1.15 and 1.16 copy these into trainer attributes (grpo_trainer.py:792-795 / 815-818); Unsloth's
+    # loss reads the correction flag from the trainer and the mode and cap from args.
+    "vllm_importance_sampling_correction": "vllm_importance_sampling_correction",
+    "vllm_importance_sampling_mode": "vllm_importance_sampling_mode",
+    "vllm_importance_sampling_clip_max": "vllm_importance_sampling_clip_max",
 }
 ARGS_KEYS = ("learning_rate", "per_device_train_batch_size", "gradient_accumulation_steps", "max_grad_norm",
-             "weight_decay", "lr_scheduler_type", "warmup_steps", "seed")
+             "weight_decay", "lr_scheduler_type", "warmup_steps", "seed", "optim")
 # Recorded with the effective config for the reader, not compared (no param sets them).
 INFO_ATTRS = ("top_k", "min_p", "repetition_penalty")
-INFO_ARGS = ("generation_batch_size", "steps_per_generation", "bf16", "fp16", "gradient_checkpointing")
+INFO_ARGS = ("generation_batch_size", "steps_per_generation", "bf16", "fp16", "gradient_checkpointing",
+             "generation_kwargs")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -75,6 +84,7 @@ def grpo_config_kwargs(params: Params, output_dir: str | os.PathLike, *, cuda: b
         warmup_steps=params.warmup_ratio,  # transformers 5: a float < 1 is a ratio of the total steps
         weight_decay=params.weight_decay,
         max_grad_norm=params.max_grad_norm,
+        optim=params.optim,  # Unsloth's own default is adamw_8bit
         per_device_train_batch_size=params.per_device_train_batch_size,
         gradient_accumulation_steps=params.gradient_accumulation_steps,
         max_steps=params.max_steps,
@@ -99,10 +109,14 @@ def grpo_config_kwargs(params: Params, output_dir: str | os.PathLike, *, cuda: b
         importance_sampling_level=params.importance_sampling_level,
         num_iterations=params.num_iterations,
         reward_weights=[float(w) for w in params.reward_weights] if params.reward_weights else None,
-        generation_kwargs={"use_cache": True},
+        generation_kwargs=generation_kwargs(params),
         use_vllm=params.use_vllm,
         vllm_mode=params.vllm_mode,  # colocate: vLLM inside the training process, no server to start
         vllm_gpu_memory_utilization=params.vllm_gpu_memory_utilization,
+        # Unsloth's own default is off; TRL's is on (sequence_mask, cap 3). Only read with use_vllm.
+        vllm_importance_sampling_correction=params.vllm_importance_sampling_correction,
+        vllm_importance_sampling_mode=params.vllm_importance_sampling_mode,
+        vllm_importance_sampling_clip_max=params.vllm_importance_sampling_clip_max,
         remove_unused_columns=False,  # rewards need `answer` and `options_json`
         # precision and device
         use_cpu=not cuda,
@@ -121,11 +135,24 @@ def grpo_config_kwargs(params: Params, output_dir: str | os.PathLike, *, cuda: b
     )
 
 
+def generation_kwargs(params: Params) -> dict[str, Any]:
+    """GRPOConfig's `generation_kwargs`: extra keywords of whichever engine generates.
+
+    Without vLLM they go to transformers' `GenerationConfig`: `use_cache`, since gradient checkpointing turns
+    the KV cache off in the model config and generation dominates a GRPO step. With vLLM, TRL passes them to
+    vLLM's `SamplingParams`, which rejects any keyword it does not know (`use_cache` raised TypeError on the
+    first generation step, review A1), and vLLM always caches: nothing to add.
+    """
+    return {} if params.use_vllm else {"use_cache": True}
+
+
 # The GRPOConfig fields re-asserted after construction: the algorithm, not bookkeeping.
 REASSERTED_FIELDS = ("loss_type", "beta", "epsilon", "epsilon_high", "mask_truncated_completions", "scale_rewards",
                      "importance_sampling_level", "num_iterations", "num_generations", "max_completion_length",
                      "temperature", "top_p", "learning_rate", "per_device_train_batch_size",
-                     "gradient_accumulation_steps", "use_vllm", "vllm_mode", "vllm_gpu_memory_utilization")
+                     "gradient_accumulation_steps", "use_vllm", "vllm_mode", "vllm_gpu_memory_utilization", "optim",
+                     "vllm_importance_sampling_correction", "vllm_importance_sampling_mode",
+                     "vllm_importance_sampling_clip_max")
 
 
 def build_grpo_config(params: Params, output_dir: str | os.PathLike, *, cuda: bool, dtype_name: str = "float32",
@@ -149,8 +176,39 @@ def build_grpo_config(params: Params, output_dir: str | os.PathLike, *, cuda: bo
                         type(config).__name__, key, kwargs[key], getattr(config, key, None), kwargs[key])
             if changed is not None:
                 changed[key] = _plain(getattr(config, key, None))
-            setattr(config, key, kwargs[key])
+            old = getattr(config, key, None)
+            # optim is an enum after __post_init__; the Trainer compares it with OptimizerNames members
+            setattr(config, key, type(old)(kwargs[key]) if isinstance(old, enum.Enum) else kwargs[key])
+    if config.n_gpu > 1:
+        # One process, several visible GPUs, no launcher: transformers counts them all (n_gpu) to wrap the
+        # model in nn.DataParallel, which GRPOTrainer refuses at construction (ValueError, review A2). One
+        # process trains on one GPU, cuda:0, where transformers already put it; as transformers' own Trainer
+        # does for a model split over devices, n_gpu becomes 1. num_processes: N uses the others.
+        log.info("%d GPUs visible to one process: training on cuda:0 (num_processes > 1 uses several)", config.n_gpu)
+        config._n_gpu = 1
     return config
+
+
+def build_config_and_policy(params: Params, path: str, output_dir: str | os.PathLike, *, device: str, backend: str,
+                            changed: dict[str, Any] | None = None, **overrides):
+    """(GRPOConfig, model, tokenizer or processor, peft_config or None, dtype name), in that order of building.
+
+    The config comes first (review B2): transformers builds a model inside DeepSpeed's `zero.Init`, each
+    process holding only its shard, only once a `TrainingArguments` under ZeRO-3 exists (building it sets the
+    weak reference `is_deepspeed_zero3_enabled` reads). Loaded before it, every process held the whole model
+    and moved it whole to its GPU: an OOM for a model that does not fit one. So the mixed precision comes from
+    params (`pick_dtype`, the rule both backends load with), and the loaded model is checked against it.
+    """
+    if backend == "unsloth":
+        import unsloth  # noqa: F401  (patches trl first: the config must be Unsloth's GRPOConfig, as its trainer is)
+    dtype_name = str(pick_dtype(params.torch_dtype, device)).removeprefix("torch.")
+    config = build_grpo_config(params, output_dir, cuda=device == "cuda", dtype_name=dtype_name, changed=changed,
+                               **overrides)
+    model, tokenizer, peft_config, loaded = load_policy(params, path, device=device, backend=backend, changed=changed)
+    if loaded != dtype_name:
+        log.warning("the %s policy loaded in %s, but params' torch_dtype=%r means %s (the mixed precision the config "
+                    "was built for)", backend, loaded, params.torch_dtype, dtype_name)
+    return config, model, tokenizer, peft_config, dtype_name
 
 
 # --------------------------------------------------------------------------------------------------
@@ -205,7 +263,7 @@ def requested_grpo_config(params: Params, *, pad_token: str, n_rewards: int) -> 
     out.update(learning_rate=params.learning_rate, per_device_train_batch_size=params.per_device_train_batch_size,
                gradient_accumulation_steps=params.gradient_accumulation_steps, max_grad_norm=params.max_grad_norm,
                weight_decay=params.weight_decay, lr_scheduler_type=params.lr_scheduler_type,
-               warmup_steps=params.warmup_ratio, seed=params.seed,
+               warmup_steps=params.warmup_ratio, seed=params.seed, optim=params.optim,
                reward_weights=[float(w) for w in params.reward_weights] if params.reward_weights
                else [1.0] * n_rewards, pad_token=pad_token)
     return out

@@ -160,9 +160,36 @@ def validation_counts(params) -> list[int]:
                 else params.validation_option_counts)
 
 
-def make_validation_monitor(params, questions: Sequence[Any], tokenizer, train_dir: Path):
+class ValidationOverBudget(RuntimeError):
+    """Validation on the main process ran past its time budget (other processes wait for it)."""
+
+
+def validation_budget_s(args) -> float | None:
+    """Seconds the main process may spend validating while the other processes wait at the barrier: half of
+    `ddp_timeout`, the timeout of that barrier (and of every collective); None (no bound) for one process."""
+    return args.ddp_timeout / 2 if getattr(args, "world_size", 1) > 1 else None
+
+
+def wait_for_all_processes(args) -> None:
+    """Every process of a multi-process run waits here until all have arrived; a no-op for one process."""
+    import torch.distributed as dist
+
+    if getattr(args, "world_size", 1) > 1 and dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
+def make_validation_monitor(params, questions: Sequence[Any], tokenizer, train_dir: Path, *,
+                            barrier=wait_for_all_processes):
     """The `TrainerCallback` (imported lazily: transformers is heavy) for `params` and these validation
-    questions, or None when `validation_every` is 0 or there are no validation questions."""
+    questions, or None when `validation_every` is 0 or there are no validation questions.
+
+    Every process of a run holds it. With several: the main process validates alone while the others wait
+    at `barrier` (before, they ran ahead into the next step's collectives, waiting there instead); the
+    barrier comes at every due step whether or not the main process finds the step validated already, so
+    all arrive. Validation stops at `validation_budget_s`, before that barrier's timeout, and the step goes
+    without a row. Under ZeRO-3 a forward needs every process's shard, so validation on the main process
+    alone would hang: refused (also in params: validation_every with deepspeed: zero3).
+    """
     if not params.validation_every or not questions:
         return None
     if any(q.images for q in questions):
@@ -177,14 +204,26 @@ def make_validation_monitor(params, questions: Sequence[Any], tokenizer, train_d
     class ValidationMonitor(TrainerCallback):
         """Greedy validation every `validation_every` steps; keeps the best step's adapter."""
 
-        def _validate(self, model, step: int) -> dict[str, Any]:
+        def _validate(self, model, step: int, budget_s: float | None) -> dict[str, Any] | None:
 
             t0 = time.perf_counter()
+
+            def check_budget(_batch):
+                if budget_s is not None and time.perf_counter() - t0 > budget_s:
+                    raise ValidationOverBudget
+
             was_training = model.training
             model.eval()
             try:
                 gens = generate(model, tokenizer, prompts, max_new_tokens=params.eval_max_new_tokens,
-                                batch_size=params.eval_batch_size, temperature=0.0, seed=params.seed)
+                                batch_size=params.eval_batch_size, temperature=0.0, seed=params.seed,
+                                on_batch=check_budget)
+            except ValidationOverBudget:
+                log.warning("validation at step %d stopped after %.0f s, over its budget of %.0f s (half the "
+                            "timeout the other processes wait with); no validation row for this step. Lower "
+                            "validation_size, eval_permutations or eval_max_new_tokens", step,
+                            time.perf_counter() - t0, budget_s)
+                return None
             finally:
                 model.train(was_training)
             row = {"step": step, **score_answers(asked, [g.text for g in gens]),
@@ -194,21 +233,7 @@ def make_validation_monitor(params, questions: Sequence[Any], tokenizer, train_d
                      row["accuracy"], row["answer_top_share"], row["parse_rate"])
             return row
 
-        def on_train_begin(self, args, state, control, model=None, **kwargs):
-            if (state.is_world_process_zero and state.global_step == 0 and model is not None
-                    and not any(r["step"] == 0 for r in read_validation(train_dir / VALIDATION_CSV))):
-                self._validate(model, 0)
-
-        def on_step_end(self, args, state, control, model=None, **kwargs):
-            step = state.global_step
-            if not state.is_world_process_zero or model is None:
-                return
-            if step % params.validation_every and step != state.max_steps:
-                return
-            rows = read_validation(train_dir / VALIDATION_CSV)
-            if any(r["step"] == step for r in rows):
-                return
-            row = self._validate(model, step)
+        def _keep_if_best(self, model, row: dict[str, Any], rows: list[dict[str, Any]]) -> None:
             base = next((r for r in rows if r["step"] == 0), None)
             base_parse = base["parse_rate"] if base else 0.0
             best = read_best(train_dir)
@@ -217,12 +242,39 @@ def make_validation_monitor(params, questions: Sequence[Any], tokenizer, train_d
                 tmp = train_dir / f".best.tmp-{os.getpid()}"
                 shutil.rmtree(tmp, ignore_errors=True)
                 model.save_pretrained(str(tmp))  # a PEFT model saves its adapter only
-                (tmp / BEST_FILE).write_text(json.dumps({"step": step, "row": row}), encoding="utf-8")
+                (tmp / BEST_FILE).write_text(json.dumps({"step": row["step"], "row": row}), encoding="utf-8")
                 shutil.rmtree(target, ignore_errors=True)
                 tmp.rename(target)
+
+        def on_train_begin(self, args, state, control, model=None, **kwargs):
+            from transformers.integrations import is_deepspeed_zero3_enabled
+
+            if is_deepspeed_zero3_enabled():  # on every process: all stop here, none hangs
+                raise ValueError("validation_every > 0 under DeepSpeed ZeRO-3: the main process would decode "
+                                 "alone while each forward needs every process's shard; set validation_every: 0 "
+                                 "or deepspeed: zero2")
+            if state.global_step != 0:
+                return
+            if (state.is_world_process_zero and model is not None
+                    and not any(r["step"] == 0 for r in read_validation(train_dir / VALIDATION_CSV))):
+                self._validate(model, 0, validation_budget_s(args))
+            barrier(args)
+
+        def on_step_end(self, args, state, control, model=None, **kwargs):
+            step = state.global_step
+            if step % params.validation_every and step != state.max_steps:
+                return
+            if state.is_world_process_zero and model is not None:
+                rows = read_validation(train_dir / VALIDATION_CSV)
+                if not any(r["step"] == step for r in rows):
+                    row = self._validate(model, step, validation_budget_s(args))
+                    if row is not None:
+                        self._keep_if_best(model, row, rows)
+            barrier(args)
 
     return ValidationMonitor()
 
 
-__all__ = ["TOP_SHARE_LIMIT", "adopt_best", "make_validation_monitor", "read_best", "read_validation",
-           "score_answers", "selection_key", "truncate_validation", "validation_rows"]
+__all__ = ["TOP_SHARE_LIMIT", "ValidationOverBudget", "adopt_best", "make_validation_monitor", "read_best",
+           "read_validation", "score_answers", "selection_key", "truncate_validation", "validation_budget_s",
+           "validation_rows", "wait_for_all_processes"]

@@ -347,3 +347,19 @@ def test_end_to_end_embedded_model(tmp_path):
     assert strict["n"] == 4 and sum(strict["by_rule"].values()) == 4
     assert summary["settings"]["backend"] == "hf"
     assert os.path.getsize(out / "summary.json") > 0
+
+
+def test_sampled_predictions_resume_only_on_the_same_decode_path(data_dir, tmp_path):
+    """Greedy texts are the same on every decode loop, sampled ones are not: when sampling, the backend and
+    loop (`sampling_path`) join the resume key, and settings.json records the effective sampling."""
+    out = tmp_path / "e"
+    _eval(data_dir, out, limit=2, decode="compact")
+    _eval(data_dir, out, limit=3, decode="hf")  # greedy: another loop continues the same experiment
+    _eval(data_dir, tmp_path / "s", limit=2, temperature=0.5, top_p=0.9, seed=1, decode="compact")
+    settings = json.loads((tmp_path / "s" / "settings.json").read_text())
+    assert settings["sampling_path"] == "custom/compact"
+    assert settings["sampling"] == {"temperature": 0.5, "top_p": 0.9, "top_k": 0, "min_p": 0.0, "typical_p": 1.0,
+                                    "repetition_penalty": 1.0, "presence_penalty": 0.0, "frequency_penalty": 0.0,
+                                    "no_repeat_ngram_size": 0}
+    with pytest.raises(EvalSettingsError, match="sampling_path: 'custom/compact' there, 'custom/hf' now"):
+        _eval(data_dir, tmp_path / "s", limit=3, temperature=0.5, top_p=0.9, seed=1, decode="hf")

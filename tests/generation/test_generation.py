@@ -7,6 +7,9 @@ slow tests check batched against unbatched greedy decoding on the embedded SmolL
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 import pytest
 import torch
 from helpers import ByteTokenizer
@@ -248,3 +251,186 @@ def test_embedded_batched_matches_unbatched(smol):
     assert _texts(many) == _texts(one) == _texts(hf)
     assert [g.prompt_tokens for g in many] == [g.prompt_tokens for g in one]
     assert all(g.text.strip() for g in many)
+
+
+# --------------------------------------------------------------------------------------------------
+# Issue 25: decoding is what is recorded
+# --------------------------------------------------------------------------------------------------
+
+
+def _leaky(tiny):
+    """The tiny model with a Qwen2.5-Instruct-like generation_config (and more that would shape a sample)."""
+    import copy
+
+    model = copy.deepcopy(tiny)
+    model.generation_config.update(top_k=20, repetition_penalty=1.05, min_p=0.05, typical_p=0.9,
+                                   no_repeat_ngram_size=2)
+    return model
+
+
+def _spy(model, monkeypatch):
+    """The generation config and logits processors `model.generate` actually used, per call."""
+    seen = []
+    prepare, processors = model._prepare_generation_config, model._get_logits_processor
+
+    def spy_prepare(*a, **k):
+        cfg, kwargs = prepare(*a, **k)
+        seen.append({"config": cfg})
+        return cfg, kwargs
+
+    def spy_processors(*a, **k):
+        out = processors(*a, **k)
+        seen[-1]["processors"] = sorted(type(p).__name__ for p in out)
+        return out
+
+    monkeypatch.setattr(model, "_prepare_generation_config", spy_prepare)
+    monkeypatch.setattr(model, "_get_logits_processor", spy_processors)
+    return seen
+
+
+def test_hf_path_under_huatuo_o1_samples_with_exactly_the_recorded_settings(tiny, tmp_path, monkeypatch):
+    import json
+
+    from medr1.evaluation.evaluate import EvalSettings
+    from medr1.evaluation.protocol_eval import evaluate_protocol
+
+    model = _leaky(tiny)
+    seen = _spy(model, monkeypatch)
+    # The premise: model.generate given only temperature and top_p takes the generation_config's top_k etc.
+    with torch.inference_mode():
+        model.generate(torch.tensor([[5, 6, 7]]), max_new_tokens=1, do_sample=True, temperature=0.5, top_p=0.9)
+    assert (seen[0]["config"].top_k, seen[0]["config"].repetition_penalty) == (20, 1.05)
+    seen.clear()
+
+    eval_file = tmp_path / "eval_data.json"
+    eval_file.write_text(json.dumps({"MedQA_USLME_test": [{"question": "Q?", "options": {"A": "a", "B": "b"},
+                                                           "answer_idx": "A"}]}))
+
+    def hf(prompts, *, max_new_tokens, **kw):  # their 2,000 tokens do not fit the tiny model's 96 positions
+        return generate(model, ByteTokenizer(), prompts, max_new_tokens=3, decode="hf", **kw)
+
+    out = tmp_path / "ev"
+    evaluate_protocol("tiny", "huatuo-o1", ["medqa"], out, EvalSettings.from_params(None, decode="hf", seed=0),
+                      eval_file=eval_file, eval_seeds=1, generate_fn=hf, progress=False)
+    recorded = json.loads((out / "seed-0" / "settings.json").read_text())["sampling"]
+    effective = seen[0]["config"]
+    assert (recorded["temperature"], recorded["top_p"]) == (0.5, 0.9)
+    assert (effective.temperature, effective.top_p) == (recorded["temperature"], recorded["top_p"])
+    assert effective.top_k == recorded["top_k"] == 0  # no top-k cut, not the model's 20
+    assert effective.repetition_penalty == recorded["repetition_penalty"] == 1.0  # not the model's 1.05
+    assert effective.min_p is None and recorded["min_p"] == 0.0  # off both ways
+    assert effective.typical_p == recorded["typical_p"] == 1.0
+    assert effective.no_repeat_ngram_size == recorded["no_repeat_ngram_size"] == 0
+    # Nothing but temperature and top-p touches the logits.
+    assert seen[0]["processors"] == ["TemperatureLogitsWarper", "TopPLogitsWarper"]
+
+
+@pytest.mark.parametrize("decode", ["hf", "static"])
+def test_greedy_hf_paths_take_nothing_from_the_generation_config(tiny, monkeypatch, decode):
+    model = _leaky(tiny)
+    seen = _spy(model, monkeypatch)
+    leaky = generate(model, ByteTokenizer(), PROMPTS[:3], max_new_tokens=8, batch_size=3, decode=decode,
+                     compile=False) if decode == "static" else generate(model, ByteTokenizer(), PROMPTS[:3],
+                                                                         max_new_tokens=8, batch_size=3, decode=decode)
+    assert seen and all(s["processors"] == [] for s in seen)  # greedy: no repetition penalty, no n-gram block
+    compact = generate(model, ByteTokenizer(), PROMPTS[:3], max_new_tokens=8, batch_size=3)
+    assert _texts(leaky) == _texts(compact)  # the same texts as our own loop, which applies none of them
+
+
+# --------------------------------------------------------------------------------------------------
+# vLLM engines (against a strict fake vLLM 0.31: tests/fake_vllm.py)
+# --------------------------------------------------------------------------------------------------
+
+
+def _lora_adapter(base: str, out) -> str:
+    """A real PEFT adapter (rank 4) on a local base checkpoint."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(base)
+    get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"])).save_pretrained(out)
+    return str(out)
+
+
+def test_the_fake_vllm_engine_refuses_what_vllm_refuses(tiny_checkpoint, monkeypatch):
+    """The engine the tests below run against: signatures checked by the contract snapshot (a keyword vLLM
+    lacks is refused), and vLLM's per-call refusals (LoRA not enabled, a prompt as long as the context)."""
+    import sys
+
+    import fake_vllm
+    from api_contract import ContractError
+
+    fake_vllm.install(monkeypatch)
+    vllm = sys.modules["vllm"]
+    with pytest.raises(ContractError, match="'use_cache'"):
+        vllm.LLM(model=tiny_checkpoint, use_cache=True)
+    llm = vllm.LLM(model=tiny_checkpoint)
+    with pytest.raises(fake_vllm.VLLMValidationError, match="LoRA is not enabled"):
+        llm.generate([{"prompt_token_ids": [1, 2]}], vllm.SamplingParams(max_tokens=2),
+                     lora_request=vllm.lora.request.LoRARequest("a", 1, tiny_checkpoint))
+    with pytest.raises(fake_vllm.VLLMValidationError, match="longer than the maximum model length"):
+        llm.generate([{"prompt_token_ids": [1] * 512}], vllm.SamplingParams(max_tokens=2))
+
+
+def test_evaluation_runs_one_vllm_engine_serves_the_adapter_per_request_and_shuts_it_down(tiny_checkpoint,
+                                                                                          tmp_path, monkeypatch):
+    """base and trained (base + this run's adapter): one engine, built with LoRA from the start because the
+    session knows a trained job follows, the adapter on the trained job's requests only, and the engine
+    shut down when evaluation ends."""
+    import fake_vllm
+
+    import medr1.generation.vllm
+    from medr1.config import load_params
+    from medr1.evaluation.run import evaluate_params
+    from medr1.paths import REPO_ROOT
+    from medr1.runs import RunDir
+
+    fake = fake_vllm.install(monkeypatch)
+    params = load_params(REPO_ROOT / "params" / "smoke.yaml",
+                         {"model": tiny_checkpoint, "eval_backend": "vllm", "runs_dir": str(tmp_path / "runs"),
+                          "data_dir": str(REPO_ROOT / "tests" / "fixtures" / "toyqa")})
+    adapter = _lora_adapter(tiny_checkpoint, RunDir(params.run_dir).adapter_dir)
+    summaries = evaluate_params(params, progress=False)
+    assert set(summaries) == {"base", "trained"} and all(s["n_questions"] == 8 for s in summaries.values())
+    (llm,) = fake.instances
+    assert llm.kwargs["enable_lora"] is True and llm.kwargs["max_lora_rank"] == 8  # rank 4 -> vLLM's 8
+    assert [c["lora_request"] for c in llm.calls][0] is None
+    trained = llm.calls[1]["lora_request"]
+    assert trained.lora_path == str(Path(adapter).resolve()) and trained.lora_int_id >= 1
+    assert all(c["params"].max_tokens == params.eval_max_new_tokens for c in llm.calls)
+    assert llm.engine_core.shut_down and medr1.generation.vllm._ENGINES.llm is None
+
+
+def test_vllm_engine_reuse_rebuild_and_adapter_ids(tiny_checkpoint, tmp_path, monkeypatch):
+    import os
+
+    import fake_vllm
+
+    from medr1.evaluation.evaluate import EvalSettings
+    from medr1.generation.backends import vllm_generate_fn
+    from medr1.generation.vllm import lora_request, vllm_engine, vllm_session
+
+    fake = fake_vllm.install(monkeypatch)
+    a, b = _lora_adapter(tiny_checkpoint, tmp_path / "a"), _lora_adapter(tiny_checkpoint, tmp_path / "b")
+    other = tmp_path / "other-base"
+    shutil.copytree(tiny_checkpoint, other)
+    with vllm_session():
+        base = vllm_engine(tiny_checkpoint)
+        assert vllm_engine(tiny_checkpoint) is base and "enable_lora" not in base.kwargs  # no LoRA unless needed
+        with_lora = vllm_engine(tiny_checkpoint, adapter=a)  # an adapter nobody announced: rebuilt with LoRA
+        assert with_lora is not base and base.engine_core.shut_down and with_lora.kwargs["enable_lora"]
+        assert vllm_engine(tiny_checkpoint) is with_lora  # a LoRA engine serves the base model too
+        assert vllm_engine(str(other)) is not with_lora and with_lora.engine_core.shut_down  # one engine at a time
+        first, again, second = lora_request(a), lora_request(a), lora_request(b)
+        assert first.lora_int_id == again.lora_int_id != second.lora_int_id and first != second
+        weights = Path(a) / "adapter_model.safetensors"
+        os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 10**9))
+        assert lora_request(a).lora_int_id not in (first.lora_int_id, second.lora_int_id)  # rewritten: never stale
+    assert len(fake.instances) == 3 and fake.instances[-1].engine_core.shut_down
+
+    # An adapter given as the model: its base engine plus the adapter, and the call shuts its engine down.
+    settings = EvalSettings.from_params(None, device="cpu")
+    gens = vllm_generate_fn(a, settings)(["hi", "there"], max_new_tokens=4, batch_size=8)
+    llm = fake.instances[-1]
+    assert llm.model == tiny_checkpoint and llm.calls[0]["lora_request"].lora_path == str(Path(a).resolve())
+    assert [g.finish_reasons for g in gens] == [["stop"], ["stop"]] and llm.engine_core.shut_down

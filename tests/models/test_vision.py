@@ -10,6 +10,7 @@ tests/fixtures/toyvqa (scripts/make_toyvqa.py).
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import shutil
@@ -183,12 +184,15 @@ def test_vision_specs_and_lora_targets(tmp_path):
     assert lm == names[:2] and both == names[:4]
 
 
+@needs_embedded
 def test_unsloth_vision_path_wiring_with_a_fake_unsloth(monkeypatch):
     """Unsloth needs a GPU; a fake module stands in to check what `load_vision_unsloth` asks of it, and
-    refuses what Unsloth 2026.10.9's signatures refuse (tests/contracts/api_snapshot.json)."""
+    refuses what Unsloth 2026.10.9's signatures refuse (tests/contracts/api_snapshot.json). It hands back a
+    real processor (FastVisionModel returns the checkpoint's own), so the image cap is checked the way
+    transformers reads it, not as an attribute a stand-in would accept."""
     from api_contract import check_call
 
-    from medr1.models.vision import load_vision_unsloth
+    from medr1.models.vision import load_processor, load_vision_unsloth, tiny_vision_checkpoint
 
     calls = {}
 
@@ -197,9 +201,7 @@ def test_unsloth_vision_path_wiring_with_a_fake_unsloth(monkeypatch):
         def from_pretrained(**kw):
             check_call("unsloth.FastVisionModel.from_pretrained", kwargs=kw)
             calls["load"] = kw
-            tok = types.SimpleNamespace(pad_token=None, eos_token="<e>", padding_side="right")
-            return types.SimpleNamespace(dtype="torch.bfloat16"), types.SimpleNamespace(
-                tokenizer=tok, image_processor=types.SimpleNamespace(max_pixels=0))
+            return types.SimpleNamespace(dtype="torch.bfloat16"), load_processor(tiny_vision_checkpoint())
 
         @staticmethod
         def get_peft_model(model, **kw):
@@ -208,12 +210,181 @@ def test_unsloth_vision_path_wiring_with_a_fake_unsloth(monkeypatch):
             return model
 
     monkeypatch.setitem(sys.modules, "unsloth", types.SimpleNamespace(FastVisionModel=FastVisionModel))
-    params = Params(model="embedded:tiny-qwen2-vl", load_in_4bit=True, lora_r=16, image_max_pixels=401408)
+    params = Params(model="embedded:tiny-qwen2-vl", load_in_4bit=True, lora_r=16, image_max_pixels=784)
     model, processor, peft_config, dtype = load_vision_unsloth(params, "/some/path")
     assert calls["load"]["load_in_4bit"] is True and calls["load"]["model_name"] == "/some/path"
     assert calls["peft"]["finetune_vision_layers"] is False and calls["peft"]["finetune_language_layers"] is True
     assert calls["peft"]["r"] == 16 and peft_config is None and dtype == "bfloat16"
-    assert processor.image_processor.max_pixels == 401408 and processor.tokenizer.padding_side == "left"
+    assert processor.image_processor.size["longest_edge"] == 784 and processor.tokenizer.padding_side == "left"
+    assert image_pixels(processor, TOYVQA / "images" / "test-100-green-circle.png") == [784]  # 56x56 -> 28x28
+
+
+def test_vllm_generation_in_vision_training_is_refused_under_an_image_cap():
+    """TRL's colocated vLLM engine is built without our image size: under a cap it would generate from
+    other images than the loss scores, so params refuse the combination, for vision models only."""
+    from medr1.config import ParamsError
+
+    Params(model="embedded:tiny-qwen2-vl", image_max_pixels=784)
+    Params(model="embedded:tiny-qwen2-vl", use_vllm=True, device="cuda")
+    Params(model="embedded:smollm2-135m", use_vllm=True, device="cuda", image_max_pixels=784)
+    with pytest.raises(ParamsError, match="use_vllm.*ignores image_max_pixels"):
+        Params(model="Qwen/Qwen2-VL-2B-Instruct", use_vllm=True, device="cuda", image_max_pixels=784)
+
+
+# --------------------------------------------------------------------------------------------------
+# Image resolution: image_max_pixels caps every path (training, HF and vLLM evaluation)
+# --------------------------------------------------------------------------------------------------
+
+# Qwen2-VL-2B-Instruct's preprocessor_config.json layout: the pixel bounds as keys, no `size` (12.8 MP at most).
+QWEN2_VL_PIXEL_KEYS = {"min_pixels": 3136, "max_pixels": 12845056, "patch_size": 14, "temporal_patch_size": 2,
+                       "merge_size": 2, "image_mean": [0.48145466, 0.4578275, 0.40821073],
+                       "image_std": [0.26862954, 0.26130258, 0.27577711]}
+# The layout transformers 5 writes: a `size` dict.
+QWEN2_VL_SIZE = {**{k: v for k, v in QWEN2_VL_PIXEL_KEYS.items() if not k.endswith("_pixels")},
+                 "size": {"shortest_edge": 3136, "longest_edge": 12845056}}
+
+
+def image_pixels(processor, image, **call_kwargs) -> list[int]:
+    """Pixels each image has after the processor's resize (from the patch grid it reports)."""
+    from PIL import Image
+
+    image_processor = getattr(processor, "image_processor", processor)
+    img = image if isinstance(image, Image.Image) else Image.open(image).convert("RGB")
+    grid = image_processor(images=[img], return_tensors="pt", **call_kwargs)["image_grid_thw"]
+    return [int(g.prod()) * image_processor.patch_size ** 2 for g in grid]
+
+
+@needs_embedded
+@pytest.mark.filterwarnings("ignore:Passing `min_pixels` and `max_pixels`:FutureWarning")  # 5.24; 5.17 takes them
+@pytest.mark.parametrize("layout", [QWEN2_VL_PIXEL_KEYS, QWEN2_VL_SIZE], ids=["pixel-keys", "size"])
+def test_image_max_pixels_resizes_a_big_image_below_the_cap_on_every_path(tmp_path, layout):
+    """A 2-megapixel image against Qwen2-VL-2B's processor config (no hub: its layout, our tokenizer).
+    The cap is asserted where transformers 5.17 reads it (`size["longest_edge"]`; a `max_pixels` attribute
+    alone is ignored there) and by the pixels that come out, for each way a processor is built."""
+    from PIL import Image
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+    from medr1.models.vision import (
+        cap_image_pixels,
+        image_pixel_bounds,
+        load_processor,
+        tiny_vision_checkpoint,
+    )
+
+    checkpoint = tmp_path / "qwen2-vl-like"
+    shutil.copytree(tiny_vision_checkpoint(), checkpoint)
+    (checkpoint / "preprocessor_config.json").write_text(json.dumps(
+        {**layout, "image_processor_type": "Qwen2VLImageProcessor", "processor_class": "Qwen2VLProcessor"}))
+    big, cap = Image.new("RGB", (1600, 1200), "white"), 401408
+    assert image_pixels(load_processor(checkpoint), big)[0] > 1_800_000  # the checkpoint alone lets it through
+
+    trained = load_processor(checkpoint, image_max_pixels=cap)  # TRL training, HF evaluation (base and trained)
+    unsloth = cap_image_pixels(load_processor(checkpoint), cap)  # Unsloth: capping the processor it loaded
+    for processor in (trained, unsloth):
+        assert processor.image_processor.size["longest_edge"] == cap
+        assert getattr(processor.image_processor, "max_pixels", None) in (None, cap)
+        assert cap // 2 < image_pixels(processor, big)[0] <= cap
+    # vLLM builds its processor with mm_processor_kwargs and calls it with them again (vLLM 0.31).
+    mm = image_pixel_bounds(trained)
+    assert mm == {"min_pixels": 3136, "max_pixels": cap}
+    vllm_side = Qwen2VLImageProcessorPil.from_pretrained(str(checkpoint), **mm)
+    assert image_pixels(vllm_side, big, **mm) == image_pixels(trained, big)
+    # Image tokens in the prompt follow: one per 28x28 pixels.
+    text = trained.apply_chat_template([{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "?"}]}],
+                                       add_generation_prompt=True, tokenize=False)
+    ids = trained(text=[text], images=[big], return_tensors="pt")["input_ids"][0]
+    assert int((ids == trained.image_token_id).sum()) == image_pixels(trained, big)[0] // (28 * 28) <= cap // 784
+
+
+@needs_embedded
+def test_hf_evaluation_sizes_images_alike_for_base_and_trained(tmp_path, monkeypatch):
+    """The trained model's processor comes from its adapter directory, saved by training with its own size;
+    evaluation's image_max_pixels applies to it and to the base model's alike."""
+    from peft import LoraConfig, get_peft_model
+
+    import medr1.generation.backends
+    from medr1.evaluation.evaluate import EvalSettings
+    from medr1.generation.backends import hf_generate_fn
+    from medr1.models.load import load_model
+    from medr1.models.vision import cap_image_pixels
+
+    model, processor = load_model("embedded:tiny-qwen2-vl", device="cpu")
+    adapter = tmp_path / "adapter"
+    get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj"])).save_pretrained(adapter)
+    cap_image_pixels(processor, 2352).save_pretrained(adapter)  # what a run trained at 2352 pixels leaves
+    seen = {}
+    monkeypatch.setattr(medr1.generation.backends, "generate_vision", lambda m, proc, prompts, **kw: seen.setdefault(
+        "size", []).append(proc.image_processor.size["longest_edge"]))
+    prompts = [vision_messages(load_benchmark("vqa_test", "test", TOYVQA)[0], "letter")]
+    for cap, expected in ((784, [784, 784]), (None, [3136, 2352])):
+        seen.clear()
+        settings = EvalSettings.from_params(Params(image_max_pixels=cap), device="cpu")
+        for a in (None, str(adapter)):
+            hf_generate_fn("embedded:tiny-qwen2-vl", settings, adapter=a)(prompts, max_new_tokens=2, batch_size=1)
+        assert seen["size"] == expected  # null: each model's own processor, which is why recipes set the cap
+
+
+def test_a_vision_evaluation_does_not_resume_at_another_resolution(tmp_path):
+    from helpers import run_eval
+
+    from medr1.evaluation.evaluate import EvalSettingsError
+    from medr1.generation.hf import Generation
+
+    def fake(prompts, *, on_batch, **kw):
+        out = [Generation(i, ["<answer>A</answer>"], 5, [3], ["stop"], 0.0) for i in range(len(prompts))]
+        on_batch(out)
+        return out
+
+    kw = dict(data_dir=TOYVQA, max_new_tokens=4, progress=False, generate_fn=fake)
+    run_eval("embedded:tiny-qwen2-vl", ["vqa_test"], tmp_path, image_max_pixels=784, **kw)
+    run_eval("embedded:tiny-qwen2-vl", ["vqa_test"], tmp_path, image_max_pixels=784, **kw)
+    with pytest.raises(EvalSettingsError, match="image_max_pixels: 784 there, 1568 now"):
+        run_eval("embedded:tiny-qwen2-vl", ["vqa_test"], tmp_path, image_max_pixels=1568, **kw)
+
+
+@needs_embedded
+def test_vllm_vision_sizes_images_like_our_processor_and_marks_long_prompts_per_row(tmp_path, monkeypatch):
+    """Against a strict fake vLLM (tests/fake_vllm.py) that sizes images the way vLLM 0.31 does and, like
+    vLLM, fails a whole call on a prompt as long as its context."""
+    import fake_vllm
+
+    from medr1.generation.hf import PROMPT_TOO_LONG
+    from medr1.generation.vllm import generate_vision_vllm
+    from medr1.models.vision import load_processor, tiny_vision_checkpoint
+
+    fake = fake_vllm.install(monkeypatch)
+    qs = load_benchmark("vqa_test", "test", TOYVQA)[:4]
+    qs[1] = dataclasses.replace(qs[1], images=qs[1].images + qs[2].images)  # two images: longer by their tokens
+    prompts = [vision_messages(q, "letter") for q in qs]
+    ours = load_processor(tiny_vision_checkpoint(), image_max_pixels=784)
+    lengths = [len(ours.apply_chat_template(p, add_generation_prompt=True, tokenize=True, return_dict=True)
+                   ["input_ids"][0]) for p in prompts]
+    assert len(set(lengths)) > 1, "the test needs prompts of different lengths"
+    # A copy of the tiny model whose context ends between the shortest and the longest prompt.
+    checkpoint = tmp_path / "short-context"
+    shutil.copytree(tiny_vision_checkpoint(), checkpoint)
+    config = json.loads((checkpoint / "config.json").read_text())
+    config["text_config"]["max_position_embeddings"] = ctx = (min(lengths) + max(lengths)) // 2 + 1
+    (checkpoint / "config.json").write_text(json.dumps(config))
+
+    batches = []
+    gens = generate_vision_vllm(str(checkpoint), prompts, max_new_tokens=1, image_max_pixels=784, chunk_size=3,
+                                on_batch=batches.append)
+    (llm,) = fake.instances
+    assert llm.kwargs["mm_processor_kwargs"] == {"min_pixels": 784, "max_pixels": 784}
+    assert llm.image_pixels == [784]  # 56x56 images at 28x28, as training and the HF path see them
+    assert [len(r["multi_modal_data"]["image"]) for c in llm.calls for r in c["prompts"]] == [
+        len(qs[i].images) for i, n in enumerate(lengths) if n + 1 <= ctx]
+    assert [len(b) for b in batches] == [3, 1] and [g.index for g in gens] == [0, 1, 2, 3]
+    for g, n in zip(gens, lengths, strict=True):
+        assert g.prompt_tokens == n  # vLLM's count (image tokens included) is ours
+        assert g.finish_reasons == ([PROMPT_TOO_LONG] if n + 1 > ctx else ["stop"])
+    assert llm.engine_core.shut_down  # no session open: the call shut its engine down
+    long_one = next(i for i, n in enumerate(lengths) if n >= ctx)
+    request = {"prompt": ours.apply_chat_template(prompts[long_one], add_generation_prompt=True, tokenize=False),
+               "multi_modal_data": {"image": llm.calls[0]["prompts"][0]["multi_modal_data"]["image"]}}
+    with pytest.raises(fake_vllm.VLLMValidationError, match="longer than the maximum model length"):
+        llm.generate([request])  # what a whole call met before the per-row check
 
 
 # --------------------------------------------------------------------------------------------------
@@ -230,8 +401,8 @@ def varied_reward(completions, **kwargs):
 
 
 def vision_params(tmp_path, **changes) -> Params:
-    return small_params(tmp_path, params_file=REPO_ROOT / "params" / "smoke-vision.yaml", data_dir=str(TOYVQA),
-                        max_steps=1, **changes)
+    return small_params(tmp_path, params_file=REPO_ROOT / "params" / "smoke-vision.yaml",
+                        **{"data_dir": str(TOYVQA), "max_steps": 1, **changes})
 
 
 def adapter_tensors(adapter_dir: Path) -> dict:

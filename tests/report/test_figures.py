@@ -464,3 +464,48 @@ def test_notebook_runs_headless_on_a_fake_run(tmp_path):
     assert sorted(p.name for p in (tmp_path / "runs" / "fake" / "figures").glob("*.png")) == sorted(
         f"{n}.png" for n in ("training_curves", "completion_length", "accuracy", "extraction_rules",
                              "letter_recall", "paired_base_vs_trained"))
+
+
+# --- legible at the saved size (issue 25, item 7) ------------------------------------------------------
+
+
+def _report_run(tmp_path: Path) -> Path:
+    """A fake run whose results.csv is written by `write_results` from its summaries and the real
+    params/reference_results.yaml: long comparability verdicts, every published row, a protocol unknown."""
+    from medr1.report.results import write_results
+
+    run = make_fake_run(tmp_path, results_csv=False, kl=True)
+    write_results(run)
+    return run
+
+
+VISION_FIGURES = ("training_images", "image_predictions")
+
+
+def test_every_report_figure_prints_no_text_over_another(tmp_path):
+    from medr1.report.style import text_overlaps
+
+    run, vision = _report_run(tmp_path / "text"), _vision_run(tmp_path / "vision")
+    for name in figures.FIGURE_NAMES:
+        fig = figures.make_figure(vision if name in VISION_FIGURES else run, name, tmp_path / "figs")
+        assert fig is not None, name
+        assert text_overlaps(fig) == [], name
+
+
+def test_accuracy_figure_notes_comparability_and_unknown_protocols(tmp_path):
+    from medr1.report.style import drawn_texts
+
+    fig = figures.make_figure(_report_run(tmp_path), "accuracy", tmp_path / "figs")
+    labels = [t.get_text() for t in fig.axes[0].get_yticklabels()]
+    assert "base · strict [1]" in labels and "Med-R1-α-8B (protocol unknown)" in labels
+    texts = "\n".join(t.get_text() for t in drawn_texts(fig))
+    assert "[1] not comparable: protocol medr1 (ours); the published numbers used huatuo-o1" in texts
+    assert "protocol unknown: the source released a results image" in texts
+
+
+def test_text_overlaps_catches_tick_labels_printed_over_each_other():
+    from medr1.report.style import text_overlaps
+
+    fig, ax = plt.subplots(figsize=(3, 1.2))
+    ax.set_yticks(range(6), [f"a long label {i}\nwith a second line" for i in range(6)])
+    assert any("overlaps" in p for p in text_overlaps(fig))

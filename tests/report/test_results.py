@@ -229,4 +229,38 @@ def test_a_reference_row_may_name_its_own_source_and_protocol(run):
     assert dict(zip(alphamed.benchmark, alphamed.accuracy, strict=True)) == {
         "medqa": 74.2, "medmcqa": 63.1, "pubmedqa": 79.0, "mmlu-pro": 62.9, "gpqa": 52.7}
     assert set(alphamed.protocol) == {"unknown"} and alphamed.source.str.contains("2505.17952").all()
-    assert set(df[df.model == "Med-R1-α-8B"].protocol) == {"huatuo-o1"}  # the file's own, unchanged
+    assert set(df[df.model == "Qwen2.5-7B-Instruct"].source) == {" ".join(read_reference(REFERENCE)["citation"].split())}
+    write_results(run, REFERENCE)
+    assert "Source of AlphaMed-8B: Liu et al. 2025" in (run / "results.md").read_text()
+
+
+def test_every_reference_row_says_its_protocol_and_med_r1_alpha_is_unknown(run):
+    """Issue 25: Med-R1-α-8B's numbers come from a results image with no evaluation released; its rows say
+    so in results.csv and results.md, and the HuatuoGPT-o1 rows name huatuo-o1."""
+    ref = read_reference(REFERENCE)
+    protocols = {m["model"]: m.get("protocol") for m in ref["models"]}
+    assert all(protocols.values()), protocols  # every row states one
+    assert protocols["Med-R1-α-8B"] == "unknown"
+    # AlphaMed-8B (issue 26) names its own source and states no matchable protocol either
+    assert {p for name, p in protocols.items() if name not in ("Med-R1-α-8B", "AlphaMed-8B")} == {"huatuo-o1"}
+    df = results_table([run], REFERENCE)
+    alpha = df[(df.provenance == REPORTED) & (df.model == "Med-R1-α-8B")]
+    assert set(alpha.protocol) == {"unknown"} and set(alpha.comparability) == {"published; protocol unknown"}
+    huatuo = df[(df.provenance == REPORTED) & (df.model == "HuatuoGPT-o1-8B (SFT only)")]
+    assert set(huatuo.protocol) == {"huatuo-o1"} and set(huatuo.comparability) == {"published"}
+    write_results(run, REFERENCE)
+    md = (run / "results.md").read_text()
+    assert "| Med-R1-α-8B | unknown |" in md
+    assert "Protocol of Med-R1-α-8B: unknown (results image only:" in md
+
+
+def test_readme_claim_matches_the_reference_numbers():
+    """The README's headline sentence quotes the reference rows as they are (PubMedQA's 77.6 below 77.7), names
+    MMLU-Pro's published set, and says Med-R1-α-8B's protocol is unknown."""
+    ref = {m["model"]: m["accuracy"] for m in read_reference(REFERENCE)["models"]}
+    claim = " ".join((REPO_ROOT / "README.md").read_text().split("## ")[0].split())
+    for model in ("Med-R1-α-8B", "HuatuoGPT-o1-8B (SFT only)"):
+        acc = ref[model]
+        assert " / ".join(f"{acc[b]:.1f}" for b in ("medqa", "medmcqa", "pubmedqa", "mmlu-pro")) in claim, model
+    assert "0.1 point behind on PubMedQA" in claim and "MMLU-Pro health + biology" in claim
+    assert "Med-R1-α-8B's evaluation protocol is unknown" in claim

@@ -2,7 +2,8 @@
 `accelerate launch` (DDP over gloo, configs/accelerate/cpu.yaml), the documented test mode of what several
 GPUs run. Slow (each launch starts two Python processes that load the embedded 135M model), kept tiny.
 
-What is checked: only rank 0 writes metrics, samples, checkpoints and the manifest (each step once);
+What is checked: only rank 0 writes metrics, samples, validation rows, checkpoints and the manifest (each step
+once, the other rank waiting at a barrier while rank 0 validates);
 the global batch and the group size are what params say; a killed launch resumes at its last checkpoint;
 two processes and one process on the same global batch log the same first step.
 """
@@ -31,10 +32,12 @@ def _two(tmp_path, **changes):
 
 
 def test_two_processes_write_once_with_the_global_batch_of_params(tmp_path):
-    params = _two(tmp_path)
+    # with validation at every step: rank 0 decodes alone while rank 1 waits at the barrier (review B10)
+    params = _two(tmp_path, validation_size=4, validation_every=1, eval_max_new_tokens=16)
     result = train(params, progress=False, echo=None)
     run, train_dir = result.run_dir, result.run_dir / "train"
     assert result.steps == 2
+    assert [r["step"] for r in read_metrics(train_dir / "validation.csv")] == [0, 1, 2]  # once each, rank 0's
 
     # only rank 0 writes: each step once in metrics.csv, one step's samples once
     assert [r["step"] for r in read_metrics(train_dir / "metrics.csv")] == [1, 2]

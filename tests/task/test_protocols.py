@@ -18,6 +18,7 @@ from medr1.evaluation.evaluate import EvalSettings
 from medr1.evaluation.protocol_eval import decoding, dry_run, evaluate_protocol, load_protocol_set
 from medr1.evaluation.run import evaluate_params
 from medr1.generation.hf import Generation
+from medr1.models.base import sampling_record
 from medr1.paths import REPO_ROOT
 from medr1.report.results import results_table
 from medr1.task.prompts import build_messages
@@ -118,8 +119,10 @@ def test_fingerprint_stable_and_about_questions_and_answers():
 
 
 def _record(set_size, published=4183, limit=None, fingerprint="f", published_fp=None, protocol="huatuo-o1",
-            scorer="huatuo"):
-    return {"protocol": protocol, "scorer": scorer, "benchmarks": {"medmcqa": {
+            scorer="huatuo", **asked):
+    asked = {"permutations": 1, "num_samples": 1, "add_special_tokens": True, "sampling": sampling_record(0.5, 0.9),
+             **asked}
+    return {"protocol": protocol, "scorer": scorer, **asked, "benchmarks": {"medmcqa": {
         "title": "MedMCQA validation", "set_size": set_size, "published_set_size": published, "limit": limit,
         "fingerprint": fingerprint, "published_fingerprint": published_fp}}}
 
@@ -140,6 +143,18 @@ REF = {"protocol": "huatuo-o1", "published_sets": {"medmcqa": {"size": 4183, "fi
     ("huatuo", _record(4183), {**REF, "published_sets": {"medmcqa": {"size": 4183, "fingerprint": "g"}}},
      "not comparable: MedMCQA: other questions than the published set (fingerprint f)"),
     ("huatuo", _record(4183, fingerprint="g", published_fp="g"), None, COMPARABLE),  # the record alone
+    # Asked otherwise than once, as written, with one sample, their decoding only: never comparable.
+    ("huatuo", _record(4183, permutations=2), REF, "not comparable: 2 option orders per question; huatuo-o1 asks "
+     "each question once, as written, with one sample"),
+    ("huatuo", _record(4183, num_samples=3), REF, "not comparable: 3 samples per question; huatuo-o1 asks each "
+     "question once, as written, with one sample"),
+    ("huatuo", _record(4183, permutations=None), REF, "not comparable: option orders per question not recorded"),
+    ("huatuo", _record(4183, sampling=None), REF, "not comparable: the effective sampling settings are not recorded"),
+    ("huatuo", _record(4183, sampling={**sampling_record(0.5, 0.9), "top_k": 20}), REF,
+     "not comparable: decoding " + str({**sampling_record(0.5, 0.9), "top_k": 20}) + " is not huatuo-o1's "
+     + str(sampling_record(0.5, 0.9))),
+    ("huatuo", _record(4183, add_special_tokens=False), REF,
+     "not comparable: prompt tokens not made as huatuo-o1's server made them (add_special_tokens)"),
 ])
 def test_comparability_label(scorer, record, ref, expected):
     assert comparability("medmcqa", scorer, record, ref) == expected
@@ -205,7 +220,8 @@ def test_medr1_protocol_takes_the_eval_params():
 
     params = load_params(None, ["eval_prompt_template=letter", "eval_max_new_tokens=64"])
     assert decoding(get_protocol("medr1"), params) == {"template": "letter", "temperature": 0.0, "top_p": 1.0,
-                                                        "max_new_tokens": 64}
+                                                        "max_new_tokens": 64, "permutations": 1, "num_samples": 1,
+                                                        "add_special_tokens": False}
     assert decoding(get_protocol("huatuo-o1"), params)["template"] == "huatuo"  # a published protocol is fixed
 
 
@@ -225,7 +241,7 @@ def test_cli_dry_run_offline_says_which_sets_match(tmp_path, capsys):
     assert sets["medqa"]["fingerprint"] == "945e1b43b610d5fe1d07"  # the shared copy, pinned
     prompts = [json.loads(line) for line in (out / "prompts.jsonl").read_text().splitlines()]
     assert len(prompts) == 1273 + 2816 + 1000
-    assert set(prompts[0]) == {"id", "benchmark", "messages"} and prompts[0]["messages"][0]["role"] == "user"
+    assert {"id", "benchmark", "messages"} <= set(prompts[0]) and prompts[0]["messages"][0]["role"] == "user"
 
 
 def test_their_file_wins_and_its_size_is_checked(eval_file, tmp_path):
@@ -345,3 +361,92 @@ def test_evaluate_params_runs_each_protocol_into_its_own_directory(eval_file, tm
     verdicts = dict(zip(table.label + "/" + table.scorer, table.comparability, strict=False))
     assert verdicts["base/strict"].startswith("not comparable: protocol medr1 (ours)")
     assert verdicts["base@huatuo-o1/huatuo"] == "not comparable: MedQA-USMLE: 1 of 1,273 questions"
+
+
+# --------------------------------------------------------------------------------------------------
+# Issue 25: asked once, as written; what a given eval file and the tokens say
+# --------------------------------------------------------------------------------------------------
+
+
+def test_published_protocol_asks_once_as_written_with_one_sample_whatever_the_eval_params(eval_file, tmp_path):
+    calls = []
+    settings = EvalSettings.from_params(None, seed=7, permutations=2, num_samples=3, temperature=0.7)
+    summary = evaluate_protocol("fake", "huatuo-o1", ["medqa"], tmp_path / "ev", settings, eval_file=eval_file,
+                                eval_seeds=1, generate_fn=_counting(calls), progress=False)
+    assert calls == [{"n": 1, "num_samples": 1, "temperature": 0.5, "top_p": 0.9, "add_special_tokens": True}]
+    rows = (tmp_path / "ev" / "seed-7" / "predictions.jsonl").read_text().splitlines()
+    assert [json.loads(r)["shift"] for r in rows] == [0]  # no rotation: the question as written
+    record = summary["protocol"]
+    assert (record["permutations"], record["num_samples"], record["add_special_tokens"]) == (1, 1, True)
+    assert (record["backend"], record["decode"]) == ("custom", "compact")  # the path that ran
+    assert record["sampling"] == sampling_record(0.5, 0.9) and record["sampling"]["top_k"] == 0
+    assert json.loads((tmp_path / "ev" / "protocol.json").read_text() if (tmp_path / "ev" / "protocol.json").exists()
+                      else json.dumps(record))["permutations"] == 1
+
+
+def _counting(calls):
+    def gen(prompts, *, on_batch, temperature, top_p, num_samples, add_special_tokens=False, **_):
+        calls.append({"n": len(prompts), "num_samples": num_samples, "temperature": temperature, "top_p": top_p,
+                      "add_special_tokens": add_special_tokens})
+        gens = [Generation(i, ["The answer is A."] * num_samples, 9, [4] * num_samples, ["stop"] * num_samples, 0.0)
+                for i in range(len(prompts))]
+        on_batch(gens)
+        return gens
+    return gen
+
+
+@pytest.mark.parametrize("flags", [["--permutations", "2"], ["--num-samples", "3"], ["--set", "eval_permutations=2"],
+                                   ["--temperature", "0"]])
+def test_cli_refuses_what_a_published_protocol_fixes(flags, tmp_path, tripwires, error_line):
+    assert main(["eval", "--protocol", "huatuo-o1", "--benchmarks", "medqa", "--dry-run", "--no-hub", "--out",
+                 str(tmp_path), *flags]) != 0
+    line = error_line("eval")
+    assert "protocol huatuo-o1 fixes" in line and flags[-2 if flags[0] != "--set" else 1].split("=")[0] in line
+    assert not (tmp_path / "protocol.json").exists()
+
+
+def test_a_given_eval_file_that_cannot_be_read_is_an_error(eval_file, tmp_path, tripwires, error_line):
+    from medr1.data import DataError
+
+    missing = tmp_path / "missing.json"
+    with pytest.raises(DataError, match="missing.json.*cannot supply MedQA"):
+        load_protocol_set("huatuo-o1", "medqa", eval_file=missing, hub=False, data_dir=tmp_path)
+    with pytest.raises(DataError, match="cannot supply GPQA.*no such set 'gpqa'"):  # readable, but not that set
+        load_protocol_set("huatuo-o1", "gpqa", eval_file=eval_file, hub=False, data_dir=tmp_path)
+    assert main(["eval", "--protocol", "huatuo-o1", "--benchmarks", "medqa", "--dry-run", "--no-hub",
+                 "--eval-file", str(missing), "--out", str(tmp_path / "o")]) != 0
+    assert "missing.json" in error_line("eval")
+
+
+def llama3_like_tokenizer():
+    """A word-level tokenizer built like Llama-3's: `encode` adds <|begin_of_text|> (a TemplateProcessing
+    post-processor), and the chat template writes {{ bos_token }} into the text as well."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    words = ["<|begin_of_text|>", "<|eot_id|>", "[UNK]", "<|start_header_id|>", "<|end_header_id|>", "user",
+             "assistant"]
+    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tok.post_processor = processors.TemplateProcessing(single="<|begin_of_text|> $A",
+                                                       special_tokens=[("<|begin_of_text|>", 0)])
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|begin_of_text|>", eos_token="<|eot_id|>",
+                                   unk_token="[UNK]")
+    fast.add_special_tokens({"additional_special_tokens": words[3:5]})
+    fast.chat_template = ("{{ bos_token }}{% for m in messages %}<|start_header_id|> {{ m['role'] }} "
+                          "<|end_header_id|> {{ m['content'] }} <|eot_id|> {% endfor %}"
+                          "<|start_header_id|> assistant <|end_header_id|>")
+    return fast
+
+
+@pytest.mark.parametrize(("protocol", "head"), [("huatuo-o1", [0, 0, 3]), ("medr1", [0, 3])])
+def test_prompts_jsonl_records_the_first_token_ids_one_bos_or_two(eval_file, tmp_path, protocol, head):
+    """Their SGLang server tokenized the rendered text with special tokens (two BOS on Llama-3); huatuo-o1
+    reproduces that, medr1 tokenizes the template's text as written (one BOS)."""
+    (tmp_path / "data" / "medqa").mkdir(parents=True)  # medr1 reads our files; huatuo-o1 their eval file
+    (tmp_path / "data" / "medqa" / "test.jsonl").write_text(json.dumps({"id": "q1", **EVAL_DATA["MedQA_USLME_test"][0]}))
+    record = dry_run(protocol, ["medqa"], tmp_path, eval_file=eval_file, hub=False, tokenizer=llama3_like_tokenizer(),
+                     data_dir=tmp_path / "data")
+    line = json.loads((tmp_path / "prompts.jsonl").read_text().splitlines()[0])
+    assert line["first_token_ids"][:len(head)] == head  # <|begin_of_text|> twice, or once
+    assert record["add_special_tokens"] is (protocol == "huatuo-o1")

@@ -62,6 +62,21 @@ def test_dry_run_prints_params_b_and_the_grpo_config():
     assert (grpo["max_steps"], grpo["max_completion_length"], grpo["save_strategy"]) == (3, 256, "no")
 
 
+@pytest.mark.parametrize("recipe", ["llama3.1-8b-grpo.yaml", "qwen2.5-7b-grpo.yaml", "qwen2.5-7b-grpo-4gpu.yaml"])
+def test_vllm_dry_run_names_the_optimizer_and_the_correction(recipe):
+    """Issue 24's done-when: with the recipe's vLLM, the printed grpo_config passes nothing to vLLM's
+    SamplingParams that it lacks (no `use_cache`, review A1), and names the optimizer and the
+    importance-sampling correction that a backend would otherwise pick (review B1)."""
+    from argparse import Namespace
+
+    args = Namespace(recipe=f"params/{recipe}", architecture=None, backends="trl,unsloth", warmup=1, steps=2,
+                     tokens="256", vllm="recipe")
+    grpo = run_gpu.dry_run(args)["grpo_config"]
+    assert grpo["use_vllm"] is True and grpo["generation_kwargs"] == {}
+    assert (grpo["optim"], grpo["vllm_importance_sampling_correction"], grpo["vllm_importance_sampling_mode"],
+            grpo["vllm_importance_sampling_clip_max"]) == ("adamw_torch_fused", True, "sequence_mask", 3.0)
+
+
 def test_benchmark_params_are_the_recipe_but_the_listed_overrides():
     from medr1.config import load_params
 

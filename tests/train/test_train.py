@@ -68,6 +68,38 @@ def test_select_backend(requested, cuda, importable, expected):
     assert select_backend(requested, cuda=cuda, unsloth_importable=probe) == expected
 
 
+def test_select_backend_auto_takes_trl_for_several_processes(caplog):
+    """Review B10: Unsloth's GRPO with its vLLM engine under DDP is a reported hang (unslothai/unsloth#4559)."""
+    def probe():
+        raise AssertionError("auto with several processes must not even probe Unsloth")
+
+    assert select_backend("auto", cuda=True, processes=2, unsloth_importable=probe) == "trl"
+    assert select_backend("auto", cuda=True, processes=1, unsloth_importable=lambda: True) == "unsloth"
+    with caplog.at_level("WARNING", logger="medr1.train"):  # asked for explicitly: yours, with a warning
+        assert select_backend("unsloth", cuda=True, processes=4, unsloth_importable=lambda: True) == "unsloth"
+    assert "unslothai/unsloth#4559" in caplog.text
+
+
+def test_train_builds_the_config_before_the_policy(tmp_path, monkeypatch):
+    """Review B2: `train` loads the policy through `build_config_and_policy` (config first, so that ZeRO-3
+    loads it sharded), never on its own before the config."""
+    import medr1.models.load
+    import medr1.train.recipe
+    import medr1.train.trainer
+
+    class Reached(Exception):
+        pass
+
+    def reached(*args, **kwargs):
+        raise Reached
+
+    monkeypatch.setattr(medr1.train.recipe, "build_config_and_policy", reached)
+    for module in (medr1.models.load, medr1.train.trainer):
+        monkeypatch.setattr(module, "load_policy", lambda *a, **k: pytest.fail("policy loaded before the config"))
+    with pytest.raises(Reached):
+        train(small_params(tmp_path), progress=False)
+
+
 @pytest.mark.parametrize(
     "cuda, importable, message",
     [

@@ -79,11 +79,15 @@ def test_every_algorithm_knob_reaches_the_config(tmp_path):
 
 
 def _unsloth_like_config():
-    """GRPOConfig as Unsloth 2026.10 patches it: for dapo it overwrites two values it was given."""
+    """GRPOConfig as Unsloth 2026.10 patches it: for dapo it overwrites two values it was given, and its
+    generated class has other defaults than TRL's (unsloth/models/rl.py:3318, 3362 in 2026.10.9): 8-bit
+    AdamW and no vLLM importance-sampling correction, which only an explicit value escapes."""
     import trl
 
     class UnslothGRPOConfig(trl.GRPOConfig):
         def __init__(self, *args, **kwargs):
+            kwargs.setdefault("optim", "adamw_8bit")
+            kwargs.setdefault("vllm_importance_sampling_correction", False)
             if kwargs.get("loss_type") == "dapo":
                 kwargs.update(mask_truncated_completions=True, epsilon_high=0.28)
             super().__init__(*args, **kwargs)
@@ -102,6 +106,113 @@ def test_a_config_changed_by_the_backend_is_set_back_and_warned(tmp_path, monkey
     assert (cfg.mask_truncated_completions, cfg.epsilon_high) == (False, 0.2)
     assert changed == {"mask_truncated_completions": True, "epsilon_high": 0.28}
     assert "UnslothGRPOConfig changed GRPOConfig.epsilon_high from 0.2 to 0.28" in caplog.text
+
+
+def test_optimizer_and_vllm_correction_are_params_that_no_backend_default_decides(tmp_path, monkeypatch):
+    """Review B1: Unsloth's generated GRPOConfig defaults to adamw_8bit and no importance-sampling correction,
+    TRL's to fused AdamW and a sequence-masked correction capped at 3. Passed explicitly, both get params'."""
+    import trl
+
+    from medr1.train.trainer import requested_grpo_config
+
+    asked = dict(optim="adamw_torch", vllm_importance_sampling_correction=True,
+                 vllm_importance_sampling_mode="token_truncate", vllm_importance_sampling_clip_max=2.0)
+    trl_cfg = build_grpo_config(_params(tmp_path, **asked), tmp_path, cuda=False)
+    monkeypatch.setattr(trl, "GRPOConfig", _unsloth_like_config())
+    changed: dict = {}
+    for cfg in (trl_cfg, build_grpo_config(_params(tmp_path, **asked), tmp_path, cuda=False, changed=changed)):
+        got = {k: getattr(cfg, k) for k in asked}
+        assert {**got, "optim": got["optim"].value} == asked  # transformers turns optim into an OptimizerNames
+    assert not set(changed) & set(asked)  # nothing of these to set back: defaults only fill what was not passed
+    # and the defaults of params themselves: TRL's, one each
+    cfg = build_grpo_config(_params(tmp_path), tmp_path, cuda=False)
+    assert (cfg.optim.value, cfg.vllm_importance_sampling_correction, cfg.vllm_importance_sampling_mode,
+            cfg.vllm_importance_sampling_clip_max) == ("adamw_torch_fused", True, "sequence_mask", 3.0)
+    want = requested_grpo_config(_params(tmp_path, **asked), pad_token="<pad>", n_rewards=2)
+    assert {k: want[k] for k in asked} == asked  # compared with what the trainer runs, into manifest.json
+
+
+def test_vllm_generation_gets_only_sampling_params_keywords(tmp_path):
+    """Review A1: generation_kwargs={"use_cache": True} reached vLLM's SamplingParams through TRL's colocate
+    path (`generation_kwargs.update(self.generation_kwargs); SamplingParams(**generation_kwargs)`) and raised
+    TypeError on every use_vllm recipe's first step. Built by the real GRPOConfig (TRL 1.16 here), checked
+    against vLLM 0.31's SamplingParams (tests/api_contract.py)."""
+    from api_contract import ContractError, check_call, trl_colocate_sampling_kwargs
+
+    cfg = build_grpo_config(_params(tmp_path, device="auto", use_vllm=True), tmp_path, cuda=False)
+    check_call("vllm.SamplingParams", kwargs=trl_colocate_sampling_kwargs(cfg.generation_kwargs))  # vLLM 0.31's
+    with pytest.raises(ContractError, match="use_cache"):  # what the config used to pass
+        check_call("vllm.SamplingParams", kwargs=trl_colocate_sampling_kwargs({"use_cache": True}))
+    # without vLLM the same keywords go to transformers' GenerationConfig, where use_cache keeps the KV cache
+    from transformers import GenerationConfig
+
+    hf = build_grpo_config(_params(tmp_path), tmp_path, cuda=False).generation_kwargs
+    assert hf == {"use_cache": True} and GenerationConfig(**hf).use_cache is True
+
+
+def test_one_process_on_a_host_with_several_gpus_trains_on_one(tmp_path, monkeypatch):
+    """Review A2: with two GPUs visible and no launcher, transformers counts both (`n_gpu` 2, for
+    nn.DataParallel) and TRL's GRPOTrainer refuses that at construction. One process trains on cuda:0.
+    CUDA is faked (this machine has none); the device logic is transformers' own."""
+    import inspect
+
+    import torch
+    import trl
+    from accelerate.state import AcceleratorState
+
+    assert "args.n_gpu > 1" in inspect.getsource(trl.GRPOTrainer.__init__)  # what the refusal tests
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda device: None)
+    try:
+        cfg = build_grpo_config(_params(tmp_path, device="auto"), tmp_path, cuda=True, dtype_name="float32")
+        assert (str(cfg.device), cfg.n_gpu, cfg.use_cpu) == ("cuda:0", 1, False)
+    finally:
+        AcceleratorState._reset_state(reset_partial_state=True)  # no faked CUDA state for later tests
+
+
+def test_the_config_exists_before_the_policy_loads(tmp_path, monkeypatch):
+    """Review B2: under ZeRO-3, transformers loads a model sharded (deepspeed.zero.Init) only once a
+    TrainingArguments with ZeRO-3 exists; the policy used to load first. DeepSpeed does not install without
+    CUDA, so the order itself is checked, on the function medr1.train and benchmarks/run_gpu.py build with."""
+    import medr1.train.trainer as setup
+
+    order = []
+    real_config = setup.build_grpo_config
+    monkeypatch.setattr(setup, "build_grpo_config", lambda *a, **k: order.append("config") or real_config(*a, **k))
+    monkeypatch.setattr(setup, "load_policy", lambda *a, **k: order.append("policy") or ("m", "t", None, "float32"))
+    config, model, tok, peft_config, dtype = setup.build_config_and_policy(
+        _params(tmp_path), "unused", tmp_path, device="cpu", backend="trl", save_strategy="no")
+    assert order == ["config", "policy"] and (model, dtype, config.save_strategy) == ("m", "float32", "no")
+
+
+class _StopLoading(Exception):
+    pass
+
+
+@pytest.mark.parametrize("model, torch_dtype", [("text", "float32"), ("text", "auto"), ("vision", "float16"),
+                                                ("vision", "auto")])
+def test_unsloth_loads_the_exact_repository_in_a_torch_dtype(tmp_path, tiny_checkpoint, monkeypatch, model,
+                                                              torch_dtype):
+    """Review B5/B6: a dtype string reached Unsloth's assert (every non-auto torch_dtype on a VLM, and float32
+    on text), and without use_exact_model_name Unsloth loads its own mirror of a hub model (`unsloth/...`),
+    not the repository TRL and evaluation load. Both loaders now pass the torch dtype TRL uses."""
+    import torch
+    from api_contract import fake_unsloth
+
+    def stop(**kwargs):
+        raise _StopLoading
+
+    calls: dict = {}  # the fake checks each call against Unsloth 2026.10.9's signature and dtype asserts
+    monkeypatch.setitem(sys.modules, "unsloth", fake_unsloth(from_pretrained=stop, vision_from_pretrained=stop,
+                                                             calls=calls))
+    spec = "embedded:tiny-qwen2-vl" if model == "vision" else "embedded:smollm2-135m"
+    params = _params(tmp_path, model=spec, device="auto", torch_dtype=torch_dtype)
+    with pytest.raises(_StopLoading):
+        load_policy(params, tiny_checkpoint if model == "text" else "unused", device="cuda", backend="unsloth")
+    seen = calls[f"unsloth.{'FastLanguageModel' if model == 'text' else 'FastVisionModel'}.from_pretrained"]
+    assert seen["use_exact_model_name"] is True
+    assert seen["dtype"] == {"auto": torch.bfloat16, "float32": torch.float32, "float16": torch.float16}[torch_dtype]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -143,7 +254,7 @@ def _fake_unsloth(monkeypatch, calls: dict):
         def from_pretrained(model_name, **kwargs):
             check_call("unsloth.FastLanguageModel.from_pretrained", kwargs={"model_name": model_name, **kwargs})
             calls["from_pretrained"] = kwargs
-            model = AutoModelForCausalLM.from_pretrained(model_name)
+            model = AutoModelForCausalLM.from_pretrained(model_name, dtype=kwargs["dtype"])
             tok = AutoTokenizer.from_pretrained(model_name)
             tok.pad_token = tok.bos_token  # Unsloth replaced <|im_end|> by <|endoftext|> on the H100
             return model, tok

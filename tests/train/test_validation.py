@@ -101,6 +101,97 @@ def test_validation_counts_default_to_the_trainings(tmp_path):
         small_params(tmp_path, validation_option_counts=[1])
 
 
+class _Model:
+    """What the monitor uses of a model: train/eval mode and save_pretrained (a PEFT model saves its adapter)."""
+
+    training = True
+
+    def eval(self):
+        self.training = False
+
+    def train(self, mode=True):
+        self.training = mode
+
+    def save_pretrained(self, path):
+        from pathlib import Path
+
+        Path(path).mkdir(parents=True)
+        (Path(path) / "adapter_model.safetensors").write_bytes(b"weights")
+
+
+def _monitor(tmp_path, monkeypatch, *, batch_seconds=0.0):
+    """A monitor over four questions whose generation is faked (answers "A", `batch_seconds` per batch of
+    two), with the barrier recorded instead of waited at."""
+    import time
+    from types import SimpleNamespace
+
+    import medr1.train.validation
+    from medr1.train.validation import make_validation_monitor
+
+    def fake_generate(model, tokenizer, prompts, *, batch_size, on_batch=None, **kwargs):
+        out = []
+        for i in range(0, len(prompts), batch_size):
+            time.sleep(batch_seconds)
+            batch = [SimpleNamespace(index=j, text="Answer: A") for j in range(i, min(i + batch_size, len(prompts)))]
+            if on_batch:
+                on_batch(batch)
+            out += batch
+        return out
+
+    monkeypatch.setattr(medr1.train.validation, "generate", fake_generate)
+    barriers = []
+    params = small_params(tmp_path, validation_size=4, validation_every=2, eval_batch_size=2)
+    monitor = make_validation_monitor(params, [_q(i) for i in range(4)], None, tmp_path,
+                                      barrier=lambda args: barriers.append(args.process_index))
+    return monitor, barriers
+
+
+def _call(monitor, hook, step, *, rank, world=2, timeout=1800, max_steps=5):
+    from types import SimpleNamespace
+
+    args = SimpleNamespace(world_size=world, ddp_timeout=timeout, process_index=rank)
+    state = SimpleNamespace(global_step=step, max_steps=max_steps, is_world_process_zero=rank == 0)
+    getattr(monitor, hook)(args, state, None, model=_Model())
+
+
+def test_every_process_waits_at_a_barrier_while_the_main_one_validates(tmp_path, monkeypatch):
+    """Review B10: the main process validated alone while the others ran on into the next step's
+    collectives. Now all meet at one barrier per due step, the same steps on every process, even when the
+    main process finds the step validated already (a resumed run) and does not decode it again."""
+    monitor, barriers = _monitor(tmp_path, monkeypatch)
+    for rank in (0, 1):
+        _call(monitor, "on_train_begin", 0, rank=rank)
+        for step in range(1, 6):  # due: 2, 4 and the last, 5
+            _call(monitor, "on_step_end", step, rank=rank)
+    assert barriers == [0, 0, 0, 0, 1, 1, 1, 1]
+    assert [r["step"] for r in read_validation(tmp_path / VALIDATION_CSV)] == [0, 2, 4, 5]  # rank 0's only
+    _call(monitor, "on_step_end", 4, rank=0)  # resumed: step 4 is in the file
+    assert barriers[-1] == 0 and [r["step"] for r in read_validation(tmp_path / VALIDATION_CSV)] == [0, 2, 4, 5]
+
+
+def test_validation_stops_within_its_budget_when_other_processes_wait(tmp_path, monkeypatch, caplog):
+    """The others wait at the barrier no longer than its timeout (ddp_timeout): the main process stops
+    validating after half of it, writes no row for the step, says so, and still reaches the barrier."""
+    monitor, barriers = _monitor(tmp_path, monkeypatch, batch_seconds=0.05)
+    with caplog.at_level("WARNING", logger="medr1.train.validation"):
+        _call(monitor, "on_step_end", 2, rank=0, timeout=0.04)
+    assert barriers == [0] and not (tmp_path / VALIDATION_CSV).exists()
+    assert "validation at step 2 stopped" in caplog.text and "budget of 0 s" in caplog.text
+    _call(monitor, "on_step_end", 2, rank=0, world=1, timeout=0.04)  # one process: nobody waits, no bound
+    assert [r["step"] for r in read_validation(tmp_path / VALIDATION_CSV)] == [2]
+
+
+def test_validation_under_zero3_is_refused_on_every_process(tmp_path, monkeypatch):
+    import transformers.integrations
+
+    monitor, barriers = _monitor(tmp_path, monkeypatch)
+    monkeypatch.setattr(transformers.integrations, "is_deepspeed_zero3_enabled", lambda: True)
+    for rank in (0, 1):
+        with pytest.raises(ValueError, match="ZeRO-3.*validation_every: 0"):
+            _call(monitor, "on_train_begin", 0, rank=rank)
+    assert barriers == []
+
+
 def test_training_validates_and_adopts_the_selected_adapter(tmp_path):
     from medr1.train import train
 
