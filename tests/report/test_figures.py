@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -331,8 +332,6 @@ def test_make_all_figures_skips_pairing_without_trained(tmp_path, caplog):
 
 def test_paired_arms_figure_pairs_the_other_arm(tmp_path):
     # the random-reward arm: the same fake run with its own name, pointed at by compare_run
-    import shutil
-
     run = make_fake_run(tmp_path)
     shutil.copytree(run, run.parent / "arm-random")
     (run / "params.yaml").write_text((run / "params.yaml").read_text() + "compare_run: arm-random\n")
@@ -475,6 +474,8 @@ def _report_run(tmp_path: Path) -> Path:
     from medr1.report.results import write_results
 
     run = make_fake_run(tmp_path, results_csv=False, kl=True)
+    shutil.copytree(run, run.parent / "fake-random")  # the other arm of the experiment, for paired_arms
+    (run / "params.yaml").write_text((run / "params.yaml").read_text() + "compare_run: fake-random\n")
     write_results(run)
     return run
 
