@@ -33,6 +33,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from medr1.generation.backends import generate_fn_for, pick_backend
+from medr1.generation.vllm import vllm_session
 from medr1.runs import RunDir, atomic_write_json, atomic_write_text
 from medr1.task.prompts import build_messages
 from medr1.task.rewards import accuracy
@@ -132,10 +133,12 @@ def prefilter_pool(params: Any, pool: Sequence, out_dir: str | Path | None = Non
                 f.flush()
                 os.fsync(f.fileno())
 
-            generate_fn([build_messages(q, params.prompt_template) for q in todo],
-                        max_new_tokens=params.max_completion_length, batch_size=batch_size or params.eval_batch_size,
-                        temperature=params.temperature, top_p=params.top_p, num_samples=k, seed=params.seed,
-                        on_batch=on_batch)
+            # vLLM: the engine is shut down when the session ends, before training loads its policy
+            with vllm_session([(params.model, None)]):
+                generate_fn([build_messages(q, params.prompt_template) for q in todo],
+                            max_new_tokens=params.max_completion_length,
+                            batch_size=batch_size or params.eval_batch_size, temperature=params.temperature,
+                            top_p=params.top_p, num_samples=k, seed=params.seed, on_batch=on_batch)
         missing = [key(q) for q in todo if key(q) not in done]
         if missing:
             raise RuntimeError(f"the generator returned nothing for {len(missing)} question(s) (e.g. {missing[0]}); "
