@@ -74,6 +74,10 @@ class Params:
     select_checkpoint: str = _f("last", "Which adapter the run keeps: the last step's, or the best validated step's "
                                 "(rule in medr1.validation_monitor.selection_key; validation questions only).",
                                 "data", choices=("last", "validation"))
+    fit_check: bool = _f(False, "Positive control: evaluate the training questions themselves (benchmark 'fit', "
+                         "labelled 'fit check: training questions, not generalization') under option rotations "
+                         "0..eval_permutations-1, which training then never uses (medr1.option_order); questions "
+                         "that cannot be reordered are left out of the pool.", "data")
     train_option_counts: list = _f([], "Cut each training draw to an option count dealt from this list (gold kept, "
                                    "distractors dropped at random; medr1.option_order.vary_option_counts), so the "
                                    "letter ranges the evaluation asks with are trained too; [] = as written.", "data")
@@ -236,6 +240,7 @@ class Params:
         need(option_counts(self.train_option_counts), "train_option_counts", "must be option counts between 2 and 26")
         need(self.validation_option_counts is None or option_counts(self.validation_option_counts),
              "validation_option_counts", "must be None or option counts between 2 and 26")
+        self._check_fit_check(need)
         need(self.max_steps == -1 or self.max_steps > 0, "max_steps", "must be > 0, or -1 to use num_train_epochs")
         need(self.num_train_epochs > 0, "num_train_epochs", "must be > 0")
         need(self.temperature > 0, "temperature", "must be > 0 (GRPO needs diverse samples)")
@@ -273,6 +278,22 @@ class Params:
              "DeepSpeed configs are for multi-GPU runs (num_processes > 1)")
         need(not (self.deepspeed != "none" and self.device == "cpu"), "deepspeed",
              "DeepSpeed needs CUDA GPUs; the CPU multi-process test mode (device: cpu) runs deepspeed: none")
+
+    def _check_fit_check(self, need) -> None:
+        """The fit check's set is the training pool under held-out rotations: it needs those rotations (K >= 2,
+        shuffled training draws), the questions as written (no option cuts) and protocol medr1 only."""
+        from medr1.data import FIT_BENCHMARK
+
+        listed = FIT_BENCHMARK in self.eval_benchmarks
+        need(listed or not self.fit_check, "fit_check", f"needs {FIT_BENCHMARK!r} in eval_benchmarks")
+        if not (listed or self.fit_check):
+            return
+        need(self.fit_check, "eval_benchmarks", f"{FIT_BENCHMARK!r} is the fit check's set: set fit_check: true")
+        need(self.eval_permutations >= 2, "eval_permutations", "must be >= 2 with fit_check (the held-out rotations)")
+        need(self.shuffle_options, "shuffle_options", "must be true with fit_check (unshuffled draws are rotation 0)")
+        need(not self.train_option_counts, "train_option_counts",
+             "must be [] with fit_check (a cut question is another question than the one evaluated)")
+        need(self.eval_protocol == ["medr1"], "eval_protocol", "must be [medr1] with fit_check")
 
     def _check_template_and_rewards(self):
         """Template and reward names, and whether they fit together, checked here: before any model loads."""

@@ -226,7 +226,7 @@ def evaluate_model(model_spec: str, benchmarks: Sequence[str], out_dir: str | Pa
     ...                EvalSettings.from_params(None, limit=4))["scores"]["strict"]["medqa"]["n"]  # doctest: +SKIP
     4
     """
-    from medr1.data import load_benchmark, questions_hash
+    from medr1.data import FIT_BENCHMARK, FIT_LABEL, load_benchmark, questions_hash
     from medr1.eval_summary import generation_stats, score_predictions
     from medr1.option_order import cyclic_shift, eval_shifts
     from medr1.prompts import build_messages
@@ -369,6 +369,7 @@ def evaluate_model(model_spec: str, benchmarks: Sequence[str], out_dir: str | Pa
             "questions_per_s_now": round(len(todo) / elapsed, 3) if todo and elapsed > 0 else None,
             "generation": generation_stats(rows),
             "scores": score_predictions(rows, cfg.scorers, seed=cfg.seed),
+            **({"notes": {FIT_BENCHMARK: FIT_LABEL}} if FIT_BENCHMARK in benchmarks else {}),
         }
         from medr1.vision_eval import modality_scores
 
@@ -458,6 +459,8 @@ def default_eval_label(params, model: str, adapter: str | None) -> str:
 def evaluate_cli(params, *, model: str | None = None, adapter: str | None = None, out: str | Path | None = None) -> int:
     """`medr1 eval` under protocol medr1: `model` (default `params.model`) with `adapter` on
     `params.eval_benchmarks` into `out` (default `<run_dir>/eval/<label>`); prints the accuracies."""
+    from medr1.data import benchmark_title
+
     model = model or params.model
     out = Path(out) if out else RunDir(params.run_dir).eval_dir / default_eval_label(params, model, adapter)
     summary = evaluate_model(model, params.eval_benchmarks, out, EvalSettings.from_params(params), adapter=adapter)
@@ -468,7 +471,7 @@ def evaluate_cli(params, *, model: str | None = None, adapter: str | None = None
             consistent = "" if s.get("permutations", 1) <= 1 or s.get("consistent_accuracy") is None else \
                 f"  consistent={100 * s['consistent_accuracy']:.1f}% over {s['n_questions']} questions"
             top = "" if s.get("answer_top_share") is None else f"  top_answer_share={100 * s['answer_top_share']:.0f}%"
-            print(f"{bench:>16} {scorer:>7}: {acc}{ci}  n={s['n']}  unparsed={s['unparsed']}{consistent}{top}")
+            print(f"{benchmark_title(bench):>16} {scorer:>7}: {acc}{ci}  n={s['n']}  unparsed={s['unparsed']}{consistent}{top}")
             for modality, m in summary.get("by_modality", {}).get(scorer, {}).get(bench, {}).items():
                 print(f"{'':>16} {'':>7}  {modality}: {100 * m['accuracy']:.1f}% [{100 * m['ci_low']:.1f}, "
                       f"{100 * m['ci_high']:.1f}]  n={m['n']}")

@@ -37,7 +37,15 @@ from pathlib import Path
 from typing import Any
 
 from medr1.config import ParamsError
-from medr1.data import DataError, LoadedQuestions, Question, load_benchmark, load_from_hub, resolve_data_dir
+from medr1.data import (
+    FIT_BENCHMARK,
+    DataError,
+    LoadedQuestions,
+    Question,
+    load_benchmark,
+    load_from_hub,
+    resolve_data_dir,
+)
 from medr1.eval_sets import (
     load_eval_data_file,
     load_pubmedqa_huatuo,
@@ -134,6 +142,8 @@ def decontamination_sets(params: Any) -> list[str]:
     out = list(params.decontaminate_against)
     for name in params.eval_protocol:
         for bench in params.eval_benchmarks:
+            if bench == FIT_BENCHMARK:  # the fit check's set is the training pool itself
+                continue
             spec = get_protocol(name).sets.get(bench)
             out += spec.decontaminate if spec else [f"{bench}:{params.eval_split}"]
             if spec and getattr(params, "eval_data_file", None):

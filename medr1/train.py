@@ -129,7 +129,7 @@ def train(params: Params, *, progress: bool = True, reward_funcs: list[Callable]
         from medr1.grpo_setup import build_trainer, check_effective_config
         from medr1.models import load_policy, pick_device, resolve_model_path
         from medr1.option_order import shuffle_report, training_draws
-        from medr1.prepare import load_prepared, load_validation
+        from medr1.prepare import avoided_rotations, load_prepared, load_validation
         from medr1.validation_monitor import adopt_best, make_validation_monitor
         from medr1.vision import is_vision_spec
 
@@ -176,7 +176,8 @@ def train(params: Params, *, progress: bool = True, reward_funcs: list[Callable]
         kept, n_dropped = fit_prompts(pool, tokenizer, template=params.prompt_template,
                                       max_prompt_length=params.max_prompt_length)
         draws = training_draws(kept, n_training_draws(params, len(kept)), seed=params.seed,
-                               shuffle_options=params.shuffle_options, option_counts=params.train_option_counts)
+                               shuffle_options=params.shuffle_options, option_counts=params.train_option_counts,
+                               avoid_rotations=avoided_rotations(params))
         dataset = draws_dataset(draws, template=params.prompt_template)
         draw_by_prompt = {prompt_key(p, q.images): {"id": q.id, "answer": q.answer, "options": q.options}
                           for p, q in zip(dataset["prompt"], draws, strict=True)}
@@ -187,7 +188,8 @@ def train(params: Params, *, progress: bool = True, reward_funcs: list[Callable]
             "n_questions": len(kept), "n_draws": len(draws), "n_dropped_long_prompts": n_dropped,
             "resumed_from": str(checkpoint or ""),
             "option_shuffle": shuffle_report(kept, seed=params.seed, shuffle_options=params.shuffle_options,
-                                             option_counts=params.train_option_counts),
+                                             option_counts=params.train_option_counts,
+                                             avoid_rotations=avoided_rotations(params)),
             "decontamination": {**{k: v for k, v in contamination.items() if k != "removed"},
                                 "n_removed": len(contamination["removed"]),
                                 "removed_first_100": contamination["removed"][:100]},
