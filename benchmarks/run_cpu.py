@@ -2,7 +2,7 @@
 
 Every number this script reports is a RATIO of two measurements taken in the same process, minutes apart,
 on the same inputs: batched vs one-question-at-a-time evaluation, batch-1 decoding vs the memory
-bandwidth measured here, generation inside a TRL GRPO step vs `medr1.generation.generate`, and how
+bandwidth measured here, generation inside a TRL GRPO step vs `medr1.generation.hf.generate`, and how
 time grows with questions, generations and completion length. Absolute seconds are printed too, but
 they depend on the machine and on whoever else uses it; compare ratios, never numbers from two runs.
 
@@ -162,14 +162,14 @@ def _base(model):
 
 
 def timed_generate(model, tokenizer, prompts, *, new_tokens: int, batch_size: int, **kwargs) -> dict[str, Any]:
-    """`medr1.generation.generate` with EOS suppressed and a forward profile; times and texts.
+    """`medr1.generation.hf.generate` with EOS suppressed and a forward profile; times and texts.
 
     Returns:
         dict with total_s, prefill_s (prompt forwards), decode_fwd_s (one-token forwards), decode_s
         (total - prefill: decode forwards plus the loop around them), new_tokens, prompt_tokens, texts,
         end_to_end_tok_s (new tokens / total) and decode_tok_s (new tokens / decode_s).
     """
-    from medr1.generation import eos_ids, generate
+    from medr1.generation.hf import eos_ids, generate
 
     base = _base(model)
     with suppress_eos(base, eos_ids(model, tokenizer)), ForwardProfile(base) as prof:
@@ -238,7 +238,7 @@ def bench_batched_eval(model, tokenizer, prompts, options, cfg: Config, *, label
         so a batch-1 subset compares fairly with the batched run on all questions; agreement compares the
         extracted answers on the questions both runs answered.
     """
-    from medr1.answers import extract_choice
+    from medr1.task.answers import extract_choice
 
     prompts = list(prompts)[:cfg.eval_questions]
     n1 = min(cfg.batch1_questions, len(prompts))
@@ -259,7 +259,7 @@ def bench_batched_eval(model, tokenizer, prompts, options, cfg: Config, *, label
 
 def bench_prefix_sharing(model, tokenizer, questions, cfg: Config, *, rotations: int = 2) -> dict:
     """Each question asked under `rotations` option rotations (as `eval_permutations` does), generated with
-    every prompt prefilled whole vs each question's common beginning prefilled once (`medr1.prefix_sharing`).
+    every prompt prefilled whole vs each question's common beginning prefilled once (`medr1.generation.prefix_sharing`).
 
     Args:
         questions: MedQA `Question`s; the first `cfg.eval_questions` are rotated here.
@@ -267,8 +267,8 @@ def bench_prefix_sharing(model, tokenizer, questions, cfg: Config, *, rotations:
     Returns:
         {"rows": [whole row, shared row], "ratio_total", "ratio_prefill", "identical_text", "compared"}.
     """
-    from medr1.option_order import cyclic_shift
-    from medr1.prompts import build_messages
+    from medr1.data.option_order import cyclic_shift
+    from medr1.task.prompts import build_messages
 
     asked = [build_messages(cyclic_shift(q, k), TEMPLATE) for q in list(questions)[:cfg.eval_questions]
              for k in range(rotations)]
@@ -287,7 +287,7 @@ def bench_variants(prompts, cfg: Config, *, threads: int) -> list[dict]:
     weights, SDPA vs eager attention. Each loads its own model copy (135M parameters: seconds)."""
     import torch
 
-    from medr1.models import load_model
+    from medr1.models.load import load_model
 
     rows = []
     prompts = list(prompts)[:cfg.variant_questions]
@@ -370,9 +370,9 @@ def make_grpo_trainer(model_factory, tokenizer, prompts, *, generations: int, to
     from trl import GRPOTrainer
 
     from medr1.config import load_params
-    from medr1.grpo_setup import build_grpo_config
-    from medr1.models import lora_config
+    from medr1.models.base import lora_config
     from medr1.paths import REPO_ROOT
+    from medr1.train.trainer import build_grpo_config
 
     params = load_params(REPO_ROOT / "params" / "demo.yaml", {
         "num_generations": generations, "per_device_train_batch_size": generations * prompts_per_step,
@@ -433,9 +433,9 @@ def run_grpo_timed(trainer, eos: list[int]) -> dict[str, list[float]]:
 
 
 def bench_grpo_vs_standalone(model_factory, tokenizer, prompts, cfg: Config) -> dict:
-    """TRL's generation inside GRPO steps vs `medr1.generation.generate` on the same LoRA-wrapped model,
+    """TRL's generation inside GRPO steps vs `medr1.generation.hf.generate` on the same LoRA-wrapped model,
     prompts, number of completions, length and sampling settings (temperature 1, top-p 1)."""
-    from medr1.generation import eos_ids, generate
+    from medr1.generation.hf import eos_ids, generate
 
     prompts = list(prompts)[:cfg.grpo_prompts]
     with tempfile.TemporaryDirectory() as tmp:
@@ -475,7 +475,7 @@ def bench_grpo_vs_standalone(model_factory, tokenizer, prompts, cfg: Config) -> 
 def bench_grpo_grid(model_factory, tokenizer, prompts, cfg: Config) -> list[dict]:
     """GRPO step time over num_generations (at the middle length) and completion length (at the middle
     number of generations), one prompt per step; one warm-up step, then `cfg.grid_steps` measured."""
-    from medr1.generation import eos_ids
+    from medr1.generation.hf import eos_ids
 
     mid_g = cfg.grid_generations[len(cfg.grid_generations) // 2]
     mid_l = cfg.grid_lengths[len(cfg.grid_lengths) // 2]
@@ -551,7 +551,7 @@ THREADS_CHILD = """
 import json, os, sys, time, torch
 sys.path.insert(0, {bench_dir!r})
 import run_cpu as rc
-from medr1.models import load_model
+from medr1.models.load import load_model
 torch.set_num_threads({threads})
 model, tok = load_model(rc.MODEL_SPEC, device="cpu")
 prompt = {prompt!r}
@@ -660,9 +660,9 @@ def run(cfg: Config, *, only: set[str] | None = None, out_dir: Path = RESULTS_DI
     import torch
 
     from medr1.data import load_benchmark
-    from medr1.generation import encode_prompts, set_cpu_threads
-    from medr1.models import load_model
-    from medr1.prompts import build_messages
+    from medr1.generation.hf import encode_prompts, set_cpu_threads
+    from medr1.models.load import load_model
+    from medr1.task.prompts import build_messages
 
     def want(name: str) -> bool:
         return only is None or name in only
@@ -766,7 +766,7 @@ def run(cfg: Config, *, only: set[str] | None = None, out_dir: Path = RESULTS_DI
     if want("grpo"):
         g = bench_grpo_vs_standalone(fresh_model, tok, short, cfg)
         results["grpo_vs_standalone"] = g
-        _print(f"[3] generation inside a TRL GRPO step vs medr1.generation.generate ({cfg.grpo_prompts} shortest "
+        _print(f"[3] generation inside a TRL GRPO step vs medr1.generation.hf.generate ({cfg.grpo_prompts} shortest "
                f"prompts x {cfg.grpo_generations} generations, {cfg.grpo_tokens} tokens, temperature 1, LoRA model)",
                [g], ["trl_generate_s", "standalone_generate_s", "ratio_trl_to_standalone", "trl_step_s",
                      "generation_share_of_step"])

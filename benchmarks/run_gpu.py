@@ -4,13 +4,13 @@ What it measures (`--recipe params/X.yaml`, default the Llama-3.1-8B recipe):
 - The recipe's architecture (`configs/architectures/*.json`, the published config.json written out: no hub
   access) with RANDOM weights (bf16) and the embedded SmolLM2 tokenizer: step time and memory depend on
   the shapes, not on the weights.
-- The trainer is built by `medr1.grpo_setup`, the same functions `medr1 train` uses, from the recipe's own
+- The trainer is built by `medr1.train.trainer`, the same functions `medr1 train` uses, from the recipe's own
   params (LoRA, batch, accumulation, generations, loss, clipping, gradient checkpointing), with only what
   is listed in the result's `overrides` changed (model path, device, steps, completion length, checkpoints
   off, and vLLM off unless `--vllm recipe`). Every completion runs to its full length (EOS made
   unreachable), so both backends do equal work.
 - Each backend runs in its own child process (Unsloth patches transformers and TRL on import). Per
-  backend: median seconds per *optimizer* step after `--warmup` steps (`medr1.step_timer.StepTimer`, a
+  backend: median seconds per *optimizer* step after `--warmup` steps (`medr1.train.step_timer.StepTimer`, a
   TrainerCallback, CUDA-synchronised), generation's share of those steps (the trainer's generation
   method, wrapped), peak `torch.cuda.max_memory_allocated`, and the effective GRPO config read back from
   the trainer (it must be the same for both backends).
@@ -133,7 +133,7 @@ TRAINER_OVERRIDES = {"save_strategy": "no", "report_to": [], "logging_steps": 1}
 
 def dry_run(args) -> dict[str, Any]:
     from medr1.config import load_params
-    from medr1.grpo_setup import grpo_config_kwargs
+    from medr1.train.trainer import grpo_config_kwargs
 
     recipe = load_params(REPO / args.recipe)
     name, cfg = architecture_for(recipe.model, args.architecture)
@@ -155,7 +155,8 @@ def make_random_model(cfg: dict[str, Any], out: Path) -> None:
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from medr1.models import load_tokenizer, resolve_model_path
+    from medr1.models.base import load_tokenizer
+    from medr1.models.load import resolve_model_path
 
     tok = load_tokenizer(resolve_model_path("embedded:smollm2-135m"))
     values = {k: v for k, v in cfg.items() if k not in ("architectures", "transformers_version", "torch_dtype")}
@@ -180,12 +181,12 @@ def grpo_child(args) -> dict[str, Any]:
     from datasets import Dataset
 
     from medr1.data import load_benchmark
-    from medr1.generation import eos_ids
-    from medr1.grpo_setup import build_grpo_config, build_trainer, check_effective_config
-    from medr1.models import load_policy
-    from medr1.prompts import build_messages
-    from medr1.rewards import get_reward_funcs
-    from medr1.step_timer import StepTimer
+    from medr1.generation.hf import eos_ids
+    from medr1.models.load import load_policy
+    from medr1.task.prompts import build_messages
+    from medr1.task.rewards import get_reward_funcs
+    from medr1.train.step_timer import StepTimer
+    from medr1.train.trainer import build_grpo_config, build_trainer, check_effective_config
 
     params, overrides = bench_params(args.recipe, model_dir=args.child_model, backend=args.child,
                                      steps=args.warmup + args.steps, tokens=args.tokens, vllm=args.vllm)
@@ -220,11 +221,11 @@ def bench_generation(model_dir: str, prompts_n: int, tokens: int) -> dict[str, A
     """Greedy: model.generate vs compact loop vs static cache + torch.compile (+ vLLM when installed)."""
     import torch
 
-    from medr1.backends import generate_vllm, vllm_available
     from medr1.data import load_benchmark
-    from medr1.generation import eos_ids, generate
-    from medr1.models import load_model
-    from medr1.prompts import build_messages
+    from medr1.generation.hf import eos_ids, generate
+    from medr1.generation.vllm import generate_vllm, vllm_available
+    from medr1.models.load import load_model
+    from medr1.task.prompts import build_messages
 
     qs = list(load_benchmark(DATA_NAME, split="train", data_dir=REPO / DATA_DIR))[:prompts_n]
     prompts = [build_messages(q, "letter") for q in qs]

@@ -4,6 +4,11 @@ Every subcommand takes the same params files as the notebooks (`-f params/X.yaml
 overrides, so a notebook run and a CLI run of one recipe are the same run. Errors a user can fix
 (bad params, bad data, a locked run directory, a missing model) print one clear line and exit 2
 instead of a traceback.
+
+The light spine (params, data, runs, the model-spec check, the pipeline) is imported at module level. Each
+stage's entry point (`medr1.train`, `medr1.evaluation`) is imported inside its subcommand, after the params
+and the model spec are checked: the stages import torch, transformers or pandas (seconds), and
+`medr1 params` or a typo in a model path should answer at once.
 """
 
 from __future__ import annotations
@@ -12,19 +17,23 @@ import argparse
 import logging
 import sys
 
+from medr1.artifacts import ArtifactError
+from medr1.config import ParamsError, load_params, parse_override
+from medr1.data import DataError, data_card, load_benchmark
+from medr1.models.base import ModelSpecError
+from medr1.models.load import check_model_spec
+from medr1.pipeline import PipelineError, run_pipeline
+from medr1.runs import OutputDirError, RunDir, RunLockedError
+
 
 def _user_errors() -> tuple[type[BaseException], ...]:
-    from medr1.artifacts import ArtifactError
-    from medr1.config import ParamsError
-    from medr1.data import DataError
-    from medr1.evaluate import EvalSettingsError
-    from medr1.models import ModelSpecError
-    from medr1.pipeline import PipelineError
-    from medr1.runs import OutputDirError, RunLockedError
-    from medr1.train import TrainSetupError
-
-    return (ParamsError, DataError, ModelSpecError, RunLockedError, OutputDirError, PipelineError,
-            EvalSettingsError, TrainSetupError, ArtifactError)
+    """The errors a user can fix, printed as one line. A stage's own error is listed only once that stage
+    was imported (it cannot have been raised otherwise), so reporting a typo never imports torch."""
+    errors = [ParamsError, DataError, ModelSpecError, RunLockedError, OutputDirError, PipelineError, ArtifactError]
+    for module, name in (("medr1.evaluation.evaluate", "EvalSettingsError"), ("medr1.train.recipe", "TrainSetupError")):
+        if module in sys.modules:
+            errors.append(getattr(sys.modules[module], name))
+    return tuple(errors)
 
 
 def _add_params_args(p: argparse.ArgumentParser) -> None:
@@ -34,10 +43,10 @@ def _add_params_args(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_train(args) -> int:
-    from medr1.config import load_params
-    from medr1.train import train
-
     params = load_params(args.params_file, args.overrides)
+    check_model_spec(params.model)  # a typo in the model path is reported before torch loads
+    from medr1.train import train  # lazy: the stage imports torch and transformers
+
     result = train(params)
     print(f"training finished: {result}")
     return 0
@@ -54,17 +63,14 @@ EVAL_ALIASES = {"benchmarks": "eval_benchmarks", "limit": "eval_limit", "templat
 
 def eval_params(args):
     """The params of `medr1 eval`: the file, then `--set`, then the alias flags given (each a params key)."""
-    from medr1.config import load_params, parse_override
-
     overrides = dict(parse_override(o) for o in args.overrides)
     overrides.update({key: getattr(args, flag) for flag, key in EVAL_ALIASES.items() if hasattr(args, flag)})
     return load_params(args.params_file, overrides)
 
 
 def cmd_eval(args) -> int:
-    from medr1.evaluate import default_eval_label, evaluate_cli
-    from medr1.protocol_eval import protocol_cli
-    from medr1.runs import RunDir
+    from medr1.evaluation.protocol_eval import protocol_cli  # lazy: the stage imports pandas
+    from medr1.evaluation.run import default_eval_label, evaluate_cli  # lazy: as above
 
     params = eval_params(args)
     if args.dry_run or args.protocol != "medr1":
@@ -76,23 +82,17 @@ def cmd_eval(args) -> int:
 
 
 def cmd_pipeline(args) -> int:
-    from medr1.pipeline import run_pipeline
-
     notebooks = args.only.split(",") if args.only else None  # None: the params decide (vision adds 06)
     run_pipeline(args.params_file, args.overrides, notebooks=notebooks, force=args.force or None)
     return 0
 
 
 def cmd_params(args) -> int:
-    from medr1.config import load_params
-
     print(load_params(args.params_file, args.overrides).to_yaml(), end="")
     return 0
 
 
 def cmd_data(args) -> int:
-    from medr1.data import data_card, load_benchmark
-
     for name in args.benchmarks.split(","):
         questions = load_benchmark(name, split=args.split, data_dir=args.data_dir)
         print(f"{name}/{args.split}: {len(questions)} questions")
@@ -123,7 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
                            help=f"= --set {key}=VALUE")
     p.add_argument("--force", action="store_const", const=True, default=argparse.SUPPRESS,
                    help="discard existing predictions (= --set force=true)")
-    p.add_argument("--protocol", default="medr1", help="evaluation protocol (medr1.protocols): medr1 (the eval_* "
+    p.add_argument("--protocol", default="medr1", help="evaluation protocol (medr1.task.protocols): medr1 (the eval_* "
                    "params), huatuo-o1 or huatuo-o1-strict (HuatuoGPT-o1's sets, prompt, decoding and scorer)")
     p.add_argument("--no-hub", action="store_true", help="never try the Hugging Face hub for a set")
     p.add_argument("--dry-run", action="store_true", help="write prompts.jsonl and protocol.json; load no model")

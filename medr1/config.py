@@ -19,6 +19,12 @@ from typing import Any
 
 import yaml
 
+from medr1.data import FIT_BENCHMARK
+from medr1.paths import resolve_repo_path
+from medr1.task.prompts import TEMPLATES, check_rewards_fit
+from medr1.task.protocols import PROTOCOLS
+from medr1.task.rewards import validate_reward_config
+
 
 class ParamsError(ValueError):
     """A params file or override is wrong; the message names the key and what is allowed."""
@@ -67,27 +73,27 @@ class Params:
         "Evaluation sets whose test questions must never reach training.", "data")
     ngram_size: int = _f(13, "Word n-gram length for overlap decontamination.", "data")
     shuffle_options: bool = _f(True, "Permute each training draw's options, gold letters balanced (see "
-                               "medr1.option_order), so that no fixed letter earns reward.", "data")
+                               "medr1.data.option_order), so that no fixed letter earns reward.", "data")
     validation_every: int = _f(0, "Every N optimizer steps (and at the last), decode the validation split greedily as "
-                               "evaluation will and log it to train/validation.csv (medr1.validation_monitor); "
+                               "evaluation will and log it to train/validation.csv (medr1.train.validation); "
                                "0 = never. Needs validation_size > 0.", "data")
     select_checkpoint: str = _f("last", "Which adapter the run keeps: the last step's, or the best validated step's "
-                                "(rule in medr1.validation_monitor.selection_key; validation questions only).",
+                                "(rule in medr1.train.validation.selection_key; validation questions only).",
                                 "data", choices=("last", "validation"))
     fit_check: bool = _f(False, "Positive control: evaluate the training questions themselves (benchmark 'fit', "
                          "labelled 'fit check: training questions, not generalization') under option rotations "
                          "0..eval_permutations-1, which training then never uses (medr1.option_order); questions "
                          "that cannot be reordered are left out of the pool.", "data")
     train_option_counts: list = _f([], "Cut each training draw to an option count dealt from this list (gold kept, "
-                                   "distractors dropped at random; medr1.option_order.vary_option_counts), so the "
+                                   "distractors dropped at random; medr1.data.option_order.vary_option_counts), so the "
                                    "letter ranges the evaluation asks with are trained too; [] = as written.", "data")
     validation_option_counts: list | None = _f(None, "Cut validation questions to option counts dealt from this list "
                                                "(the test sets' counts: a model's letter and format habits differ "
                                                "by option count; questions with fewer options than the smallest "
                                                "count are not asked); None = train_option_counts.", "data")
     # --- prompts and rewards ---------------------------------------------------------------------
-    prompt_template: str = _f("r1", "Prompt template name for training (see medr1.prompts.TEMPLATES).", "prompt")
-    reward_funcs: list = _f(["accuracy", "format"], "Reward function names (see medr1.rewards.REWARD_FUNCS).", "prompt")
+    prompt_template: str = _f("r1", "Prompt template name for training (see medr1.task.prompts.TEMPLATES).", "prompt")
+    reward_funcs: list = _f(["accuracy", "format"], "Reward function names (see medr1.task.rewards.REWARD_FUNCS).", "prompt")
     reward_weights: list | None = _f(None, "One weight per reward function; None = all 1.", "prompt")
     # --- model -----------------------------------------------------------------------------------
     model: str = _f("embedded:smollm2-135m", "Hub id, local path, or embedded:<name>.", "model")
@@ -122,7 +128,7 @@ class Params:
     loss_type: str = _f("dapo", "GRPO loss normalisation.", "grpo", LOSS_TYPES)
     # The algorithm knobs a backend may change on its own (Unsloth sets mask_truncated_completions and
     # epsilon_high for loss_type dapo): one value each, passed to and re-asserted on every backend
-    # (medr1.grpo_setup), and read back into manifest.json as effective_grpo_config.
+    # (medr1.train.trainer), and read back into manifest.json as effective_grpo_config.
     epsilon: float = _f(0.2, "Lower clip range of the policy ratio (1 - epsilon).", "grpo")
     epsilon_high: float | None = _f(None, "Upper clip range (1 + epsilon_high); null = epsilon. DAPO's clip-higher: 0.28.", "grpo")
     mask_truncated_completions: bool = _f(False, "Leave completions cut at max_completion_length out of the loss (DAPO).", "grpo")
@@ -159,7 +165,7 @@ class Params:
                                 "consistent_accuracy and letter-bias measures).", "eval")
     eval_scorers: list = _f(["strict", "huatuo"], "Scorers reported side by side.", "eval")
     eval_models: list = _f(["base", "trained"], "base = params.model; trained = base + this run's adapter; or specs.", "eval")
-    eval_protocol: list = _f(["medr1"], "Evaluation protocols (medr1.protocols): medr1 = the eval_* params into "
+    eval_protocol: list = _f(["medr1"], "Evaluation protocols (medr1.task.protocols): medr1 = the eval_* params into "
                              "eval/<label>; huatuo-o1[-strict] = HuatuoGPT-o1's published protocol into "
                              "eval/<label>@<protocol>.", "eval")
     eval_seeds: int = _f(3, "Seeds of a sampled protocol (huatuo-o1); the mean and spread are reported.", "eval")
@@ -260,7 +266,6 @@ class Params:
         need(not (self.eval_num_samples > 1 and self.eval_temperature == 0), "eval_num_samples",
              "several samples per question need eval_temperature > 0 (greedy samples are identical)")
         need(bool(self.reward_funcs), "reward_funcs", "must name at least one reward")
-        from medr1.protocols import PROTOCOLS
 
         need(bool(self.eval_protocol) and all(p in PROTOCOLS for p in self.eval_protocol), "eval_protocol",
              f"must list protocols among {list(PROTOCOLS)}")
@@ -282,8 +287,6 @@ class Params:
     def _check_fit_check(self, need) -> None:
         """The fit check's set is the training pool under held-out rotations: it needs those rotations (K >= 2,
         shuffled training draws), the questions as written (no option cuts) and protocol medr1 only."""
-        from medr1.data import FIT_BENCHMARK
-
         listed = FIT_BENCHMARK in self.eval_benchmarks
         need(listed or not self.fit_check, "fit_check", f"needs {FIT_BENCHMARK!r} in eval_benchmarks")
         if not (listed or self.fit_check):
@@ -297,8 +300,6 @@ class Params:
 
     def _check_template_and_rewards(self):
         """Template and reward names, and whether they fit together, checked here: before any model loads."""
-        from medr1.prompts import TEMPLATES, check_rewards_fit
-        from medr1.rewards import validate_reward_config
 
         for key in ("prompt_template", "eval_prompt_template"):
             if getattr(self, key) not in TEMPLATES:
@@ -344,7 +345,6 @@ class Params:
 
     @property
     def run_dir(self) -> Path:
-        from medr1.paths import resolve_repo_path
 
         return resolve_repo_path(self.runs_dir) / self.run_name
 
@@ -423,7 +423,6 @@ def params_from_namespace(namespace: dict[str, Any]) -> Params:
     values = {k: namespace[k] for k in Params.field_names() if k in namespace}
     params_file = namespace.get("params_file")
     if params_file:
-        from medr1.paths import resolve_repo_path
 
         base = read_params_file(resolve_repo_path(params_file))
         base.update(values)

@@ -22,7 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from medr1.config import Params, load_params
-from medr1.models import check_model_spec
+from medr1.models.load import check_model_spec
+from medr1.models.vision import is_vision_spec
 from medr1.paths import NOTEBOOKS_DIR, REPO_ROOT
 from medr1.runs import LOCK_TOKEN_ENV, RunDir, atomic_write_json, atomic_write_text, check_writable
 
@@ -62,7 +63,6 @@ def notebook_parameters(path: Path) -> list[str]:
 def default_notebooks(params: Params) -> tuple[str, ...]:
     """The notebooks a pipeline runs: the numbered five, plus 06_vision_grpo when `params.model` is a
     vision-language model (its images and completions mean nothing for a text model)."""
-    from medr1.vision import is_vision_spec
 
     return NOTEBOOKS + VISION_NOTEBOOKS if is_vision_spec(params.model) else NOTEBOOKS
 

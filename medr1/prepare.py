@@ -29,9 +29,10 @@ from medr1.data import (
     load_benchmark,
     questions_hash,
 )
-from medr1.option_order import refers_to_other_options, shuffle_report
+from medr1.data.option_order import refers_to_other_options, shuffle_report
 from medr1.paths import resolve_repo_path
 from medr1.runs import RunDir, atomic_write_json, atomic_write_text, write_manifest
+from medr1.task.protocols import decontamination_sets
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +70,6 @@ def training_pool(params: Params) -> tuple[list[Question], list[Question], Decon
     calls this too, so what it trains on never includes a validation question, and tuning done on the
     validation split never looks at a test question.
     """
-    from medr1.protocols import decontamination_sets
 
     pool, report = build_training_pool(params.train_sources, eval_sets=decontamination_sets(params),
                                        seed=params.seed, limit=None, data_dir=data_dir_of(params),
@@ -94,7 +94,7 @@ def write_validation(run: RunDir, validation: list[Question]) -> None:
     `load_benchmark("validation", "validation", data_dir=<run>/data)` and `medr1 eval` read it.
 
     Images of visual questions are copied beside it (`data/images/<content hash><suffix>`): image paths must
-    stay inside the data directory they are read from (`medr1.images`), and a copy keeps the split
+    stay inside the data directory they are read from (`medr1.data.images`), and a copy keeps the split
     readable when the source data moves.
     """
     import hashlib
@@ -168,7 +168,7 @@ def prepare_data(params: Params, *, write: bool = True) -> PreparedData:
 
 
 def shuffle_table(report: dict[str, Any]):
-    """The data card's view of `medr1.option_order.shuffle_report`: gold-letter shares (%) per option
+    """The data card's view of `medr1.data.option_order.shuffle_report`: gold-letter shares (%) per option
     count, as written and as GRPO sees them after shuffling, plus the questions kept in order."""
     import pandas as pd
 

@@ -20,8 +20,8 @@ import time
 
 from medr1.config import load_params
 from medr1.data import load_benchmark
-from medr1.evaluate import EvalSettings, evaluate_model
-from medr1.option_order import keep_options
+from medr1.data.option_order import keep_options
+from medr1.evaluation.evaluate import EvalSettings, evaluate_model
 from medr1.prepare import prepare_data
 from medr1.runs import RunDir, atomic_write_text
 from medr1.train import train

@@ -48,15 +48,18 @@ def tripwires(monkeypatch):
     import papermill
     import transformers
 
-    import medr1.backends
-    import medr1.models
+    import medr1.generation.backends
+    import medr1.models.load
+    import medr1.models.vision
 
     def tripped(*args, **kwargs):
         raise AssertionError("work started before the entry point refused")
 
     monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", tripped)
-    monkeypatch.setattr(medr1.models, "embedded_checkpoint", tripped)
-    monkeypatch.setattr(medr1.backends, "hf_generate_fn", tripped)
+    # patched where it is looked up: each loader imported the name from models.base
+    monkeypatch.setattr(medr1.models.load, "embedded_checkpoint", tripped)
+    monkeypatch.setattr(medr1.models.vision, "embedded_checkpoint", tripped)
+    monkeypatch.setattr(medr1.generation.backends, "hf_generate_fn", tripped)
     monkeypatch.setattr(papermill, "execute_notebook", tripped)
 
 
@@ -79,7 +82,8 @@ def tiny_checkpoint(tmp_path_factory):
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from medr1.models import load_tokenizer, resolve_model_path
+    from medr1.models.base import load_tokenizer
+    from medr1.models.load import resolve_model_path
 
     path = tmp_path_factory.mktemp("tiny-llama")
     tok = load_tokenizer(resolve_model_path("embedded:smollm2-135m"))
@@ -95,7 +99,7 @@ def tiny_checkpoint(tmp_path_factory):
 def run_eval(model, benchmarks, out, **kw):
     """`evaluate_model` with settings given as keywords: the package defaults (`Params`), seed 0, and `kw`
     (EvalSettings fields; adapter, progress, generate_fn and question_sets go to the call itself)."""
-    from medr1.evaluate import EvalSettings, evaluate_model
+    from medr1.evaluation.evaluate import EvalSettings, evaluate_model
 
     runtime = {k: kw.pop(k) for k in ("adapter", "progress", "generate_fn", "question_sets") if k in kw}
     return evaluate_model(model, benchmarks, out, EvalSettings.from_params(None, **{"seed": 0, **kw}), **runtime)

@@ -1,4 +1,4 @@
-"""Tests for medr1.answers: the extraction policy rule by rule, the forms options come in, odd and huge
+"""Tests for medr1.task.answers: the extraction policy rule by rule, the forms options come in, odd and huge
 inputs, and a property test (never raises, only returns rules it names, only letters among the options).
 
 Cases are tables with one comment each (TRL tests/test_rewards.py style); the extraction tables also pin
@@ -13,8 +13,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from medr1.answers import EXPLICIT_RULES, RULES, Extraction, extract_choice, extract_choice_with_rule
-from medr1.rewards import accuracy
+from medr1.task.answers import EXPLICIT_RULES, RULES, Extraction, extract_choice, extract_choice_with_rule
+from medr1.task.rewards import accuracy
 
 DRUGS = {"A": "Aspirin", "B": "Warfarin", "C": "Beta blocker", "D": "Aspirin and clopidogrel"}
 YNM = {"A": "yes", "B": "no", "C": "maybe"}

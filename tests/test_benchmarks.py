@@ -33,7 +33,7 @@ PROMPTS = ["hi", "a longer prompt", "mid", "x"]
 
 def _frequent_token(model):
     """A token the random model emits at once for every prompt: as EOS, it would stop every row early."""
-    from medr1.generation import generate
+    from medr1.generation.hf import generate
 
     gens = generate(model, ByteTokenizer(eos=258), PROMPTS, max_new_tokens=1, batch_size=4)
     return int(gens[0].text.split()[0])
@@ -47,7 +47,7 @@ def test_timed_generate_forces_length_and_profiles(bench, tiny):
     assert 0 < r["prefill_s"] < r["total_s"]
     assert r["decode_s"] == pytest.approx(r["total_s"] - r["prefill_s"])
     # The hook is removed afterwards: the same EOS now stops the first row at its first token.
-    from medr1.generation import generate
+    from medr1.generation.hf import generate
 
     assert generate(tiny, tok, PROMPTS[:1], max_new_tokens=5, batch_size=1)[0].finish_reason == "stop"
 

@@ -1,4 +1,4 @@
-"""Tests for medr1.evaluate: streamed predictions, resume after a kill, settings checks, summaries.
+"""Tests for medr1.evaluation.evaluate: streamed predictions, resume after a kill, settings checks, summaries.
 
 Almost everything runs against a deterministic fake generator (answers are a function of the prompt), so
 resume and repair are tested in milliseconds; one slow test evaluates the real embedded model.
@@ -15,8 +15,9 @@ import pytest
 from conftest import run_eval
 
 from medr1.artifacts import ArtifactError, read_predictions
-from medr1.evaluate import EvalSettingsError, evaluate_params, prompt_hash
-from medr1.generation import Generation
+from medr1.evaluation.evaluate import EvalSettingsError, prompt_hash
+from medr1.evaluation.run import evaluate_params
+from medr1.generation.hf import Generation
 from medr1.runs import RunLockedError
 
 LETTERS = "ABCD"
@@ -239,9 +240,9 @@ def test_evaluate_params_labels(data_dir, tmp_path):
 
 
 def _fake_backend(monkeypatch):
-    import medr1.backends
+    import medr1.generation.backends
 
-    monkeypatch.setattr(medr1.backends, "hf_generate_fn", lambda *a, **k: FakeGenerator())
+    monkeypatch.setattr(medr1.generation.backends, "hf_generate_fn", lambda *a, **k: FakeGenerator())
 
 
 def test_eval_cli_takes_a_params_file_and_overrides(tmp_path, monkeypatch, capsys):
@@ -301,7 +302,7 @@ def test_eval_cli_smoke_params_with_the_embedded_model(tmp_path, capsys):
 
 def test_eval_settings_come_from_params():
     from medr1.config import Params
-    from medr1.evaluate import PARAMS_KEYS, EvalSettings
+    from medr1.evaluation.evaluate import PARAMS_KEYS, EvalSettings
 
     params = Params(eval_batch_size=7, eval_limit=3, seed=5)
     settings = EvalSettings.from_params(params)

@@ -31,12 +31,12 @@ from pathlib import Path
 import pytest
 
 from medr1.artifacts import read_metrics, read_predictions
-from medr1.checkpoints import is_complete_checkpoint, last_complete_checkpoint
 from medr1.cli import main
 from medr1.config import Params
 from medr1.data import load_benchmark
 from medr1.paths import PARAMS_DIR, REPO_ROOT
 from medr1.train import train
+from medr1.train.checkpoints import is_complete_checkpoint, last_complete_checkpoint
 
 FIXTURES = REPO_ROOT / "tests" / "fixtures" / "toyqa"
 SMOKE = str(PARAMS_DIR / "smoke.yaml")
@@ -129,9 +129,9 @@ def test_train_without_resume_refuses_an_earlier_training(tmp_path, tripwires):
 
 def test_eval_cli_refuses_to_mix_settings(tmp_path, monkeypatch, capsys, error_line):
     # A finished evaluation, then the same --out with another template: one clear line, exit 2.
-    import medr1.backends
+    import medr1.generation.backends
 
-    monkeypatch.setattr(medr1.backends, "hf_generate_fn", lambda *a, **k: answer_first_option)
+    monkeypatch.setattr(medr1.generation.backends, "hf_generate_fn", lambda *a, **k: answer_first_option)
     out = tmp_path / "eval"
     assert main(_eval_argv(out)) == 0
     capsys.readouterr()
@@ -146,7 +146,7 @@ def test_eval_cli_refuses_to_mix_settings(tmp_path, monkeypatch, capsys, error_l
 
 FAKE_GENERATOR = r'''
 import hashlib, json, time
-from medr1.generation import Generation
+from medr1.generation.hf import Generation
 
 def answer_first_option(prompts, *, batch_size, num_samples, on_batch, delay=0.0, **_):
     """Answers with a letter that is a function of the prompt, one batch at a time."""
@@ -168,7 +168,7 @@ answer_first_option = _namespace["answer_first_option"]
 
 EVAL_RUNNER = FAKE_GENERATOR + r'''
 import functools, sys
-from medr1.evaluate import EvalSettings, evaluate_model
+from medr1.evaluation.evaluate import EvalSettings, evaluate_model
 settings = EvalSettings.from_params(None, template="letter", max_new_tokens=8, batch_size=1, data_dir=sys.argv[2],
                                     seed=0)
 evaluate_model("org/fake", ["mini_test"], sys.argv[1], settings, progress=False,
@@ -253,7 +253,7 @@ def die():
     os.kill(os.getpid(), signal.SIGKILL)
 
 def in_step():  # step `step` is under way once the checkpoint of the step before it is complete
-    from medr1.checkpoints import is_complete_checkpoint
+    from medr1.train.checkpoints import is_complete_checkpoint
     return step == 1 or is_complete_checkpoint(train_dir / f"checkpoint-{step - 1}")
 
 if point == "checkpoint":  # halfway through the weights of checkpoint-<step>: before trainer_state.json
@@ -268,8 +268,8 @@ if point == "checkpoint":  # halfway through the weights of checkpoint-<step>: b
     safetensors.torch.save_file = save_file
 elif point == "generation":  # TRL's model.generate, or medr1's shared-prefill sampler that replaces it on CPU
     from transformers.generation.utils import GenerationMixin
-    import medr1.grpo_generation
-    real_generate, real_sample = GenerationMixin.generate, medr1.grpo_generation.sample_token_ids
+    import medr1.train.sampling
+    real_generate, real_sample = GenerationMixin.generate, medr1.train.sampling.sample_token_ids
     def generate(self, *args, **kwargs):
         if in_step():
             die()
@@ -279,7 +279,7 @@ elif point == "generation":  # TRL's model.generate, or medr1's shared-prefill s
             die()
         return real_sample(*args, **kwargs)
     GenerationMixin.generate = generate
-    medr1.grpo_generation.sample_token_ids = sample_token_ids
+    medr1.train.sampling.sample_token_ids = sample_token_ids
 elif point == "optimizer":
     import torch
     real_step = torch.optim.AdamW.step
@@ -289,7 +289,7 @@ elif point == "optimizer":
         return real_step(self, *args, **kwargs)
     torch.optim.AdamW.step = optimizer_step
 
-from medr1.train import train_from_cli
+from medr1.train.recipe import train_from_cli
 train_from_cli(["-f", params_file, "--no-progress"])
 '''
 

@@ -1,7 +1,7 @@
-"""Tests for medr1/figures.py: every figure from a tiny synthetic run directory, no model, Agg backend.
+"""Tests for medr1/report/figures.py: every figure from a tiny synthetic run directory, no model, Agg backend.
 
 The fake run mirrors the artifact formats of medr1.train (metrics.csv with `reward/<name>` columns) and
-medr1.evaluate / medr1.scoring (predictions.jsonl rows, summary.json per-benchmark dicts, results.csv).
+medr1.evaluation.evaluate / medr1.evaluation.scoring (predictions.jsonl rows, summary.json per-benchmark dicts, results.csv).
 Counts are chosen so that every asserted number (bars, pairs, p-values) can be checked by hand.
 """
 
@@ -23,10 +23,18 @@ import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from medr1 import figures, figures_eval, figures_training  # noqa: E402
 from medr1.artifacts import metrics_frame, predictions_frame, read_predictions  # noqa: E402
 from medr1.paths import REPO_ROOT  # noqa: E402
-from medr1.results import paired_table  # noqa: E402
+from medr1.report import (
+    eval_figures as figures_eval,
+)
+from medr1.report import (  # noqa: E402
+    figures,
+)
+from medr1.report import (
+    training_figures as figures_training,
+)
+from medr1.report.results import paired_table  # noqa: E402
 
 # medqa: 4 options, 6 questions; pubmedqa: 3 options, 4 questions. Verdicts per question id:
 BASE_CORRECT = {"medqa": [1, 1, 0, 0, 0, 1], "pubmedqa": [1, 0, 0, 1]}
@@ -68,7 +76,7 @@ def _prediction_rows(correct: dict[str, list[int]], unparsed_every: int) -> list
 
 
 def _summary(rows: list[dict]) -> dict:
-    """The shape of medr1.evaluate's summary.json: {"scores": {scorer: {benchmark: {...}}}, ...}."""
+    """The shape of medr1.evaluation.evaluate's summary.json: {"scores": {scorer: {benchmark: {...}}}, ...}."""
     df = pd.DataFrame(rows)
     per_bench = {b: {"scorer": "strict", "benchmark": b, "n": len(sub), "n_correct": int(sub["correct"].sum()),
                      "accuracy": float(sub["correct"].mean()), "unparsed": int(sub["extracted"].isna().sum()),
@@ -272,7 +280,7 @@ def test_make_figure_one_at_a_time(tmp_path, caplog):
 
 def test_make_all_figures_writes_png_and_pdf(tmp_path, caplog):
     run = make_fake_run(tmp_path)
-    with caplog.at_level(logging.WARNING, logger="medr1.figures"):
+    with caplog.at_level(logging.WARNING, logger="medr1.report.figures"):
         paths = figures.make_all_figures(run)
     names = ["training_curves", "completion_length", "accuracy", "extraction_rules", "letter_recall",
              "paired_base_vs_trained"]
@@ -296,7 +304,7 @@ def test_make_all_figures_writes_png_and_pdf(tmp_path, caplog):
 ])
 def test_make_all_figures_skips_missing_artifacts(tmp_path, caplog, kwargs, made, skipped):
     run = make_fake_run(tmp_path, **kwargs)
-    with caplog.at_level(logging.WARNING, logger="medr1.figures"):
+    with caplog.at_level(logging.WARNING, logger="medr1.report.figures"):
         paths = figures.make_all_figures(run, tmp_path / "out", reference=tmp_path / "absent.yaml")
     assert sorted({p.stem for p in paths}) == sorted(made)
     assert sorted(r.args[0] for r in caplog.records) == sorted(skipped)
@@ -305,7 +313,7 @@ def test_make_all_figures_skips_missing_artifacts(tmp_path, caplog, kwargs, made
 def test_make_all_figures_skips_pairing_without_trained(tmp_path, caplog):
     run = make_fake_run(tmp_path, train=False)
     (run / "eval" / "trained" / "predictions.jsonl").unlink()
-    with caplog.at_level(logging.WARNING, logger="medr1.figures"):
+    with caplog.at_level(logging.WARNING, logger="medr1.report.figures"):
         paths = figures.make_all_figures(run)
     assert "paired_base_vs_trained" not in {p.stem for p in paths}
     assert "found ['base']" in caplog.text
@@ -314,7 +322,7 @@ def test_make_all_figures_skips_pairing_without_trained(tmp_path, caplog):
 def test_make_all_figures_survives_an_empty_metrics_file(tmp_path, caplog):
     run = make_fake_run(tmp_path, evaluate=False, results_csv=False)
     (run / "train" / "metrics.csv").write_text("step,reward\n")  # header written, no step logged yet
-    with caplog.at_level(logging.WARNING, logger="medr1.figures"):
+    with caplog.at_level(logging.WARNING, logger="medr1.report.figures"):
         assert figures.make_all_figures(run) == []
     assert "has no rows yet" in caplog.text
 
@@ -329,7 +337,7 @@ def test_save_and_copy_to_report(tmp_path):
 
 
 def test_figures_never_imports_model_code():
-    code = "import sys, medr1.figures; print(sorted(m for m in ('torch', 'medr1.train', 'medr1.evaluate', " \
+    code = "import sys, medr1.report.figures; print(sorted(m for m in ('torch', 'medr1.train', 'medr1.evaluation.evaluate', " \
            "'medr1.generation') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

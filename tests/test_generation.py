@@ -11,8 +11,9 @@ import pytest
 import torch
 from conftest import ByteTokenizer  # the tiny model fixture lives there too
 
-from medr1.backends import VLLM_HINT, generate_vllm, pick_backend
-from medr1.generation import PROMPT_TOO_LONG, generate, length_batches
+from medr1.generation.backends import pick_backend
+from medr1.generation.hf import PROMPT_TOO_LONG, generate, length_batches
+from medr1.generation.vllm import VLLM_HINT, generate_vllm
 
 # --------------------------------------------------------------------------------------------------
 # A tiny model and a byte tokenizer
@@ -161,13 +162,13 @@ def test_samples_share_one_prefill_and_match_repeated_prompts(tiny):
 def test_shared_prefixes_prefill_once_and_change_nothing(tiny, monkeypatch):
     # Rotations of one question share their beginning: grouped, that part is prefilled once per group,
     # and the greedy answers equal those of whole-prompt prefills.
-    import medr1.prefix_sharing as sharing
+    import medr1.generation.hf as hf  # patched where generate() looks the name up
 
     stem = "a long question stem that the rotations share "
     prompts = [stem + "x y z", "short", stem + "y z x", stem + "z x y", "another short one", "short!"]
     widths = []
-    real = sharing.prefill_groups
-    monkeypatch.setattr(sharing, "prefill_groups", lambda m, rows, groups, *a: widths.append(groups) or real(m, rows, groups, *a))
+    real = hf.prefill_groups
+    monkeypatch.setattr(hf, "prefill_groups", lambda m, rows, groups, *a: widths.append(groups) or real(m, rows, groups, *a))
     whole = generate(tiny, ByteTokenizer(), prompts, max_new_tokens=6, batch_size=8, share_prefixes=False)
     assert not widths
     shared = generate(tiny, ByteTokenizer(), prompts, max_new_tokens=6, batch_size=8)
@@ -205,7 +206,7 @@ def test_vllm_without_gpu_says_what_to_do():
 
 @pytest.fixture(scope="module")
 def smol():
-    from medr1.models import load_model
+    from medr1.models.load import load_model
 
     return load_model("embedded:smollm2-135m", device="cpu", torch_dtype="float32")
 
@@ -224,8 +225,8 @@ SMOL_PROMPTS = [
 @pytest.mark.slow
 def test_embedded_option_rotations_share_their_prefill(smol):
     from medr1.data import Question
-    from medr1.option_order import cyclic_shift
-    from medr1.prompts import build_messages
+    from medr1.data.option_order import cyclic_shift
+    from medr1.task.prompts import build_messages
 
     model, tok = smol
     q = Question("q", "A 45-year-old man has crushing chest pain radiating to the left arm and sweating. What is "

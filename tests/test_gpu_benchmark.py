@@ -1,4 +1,4 @@
-"""Tests for benchmarks/run_gpu.py and medr1/step_timer.py, on CPU.
+"""Tests for benchmarks/run_gpu.py and medr1/train/step_timer.py, on CPU.
 
 The GPU numbers themselves need a GPU; what a CPU can check is checked here: the parameter count of each
 written-out architecture (against a model built on the `meta` device), the dry run of a recipe, that the
@@ -85,8 +85,9 @@ def test_step_timer_times_whole_optimizer_steps(tmp_path, tiny_checkpoint):
     from datasets import Dataset
 
     from medr1.config import Params
-    from medr1.grpo_setup import build_grpo_config, build_trainer, load_policy
-    from medr1.step_timer import StepTimer
+    from medr1.models.load import load_policy
+    from medr1.train.step_timer import StepTimer
+    from medr1.train.trainer import build_grpo_config, build_trainer
 
     params = Params(device="cpu", backend="trl", num_generations=2, per_device_train_batch_size=2,
                     gradient_accumulation_steps=2, max_completion_length=4, max_steps=3, lora_r=2, lora_alpha=4,
@@ -117,7 +118,7 @@ def test_step_timer_times_whole_optimizer_steps(tmp_path, tiny_checkpoint):
 def test_step_timer_synchronises_at_each_boundary():
     from types import SimpleNamespace
 
-    from medr1.step_timer import StepTimer
+    from medr1.train.step_timer import StepTimer
 
     events, now = [], iter(range(100))
     timer = StepTimer(synchronize=lambda: events.append("sync"), clock=lambda: float(next(now)))

@@ -1,12 +1,12 @@
-"""medr1.grpo_generation: GRPO's sampling step with one prefill per prompt group, and when it steps aside."""
+"""medr1.train.sampling: GRPO's sampling step with one prefill per prompt group, and when it steps aside."""
 
 from types import SimpleNamespace
 
 import pytest
 import torch
 
-from medr1.generation import sample_token_ids
-from medr1.grpo_generation import _groups, shared_prefill_applies, use_shared_prefill
+from medr1.generation.hf import sample_token_ids
+from medr1.train.sampling import _groups, shared_prefill_applies, use_shared_prefill
 
 
 @pytest.mark.parametrize("rows, expected", [

@@ -1,4 +1,4 @@
-"""Tests for medr1/grpo_setup.py: one algorithm whatever the backend.
+"""Tests for medr1/train/trainer.py: one algorithm whatever the backend.
 
 Unsloth cannot be imported without a GPU, so its path runs here against a fake `unsloth` module that does
 what the real one was measured doing on an H100 (issue 15): its GRPOConfig forces
@@ -17,12 +17,12 @@ import types
 import pytest
 
 from medr1.config import Params
-from medr1.grpo_setup import (
+from medr1.models.load import load_policy
+from medr1.train.trainer import (
     build_grpo_config,
     build_trainer,
     check_effective_config,
     effective_grpo_config,
-    load_policy,
 )
 
 ALGORITHM = dict(loss_type="dapo", epsilon=0.2, epsilon_high=None, mask_truncated_completions=False,
@@ -95,7 +95,7 @@ def test_a_config_changed_by_the_backend_is_set_back_and_warned(tmp_path, monkey
 
     monkeypatch.setattr(trl, "GRPOConfig", _unsloth_like_config())
     changed: dict = {}
-    with caplog.at_level(logging.WARNING, logger="medr1.grpo_setup"):
+    with caplog.at_level(logging.WARNING, logger="medr1.train.trainer"):
         cfg = build_grpo_config(_params(tmp_path, **ALGORITHM), tmp_path, cuda=False, changed=changed)
     assert type(cfg).__name__ == "UnslothGRPOConfig"
     assert (cfg.mask_truncated_completions, cfg.epsilon_high) == (False, 0.2)
@@ -112,7 +112,7 @@ def test_a_config_changed_by_the_backend_is_set_back_and_warned(tmp_path, monkey
 def test_trl_backend_runs_what_params_ask(tmp_path, tiny_checkpoint, caplog):
     params = _params(tmp_path, epsilon=0.1, epsilon_high=0.28, mask_truncated_completions=True,
                      scale_rewards="batch", importance_sampling_level="sequence", beta=0.02, temperature=0.9)
-    with caplog.at_level(logging.WARNING, logger="medr1.grpo_setup"):
+    with caplog.at_level(logging.WARNING, logger="medr1.train.trainer"):
         trainer = _build(params, tiny_checkpoint, tmp_path, "trl")
         effective, diff = check_effective_config(params, trainer, n_rewards=2)
     assert diff == {} and "changed" not in caplog.text
@@ -192,7 +192,7 @@ def test_unsloth_path_passes_and_keeps_the_same_algorithm(tmp_path, tiny_checkpo
 
 
 def test_pad_token_param_must_be_a_token(tmp_path):
-    from medr1.grpo_setup import intended_pad_token
+    from medr1.models.base import intended_pad_token
 
     class Tok:
         pad_token, eos_token, unk_token_id = "<pad>", "</s>", 0

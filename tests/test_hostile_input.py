@@ -23,12 +23,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from medr1.answers import RULES, extract_choice, extract_choice_with_rule
 from medr1.cli import main
 from medr1.config import Params, load_params
 from medr1.data import build_training_pool, load_benchmark
 from medr1.paths import PARAMS_DIR, REPO_ROOT
-from medr1.rewards import REWARD_FUNCS, REWARD_RANGES
+from medr1.task.answers import RULES, extract_choice, extract_choice_with_rule
+from medr1.task.rewards import REWARD_FUNCS, REWARD_RANGES
 
 FIXTURES = REPO_ROOT / "tests" / "fixtures" / "toyqa"
 SMOKE = str(PARAMS_DIR / "smoke.yaml")
@@ -115,7 +115,7 @@ def test_eval_keeps_benchmarks_sharing_ids_apart(tmp_path):
     # resumed run recognises both as done.
     from conftest import run_eval
 
-    from medr1.generation import Generation
+    from medr1.generation.hf import Generation
 
     _write_jsonl(tmp_path / "x" / "test.jsonl", [_question(i, "x") for i in range(3)])
     _write_jsonl(tmp_path / "y" / "test.jsonl", [_question(i, "y") for i in range(3)])
@@ -192,8 +192,8 @@ def test_bad_model_spec_fails_without_importing_torch(tmp_path):
 
 
 def test_eval_models_specs_are_all_checked_before_the_first_evaluation(tmp_path, tripwires):
-    from medr1.evaluate import evaluate_params
-    from medr1.models import ModelSpecError
+    from medr1.evaluation.run import evaluate_params
+    from medr1.models.base import ModelSpecError
 
     params = load_params(SMOKE, {"runs_dir": str(tmp_path), "eval_models": ["base", "./typo/model"]})
     with pytest.raises(ModelSpecError, match="typo/model"):
@@ -288,8 +288,9 @@ HUGE = "A patient presents with " + "fever and cough " * 6_000 + "; which drug?"
 def test_huge_questions_are_counted_not_crashed_in_eval_and_training(tmp_path):
     from conftest import run_eval
 
-    from medr1.models import load_tokenizer, resolve_model_path
-    from medr1.train import build_dataset
+    from medr1.models.base import load_tokenizer
+    from medr1.models.load import resolve_model_path
+    from medr1.train.recipe import build_dataset
 
     _write_jsonl(tmp_path / "bench" / "test.jsonl", [_question(0, "x"), _question(1, "x", HUGE), _question(2, "x")])
     # Evaluation: the huge prompt shares a batch with normal ones; it becomes a counted, wrong row.
@@ -341,8 +342,9 @@ def captured_loads(monkeypatch, tmp_path):
 
 @pytest.mark.parametrize("trust", [None, True])  # None: the default
 def test_models_load_from_safetensors_without_remote_code_unless_asked(trust, captured_loads, tmp_path):
-    from medr1.models import load_model, load_tokenizer
-    from medr1.models import load_trl_policy as _load_trl
+    from medr1.models.base import load_tokenizer
+    from medr1.models.load import load_model
+    from medr1.models.load import load_trl_policy as _load_trl
 
     model_dir, calls = captured_loads
     kwargs = {} if trust is None else {"trust_remote_code": True}
@@ -359,8 +361,8 @@ def test_models_load_from_safetensors_without_remote_code_unless_asked(trust, ca
 
 
 def test_no_token_reaches_manifest_logs_or_predictions(tmp_path, monkeypatch, caplog):
-    from medr1.evaluate import evaluate_params
-    from medr1.generation import Generation
+    from medr1.evaluation.run import evaluate_params
+    from medr1.generation.hf import Generation
 
     token = "hf_" + "S3cr3t" * 6
     monkeypatch.setenv("HF_TOKEN", token)
@@ -385,8 +387,8 @@ def test_no_token_reaches_manifest_logs_or_predictions(tmp_path, monkeypatch, ca
 
 @pytest.mark.parametrize("spec", ["../escaped", "/tmp/absolute-model", "..", "a/../../../b", "./x/../../y"])
 def test_eval_labels_from_specs_stay_inside_the_run(spec, tmp_path):
-    from medr1.evaluate import evaluate_params
-    from medr1.generation import Generation
+    from medr1.evaluation.run import evaluate_params
+    from medr1.generation.hf import Generation
 
     def gen(prompts, *, on_batch, **_):
         gens = [Generation(i, ["Answer: A"], 5, [2], ["stop"], 0.0) for i in range(len(prompts))]

@@ -1,4 +1,4 @@
-"""Tests for medr1/launch.py: the accelerate command line, the shipped accelerate configs, and the
+"""Tests for medr1/train/launch.py: the accelerate command line, the shipped accelerate configs, and the
 streaming runner (on a tiny Python command: no GPU, no accelerate start-up)."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from medr1.config import Params
-from medr1.launch import (
+from medr1.train.launch import (
     ACCELERATE_CONFIGS,
     INSIDE_LAUNCH_ENV,
     LaunchError,
@@ -93,7 +93,7 @@ def test_a_worker_dies_with_its_killed_launcher(tmp_path):
     import time
 
     pid_file = tmp_path / "worker.pid"
-    worker = ("import os, time, pathlib; from medr1.launch import die_with_parent; "
+    worker = ("import os, time, pathlib; from medr1.train.launch import die_with_parent; "
               f"assert die_with_parent(); pathlib.Path({str(pid_file)!r}).write_text(str(os.getpid())); time.sleep(60)")
     launcher = ("import subprocess, sys, time; "
                 f"subprocess.Popen([sys.executable, '-c', {worker!r}], start_new_session=True); time.sleep(60)")

@@ -12,16 +12,16 @@ import pytest
 from conftest import run_eval
 
 from medr1.artifacts import read_predictions
-from medr1.generation import Generation
-from medr1.letter_bias import (
+from medr1.generation.hf import Generation
+from medr1.report.results import paired_comparison, write_results
+from medr1.task.letter_bias import (
     CollapseMonitor,
     answer_entropy,
     answer_top_share,
     collapse_spans,
     letter_recall_std,
 )
-from medr1.results import paired_comparison, write_results
-from medr1.rewards import letter_balance
+from medr1.task.rewards import letter_balance
 
 LETTERS = "ABCDE"
 
@@ -74,8 +74,8 @@ def _fake_trainer(completions, golds):
     (["A", "B", "C", "D", "A", "B", "C", "D"], False),   # healthy: balanced answers
 ])
 def test_collapse_warning_fires_only_on_a_collapsed_run(tmp_path, caplog, answers, warns):
-    from medr1.callbacks import metrics_columns, training_callbacks
     from medr1.runs import RunDir
+    from medr1.train.callbacks import metrics_columns, training_callbacks
 
     run = RunDir(tmp_path / "run")
     run.train_dir.mkdir(parents=True)
@@ -85,7 +85,7 @@ def test_collapse_warning_fires_only_on_a_collapsed_run(tmp_path, caplog, answer
     for cb in needs_trainer:
         cb.trainer = trainer
     metrics_cb = callbacks[0]
-    with caplog.at_level(logging.WARNING, logger="medr1.callbacks"):
+    with caplog.at_level(logging.WARNING, logger="medr1.train.callbacks"):
         for step in range(1, 7):
             state = SimpleNamespace(is_world_process_zero=True, global_step=step)
             metrics_cb.on_log(None, state, None, logs={"reward": 0.5})

@@ -4,7 +4,8 @@ import json
 
 import pytest
 
-from medr1.models import ModelSpecError, check_model_spec
+from medr1.models.base import ModelSpecError
+from medr1.models.load import check_model_spec
 
 
 def test_spec_kinds(tmp_path):
@@ -43,7 +44,8 @@ def test_directory_without_config_is_refused(tmp_path):
 def test_embedded_model_is_trainable_and_generates(tmp_path):
     import torch
 
-    from medr1.models import embedded_checkpoint, load_model
+    from medr1.models.base import embedded_checkpoint
+    from medr1.models.load import load_model
 
     # Convert into an empty cache every time: a warm ~/.cache/medr1 once hid a broken conversion.
     converted = embedded_checkpoint("smollm2-135m", cache_dir=tmp_path)

@@ -20,9 +20,9 @@ import pytest
 from test_train import tiny_params  # the shared tiny settings
 
 from medr1.artifacts import read_metrics
-from medr1.checkpoints import last_complete_checkpoint
 from medr1.paths import REPO_ROOT
 from medr1.train import train
+from medr1.train.checkpoints import last_complete_checkpoint
 
 pytestmark = pytest.mark.slow
 

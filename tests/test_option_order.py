@@ -1,4 +1,4 @@
-"""Tests for medr1.option_order: shuffled training draws and evaluation rotations keep every answer right."""
+"""Tests for medr1.data.option_order: shuffled training draws and evaluation rotations keep every answer right."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import random
 import pytest
 
 from medr1.data import LETTERS, Question
-from medr1.option_order import (
+from medr1.data.option_order import (
     cyclic_shift,
     eval_shifts,
     gold_letter_shares,

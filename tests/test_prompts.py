@@ -1,4 +1,4 @@
-"""Tests for medr1.prompts: template registry, question rendering, chat messages.
+"""Tests for medr1.task.prompts: template registry, question rendering, chat messages.
 
 The huatuo template is checked character for character against HuatuoGPT-o1's evaluation prompt,
 because comparing with their numbers only means something if the prompt is theirs.
@@ -9,9 +9,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from medr1 import prompts
 from medr1.data import Question
-from medr1.prompts import (
+from medr1.task import prompts
+from medr1.task.prompts import (
     ANSWER_CLOSE,
     ANSWER_FORMATS,
     ANSWER_OPEN,
@@ -23,7 +23,7 @@ from medr1.prompts import (
     get_template,
     render_question,
 )
-from medr1.rewards import REWARD_FUNCS
+from medr1.task.rewards import REWARD_FUNCS
 
 MEDQA = Question("q1", "Which drug prevents stroke in atrial fibrillation?",
                  {"A": "Aspirin", "B": "Warfarin", "C": "Metoprolol", "D": "Digoxin"}, "B", "toy")
@@ -55,7 +55,7 @@ def test_templates_declare_their_answer_format(name, answer_format, has_system):
 
 def test_format_rewards_are_registered_and_name_real_formats():
     # A format-bound reward whose name drifts from the registry would never be checked against a template.
-    from medr1.prompts import FORMAT_REWARDS
+    from medr1.task.prompts import FORMAT_REWARDS
 
     for tpl in TEMPLATES.values():
         assert tpl.answer_format in ANSWER_FORMATS

@@ -1,8 +1,8 @@
-"""Evaluation protocols (medr1.protocols, medr1.eval_sets): their prompts byte for byte, decoding reaching the
+"""Evaluation protocols (medr1.task.protocols, medr1.data.published): their prompts byte for byte, decoding reaching the
 generator, set fingerprints, comparability labels, the offline dry run; and the decontamination fixes.
 
 Their template is written out here from HuatuoGPT-o1's evaluation/eval.py (query_prompt + option_str +
-format_map), independently of medr1.prompts, so a drift in either shows up as a failure.
+format_map), independently of medr1.task.prompts, so a drift in either shows up as a failure.
 """
 
 from __future__ import annotations
@@ -14,20 +14,13 @@ import pytest
 
 from medr1.cli import main
 from medr1.data import Question, build_training_pool, decontaminate, load_benchmark
-from medr1.eval_sets import huatuo_set_name, load_eval_data_file, set_fingerprint
-from medr1.evaluate import EvalSettings
-from medr1.generation import Generation
-from medr1.prompts import build_messages
-from medr1.protocol_eval import evaluate_protocol
-from medr1.protocols import (
-    COMPARABLE,
-    comparability,
-    decoding,
-    dry_run,
-    get_protocol,
-    load_protocol_set,
-)
-from medr1.results import results_table
+from medr1.data.published import huatuo_set_name, load_eval_data_file, set_fingerprint
+from medr1.evaluation.evaluate import EvalSettings
+from medr1.evaluation.protocol_eval import decoding, dry_run, evaluate_protocol, load_protocol_set
+from medr1.generation.hf import Generation
+from medr1.report.results import results_table
+from medr1.task.prompts import build_messages
+from medr1.task.protocols import COMPARABLE, comparability, get_protocol
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "benchmarks"
 needs_shared = pytest.mark.skipif(not (SHARED / "medqa" / "test.jsonl").is_file(), reason="no shared benchmarks")
@@ -317,7 +310,7 @@ def test_hub_sets_of_the_huatuo_protocol(tmp_path):
 @needs_shared
 def test_evaluate_params_runs_each_protocol_into_its_own_directory(eval_file, tmp_path):
     from medr1.config import load_params
-    from medr1.evaluate import evaluate_params
+    from medr1.evaluation.run import evaluate_params
 
     params = load_params(None, {"eval_protocol": ["medr1", "huatuo-o1"], "eval_models": ["base"], "eval_seeds": 2,
                                 "eval_benchmarks": ["medqa"], "eval_data_file": str(eval_file), "eval_limit": 3})

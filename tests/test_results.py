@@ -1,4 +1,4 @@
-"""Tests for medr1.results: provenance labels, reference rows, paired comparisons, written files."""
+"""Tests for medr1.report.results: provenance labels, reference rows, paired comparisons, written files."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 
 from medr1.artifacts import read_reference
 from medr1.paths import REPO_ROOT
-from medr1.results import (
+from medr1.report.results import (
     MEASURED,
     REPORTED,
     answer_distribution,
@@ -23,8 +23,8 @@ OPTIONS = {"A": "yes", "B": "no", "C": "maybe"}
 
 
 def _write_eval(run, label, answers, golds, adapter=None):
-    """An eval directory as medr1.evaluate writes it: predictions plus a summary computed from them."""
-    from medr1.eval_summary import score_predictions
+    """An eval directory as medr1.evaluation.evaluate writes it: predictions plus a summary computed from them."""
+    from medr1.evaluation.summary import score_predictions
 
     d = run / "eval" / label
     d.mkdir(parents=True)
@@ -133,8 +133,8 @@ def test_category_breakdown_only_where_questions_carry_one(tmp_path):
 
 
 def test_modality_breakdown_reaches_results_md(tmp_path):
-    # a visual benchmark's summary carries by_modality (medr1.vision_eval.modality_scores); results show it
-    from medr1.results import modality_breakdown, write_results
+    # a visual benchmark's summary carries by_modality (medr1.evaluation.summary.modality_scores); results show it
+    from medr1.report.results import modality_breakdown, write_results
 
     out = tmp_path / "run" / "eval" / "trained"
     out.mkdir(parents=True)
@@ -150,7 +150,7 @@ def test_modality_breakdown_reaches_results_md(tmp_path):
 
 
 def test_answer_examples_split_every_row_once(tmp_path):
-    from medr1.results import answer_examples
+    from medr1.report.results import answer_examples
 
     d = tmp_path / "eval" / "trained"
     d.mkdir(parents=True)

@@ -1,4 +1,4 @@
-"""Tests for medr1.rewards: each reward and its hacking guards, the registry, prompts and rewards agreeing,
+"""Tests for medr1.task.rewards: each reward and its hacking guards, the registry, prompts and rewards agreeing,
 and property tests (never raises, stays in its range, a conflicting answer never helps).
 
 Cases are tables with one comment each (TRL tests/test_rewards.py style). The extraction the rewards read
@@ -15,8 +15,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from medr1.data import Question
-from medr1.prompts import ANSWER_FORMATS, TEMPLATES, build_messages
-from medr1.rewards import (
+from medr1.task.prompts import ANSWER_FORMATS, TEMPLATES, build_messages
+from medr1.task.rewards import (
     REWARD_FUNCS,
     REWARD_RANGES,
     accuracy,
@@ -292,7 +292,7 @@ ANSWER_IN_FORMAT = {
 @pytest.mark.parametrize("name", sorted(TEMPLATES))
 def test_each_templates_format_is_read_by_its_rewards(name):
     # A completion that follows a template's instructions scores 1 on every reward that fits its format.
-    from medr1.prompts import FORMAT_REWARDS
+    from medr1.task.prompts import FORMAT_REWARDS
 
     tpl = TEMPLATES[name]
     assert set(ANSWER_IN_FORMAT) == set(ANSWER_FORMATS)
@@ -310,7 +310,7 @@ def test_question_to_reward_columns_round_trip():
 
 
 def test_rewards_answers_prompts_and_data_do_not_import_torch():
-    code = ("import sys, medr1.prompts, medr1.answers, medr1.rewards, medr1.data; "
+    code = ("import sys, medr1.task.prompts, medr1.task.answers, medr1.task.rewards, medr1.data; "
             "bad = [m for m in ('torch', 'transformers') if m in sys.modules]; assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)
 

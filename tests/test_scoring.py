@@ -1,8 +1,8 @@
-"""Tests for medr1.scoring: the same completions under the `strict` and `huatuo` scorers.
+"""Tests for medr1.evaluation.scoring: the same completions under the `strict` and `huatuo` scorers.
 
 The huatuo expectations were derived by hand from the rules in the module docstring (and agree with
 HuatuoGPT-o1's own `match_choice` on these inputs); the strict ones follow the policy of
-`medr1.answers.extract_choice_with_rule`.
+`medr1.task.answers.extract_choice_with_rule`.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import math
 
 import pytest
 
-from medr1.scoring import SCORERS, HuatuoMatch, ScoreResult, huatuo_extract, score
+from medr1.evaluation.scoring import SCORERS, HuatuoMatch, ScoreResult, huatuo_extract, score
 
 DRUGS = {"A": "Aspirin", "B": "Heparin", "C": "Warfarin", "D": "Clopidogrel"}
 PUBMEDQA = {"A": "yes", "B": "no", "C": "maybe"}

@@ -1,4 +1,4 @@
-"""Tests for medr1.stats: intervals, exact McNemar and paired differences against hand-computed values."""
+"""Tests for medr1.evaluation.stats: intervals, exact McNemar and paired differences against hand-computed values."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from medr1.stats import (
+from medr1.evaluation.stats import (
     CI,
     accuracy_ci,
     breakdown,

@@ -1,4 +1,4 @@
-"""Tests for medr1/train.py.
+"""Tests for medr1/train/recipe.py.
 
 Fast: the params -> GRPOConfig mapping on CPU, backend selection (and the Unsloth refusal without a GPU),
 checkpoint completeness, and cutting metrics/samples back to a resume point.
@@ -23,12 +23,13 @@ import numpy as np
 import pytest
 
 from medr1.artifacts import read_metrics, truncate_metrics, truncate_samples
-from medr1.callbacks import metrics_columns
-from medr1.checkpoints import is_complete_checkpoint, last_complete_checkpoint
 from medr1.config import Params
-from medr1.grpo_setup import build_grpo_config
 from medr1.paths import REPO_ROOT
-from medr1.train import select_backend, train
+from medr1.train import train
+from medr1.train.callbacks import metrics_columns
+from medr1.train.checkpoints import is_complete_checkpoint, last_complete_checkpoint
+from medr1.train.recipe import select_backend
+from medr1.train.trainer import build_grpo_config
 
 FIXTURES = Path(__file__).parent / "fixtures" / "train"
 
@@ -214,9 +215,9 @@ def test_smoke_run_writes_all_artifacts_and_skips_when_done(tmp_path):
 
 
 def test_training_draws_count_and_resume_check(tmp_path, caplog):
-    from medr1.checkpoints import check_same_draws as _check_same_draws
     from medr1.runs import RunDir, atomic_write_json
-    from medr1.train import n_training_draws, prompts_per_step
+    from medr1.train.checkpoints import check_same_draws as _check_same_draws
+    from medr1.train.recipe import n_training_draws, prompts_per_step
 
     params = tiny_params(tmp_path, per_device_train_batch_size=8, num_generations=4, gradient_accumulation_steps=2)
     assert prompts_per_step(params) == 4
@@ -225,7 +226,7 @@ def test_training_draws_count_and_resume_check(tmp_path, caplog):
     assert n_training_draws(epochs, 15) == 24  # ceil(1.5 * 15 / 4) = 6 steps of 4 prompts
     run = RunDir(tmp_path / "r")
     atomic_write_json(run.manifest_path, {"jobs": {"train": {"data_hashes": {"train_draws": "a" * 64}}}})
-    with caplog.at_level("WARNING", logger="medr1.checkpoints"):
+    with caplog.at_level("WARNING", logger="medr1.train.checkpoints"):
         _check_same_draws(run, "a" * 64, resuming=True)
         assert "different training draws" not in caplog.text
         _check_same_draws(run, "b" * 64, resuming=True)
@@ -286,8 +287,8 @@ def _first_token_letter_probability(model_spec: str, params: Params) -> float:
     import torch
 
     from medr1.data import load_jsonl
-    from medr1.models import load_model
-    from medr1.prompts import build_messages
+    from medr1.models.load import load_model
+    from medr1.task.prompts import build_messages
 
     model, tok = load_model(model_spec)
     questions = load_jsonl(FIXTURES / "toymed" / "train.jsonl", "toymed")[:4]

@@ -1,4 +1,4 @@
-"""Tests for medr1/validation_monitor.py: greedy validation during training and the checkpoint it selects.
+"""Tests for medr1/train/validation.py: greedy validation during training and the checkpoint it selects.
 
 Fast: verdicts and bias numbers of greedy answers, the selection order, cutting back to a resume point.
 Slow: a two-step run on the embedded model that validates at steps 0, 1, 2 and adopts the selected adapter.
@@ -11,7 +11,7 @@ import json
 import pytest
 
 from medr1.data import Question
-from medr1.validation_monitor import (
+from medr1.train.validation import (
     BEST_ADAPTER,
     BEST_FILE,
     VALIDATION_CSV,

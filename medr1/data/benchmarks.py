@@ -15,6 +15,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from medr1.data.hub import KNOWN_BENCHMARKS, MEDVLM_TRAIN_ROWS, HubLoader, load_from_hub
+from medr1.data.images import MEDVLM_TEST_FILE, MMED_FILE, load_mmed
+from medr1.data.published import load_eval_data_file
 from medr1.data.schema import DataError, LoadedQuestions, OnError, Question
 from medr1.data.sources import (
     DATA_DIR_ENV,
@@ -86,7 +88,6 @@ def load_benchmark(
         raise ValueError(f"limit must be a non-negative int or None, got {limit!r}")
     if name.endswith(".json") and Path(name).expanduser().is_file():
         # A HuatuoGPT-o1-style eval file (their eval_data.json): `split` names the set in it.
-        from medr1.eval_sets import load_eval_data_file
 
         questions = load_eval_data_file(Path(name).expanduser(), split)
         if limit is not None:
@@ -103,7 +104,6 @@ def load_benchmark(
         if spec is not None and spec.layout == "pqal":
             questions = load_pubmedqa_pqal(folder, split, on_error=on_error)
         elif spec is not None and spec.layout == "mmed":
-            from medr1.images import MEDVLM_TEST_FILE, MMED_FILE, load_mmed
 
             file = folder / (MEDVLM_TEST_FILE if split == "test" else MMED_FILE)
             if split not in ("train", "test"):

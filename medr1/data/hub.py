@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Literal
 
+from medr1.data.published import convert_gpqa_row  # the converter lives with the other published-set code
 from medr1.data.schema import (
     LETTERS,
     MAX_OPTIONS,
@@ -109,7 +110,7 @@ class BenchmarkSpec:
         converter: hub row -> `Question` (signature `(row, index, source)`).
         hub_filter: keeps only the rows that make up this benchmark (e.g. MMLU's medical subjects).
         layout: "jsonl" (`<subdir>/<split>.jsonl`), "pqal" (the original PubMedQA files) or "mmed"
-            (a local copy of FreedomIntelligence/Medical_Multimodal_Evaluation_Data, `medr1.images`).
+            (a local copy of FreedomIntelligence/Medical_Multimodal_Evaluation_Data, `medr1.data.images`).
         modality: for "mmed", the modality kept ("MRI", "CT", "X-ray").
     """
 
@@ -179,7 +180,6 @@ MEDVLM_TRAIN_ROWS = 600
 
 
 def _gpqa(row: dict, index: int, source: str) -> Question:
-    from medr1.eval_sets import convert_gpqa_row  # the converter lives with the other published-set code
 
     return convert_gpqa_row(row, index, source)
 

@@ -14,8 +14,6 @@ import json
 import logging
 import os
 import random
-import re
-import unicodedata
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -23,7 +21,9 @@ from typing import Any, NamedTuple
 
 from medr1.data.benchmarks import load_benchmark
 from medr1.data.hub import HubLoader
-from medr1.data.schema import LETTERS, DataError, OnError, Question
+from medr1.data.images import image_hashes
+from medr1.data.option_order import refers_to_other_options  # imports medr1.data: not at module level
+from medr1.data.schema import LETTERS, DataError, OnError, Question, normalize_text, question_identity
 
 log = logging.getLogger(__name__)
 
@@ -32,40 +32,11 @@ log = logging.getLogger(__name__)
 # Training pool and decontamination
 # --------------------------------------------------------------------------------------------------
 
-_PUNCT_RE = re.compile(r"[^\w\s]", re.UNICODE)
-_SPACE_RE = re.compile(r"\s+")
-
-
-def normalize_text(s: str) -> str:
-    """Lowercase, Unicode NFKC, punctuation removed, whitespace collapsed.
-
-    Punctuation becomes a space rather than nothing, so "mg/dL" and "mg dL" match but "non-toxic" does
-    not fuse into "nontoxic" next to an unrelated word.
-
-    >>> normalize_text("  Which  of the FOLLOWING is\\tcorrect?! ")
-    'which of the following is correct'
-    """
-    s = unicodedata.normalize("NFKC", s).casefold()
-    s = _PUNCT_RE.sub(" ", s).replace("_", " ")
-    return _SPACE_RE.sub(" ", s).strip()
-
-
 def _matching_text(q: Question) -> str:
     # The context is included so that a PQA-L test question (abstract in meta) is matched against a
     # training copy that has the abstract inside its question text.
     parts = [q.meta.get("context") or "", q.question, *q.options.values()]
     return normalize_text(" ".join(p for p in parts if isinstance(p, str)))
-
-
-def question_identity(q: Question) -> str:
-    """Normalized context + question + the gold option's text: what makes two records one question.
-
-    The distractors are left out, so the same question with 4 and with 5 options (medqa and
-    medqa_5options), or with MMLU-Pro's added distractors (mmlu and mmlu-pro), is one question; while
-    generic stems ("Which of the following is true?") with different answers stay different questions.
-    """
-    context = q.meta.get("context") if isinstance(q.meta.get("context"), str) else ""
-    return normalize_text(f"{context} {q.question}") + "\x1f" + normalize_text(q.options[q.answer])
 
 
 def _ngram_hashes(words: list[str], n: int) -> set[int]:
@@ -216,7 +187,6 @@ def decontaminate(
         ngram_size=ngram_size, n_train=len(train), n_eval=len(eval_questions),
         eval_sources=sorted({q.source for q in eval_questions}),
     )
-    from medr1.images import image_hashes
 
     # Visual questions: "What can be observed in this image?" is generic text; the image is the question.
     eval_images = image_hashes(eval_questions)
@@ -289,7 +259,6 @@ def without_placeholder_options(q: Question) -> Question | None:
     letters = [letter for letter, _ in kept]
     if q.answer not in letters or len(kept) < 2:
         return None
-    from medr1.option_order import refers_to_other_options  # imports medr1.data: not at module level
 
     if letters != list(LETTERS[:len(kept)]) and refers_to_other_options(q):
         return q  # "Both A and C" would point at other options once the letters moved; asked as written

@@ -12,14 +12,16 @@ returns what it skipped (`LoadReport`).
 Loaders return a `LoadedQuestions`: a plain `list[Question]` that also carries `.report`, so lenient
 loading needs no second return value and strict callers can ignore it.
 
-Standard library only: everything else in `medr1.data`, `medr1.prompts` and `medr1.answers` builds on it.
+Standard library only: everything else in `medr1.data`, `medr1.task.prompts` and `medr1.task.answers` builds on it.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 import string
+import unicodedata
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -127,7 +129,7 @@ class Question:
         source: benchmark name ("medqa", "pubmedqa-pqal", ...).
         meta: anything else: `context` (PubMedQA PQA-L abstract), `subject`, `category`, `split`; for
             visual questions `modality` and `image_sha256` (one content hash per image).
-        images: absolute paths of the question's images, checked at load time (`medr1.images`); empty
+        images: absolute paths of the question's images, checked at load time (`medr1.data.images`); empty
             for text questions, whose records, dicts and hashes are then exactly what they were before.
 
     >>> q = Question("1", "2+2?", {"A": "3", "B": "4"}, "B", "toy")
@@ -254,3 +256,37 @@ def _finish(questions: list[Question], report: LoadReport) -> LoadedQuestions:
 def _check_on_error(on_error: str) -> None:
     if on_error not in ("raise", "skip"):
         raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+
+
+_PUNCT_RE = re.compile(r"[^\w\s]", re.UNICODE)
+
+
+
+_SPACE_RE = re.compile(r"\s+")
+
+
+
+def normalize_text(s: str) -> str:
+    """Lowercase, Unicode NFKC, punctuation removed, whitespace collapsed.
+
+    Punctuation becomes a space rather than nothing, so "mg/dL" and "mg dL" match but "non-toxic" does
+    not fuse into "nontoxic" next to an unrelated word.
+
+    >>> normalize_text("  Which  of the FOLLOWING is\\tcorrect?! ")
+    'which of the following is correct'
+    """
+    s = unicodedata.normalize("NFKC", s).casefold()
+    s = _PUNCT_RE.sub(" ", s).replace("_", " ")
+    return _SPACE_RE.sub(" ", s).strip()
+
+
+
+def question_identity(q: Question) -> str:
+    """Normalized context + question + the gold option's text: what makes two records one question.
+
+    The distractors are left out, so the same question with 4 and with 5 options (medqa and
+    medqa_5options), or with MMLU-Pro's added distractors (mmlu and mmlu-pro), is one question; while
+    generic stems ("Which of the following is true?") with different answers stay different questions.
+    """
+    context = q.meta.get("context") if isinstance(q.meta.get("context"), str) else ""
+    return normalize_text(f"{context} {q.question}") + "\x1f" + normalize_text(q.options[q.answer])

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from medr1.data.images import normalize_modality, resolve_images
 from medr1.data.schema import (
     DataError,
     LoadedQuestions,
@@ -34,7 +35,7 @@ DATA_DIR_ENV = "MEDR1_DATA_DIR"
 DEFAULT_DATA_DIR = REPO_ROOT.parent / "shared" / "benchmarks"
 # Row fields copied into `meta` when present: they are what per-subject breakdowns are made from.
 META_FIELDS = ("subject", "category", "src", "meta_info")
-# Rows of visual questions also carry `images` (paths relative to the data file; see medr1.images) and
+# Rows of visual questions also carry `images` (paths relative to the data file; see medr1.data.images) and
 # `modality` ("MRI", "CT", "X-ray", ...), kept in meta so results split by it.
 PUBMEDQA_OPTIONS = {"A": "yes", "B": "no", "C": "maybe"}
 
@@ -68,14 +69,12 @@ def _row_to_question(row: Any, source: str, *, path: str, line: int, split: str 
     if split is not None:
         meta["split"] = split
     images: tuple[str, ...] = ()
-    if row.get("images", row.get("image")) is not None:  # a visual question (medr1.images checks every file)
-        from medr1.images import resolve_images
+    if row.get("images", row.get("image")) is not None:  # a visual question (medr1.data.images checks every file)
 
         images, meta["image_sha256"] = resolve_images(
             row.get("images", row.get("image")), base_dir=Path(path).parent, root=root or Path(path).parent,
             path=path, line=line, record_id=rid)
     if (modality := row.get("modality")) is not None:
-        from medr1.images import normalize_modality
 
         meta["modality"] = normalize_modality(modality) or modality
     return Question(id=rid, question=question, options=options, answer=answer, source=source, meta=meta,
@@ -92,7 +91,7 @@ def load_jsonl(
 ) -> LoadedQuestions:
     """Load a benchmark JSONL file: one object per line with `question`, `options` {letter: text} and
     `answer_idx` (the gold letter); visual questions add `images` (paths relative to the file, inside
-    `root`, default the file's folder) and `modality` (see `medr1.images`).
+    `root`, default the file's folder) and `modality` (see `medr1.data.images`).
 
     The id is `realidx` (or `id`) when present, else `f"{source}-{line}"`. `subject`, `category`, `src`
     and `meta_info` are kept in `meta`. Blank lines are ignored.

@@ -1,0 +1,7 @@
+"""Stages 02 and 05: reading run artifacts into tables and figures.
+
+- `results`: results tables (with published reference rows) and paired comparisons.
+- `figures`: `make_figure(run_dir, name)`, the registry of report figures.
+- `eval_figures`, `training_figures`: the figure builders; `style`: the shared style and saving.
+- `reward_design`: the tables of notebook 02 (what each reward pays for which completion).
+"""
