@@ -171,7 +171,8 @@ class Params:
     eval_seeds: int = _f(3, "Seeds of a sampled protocol (huatuo-o1); the mean and spread are reported.", "eval")
     eval_data_file: str | None = _f(None, "Your copy of HuatuoGPT-o1's eval_data.json: their sets, exactly.", "eval")
     # --- report ----------------------------------------------------------------------------------
-    reference_results: str = _f("params/reference_results.yaml", "Published numbers shown beside ours.", "report")
+    reference_results: str | None = _f("params/reference_results.yaml", "Published numbers shown beside ours; null: "
+                                       "none (the fit check, whose set no paper reports on).", "report")
 
     def __post_init__(self):
         self._check_types()
