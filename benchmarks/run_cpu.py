@@ -78,7 +78,7 @@ class Config:
 CONFIGS = {
     "default": Config(),
     "full": Config(batch1_questions=32, scaling_questions=256, grid_steps=2),
-    # For tests/test_benchmarks.py and debugging: seconds, not minutes.
+    # For tests/tools/test_bench_cpu.py and debugging: seconds, not minutes.
     "smoke": Config(eval_questions=4, batch1_questions=2, new_tokens=4, batch_size=4, variant_questions=2,
                     variant_tokens=4, scaling_questions=8, grpo_prompts=1,
                     grpo_generations=2, grpo_tokens=4, grpo_steps=1, grid_generations=(2,), grid_lengths=(4,),

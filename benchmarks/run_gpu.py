@@ -22,6 +22,10 @@ sized to finish within `--budget-s` (480 s) on one H100; children that would run
 reported as such. `--dry-run` prints one JSON line (architecture, `params_b`, the `grpo_config` it would
 use) without a GPU. Results: `benchmarks/results/gpu-<time>.json` and a printed table.
 
+`--acceptance` (benchmarks/acceptance.py) is the device acceptance run of the 7B recipe: both backends for
+two steps, the generation engine's stale-weights check, static vs HF generation, vLLM when it imports, in
+at most 8 minutes and one JSON; `--acceptance --dry-run` rehearses it on CPU with a tiny model.
+
 Usage: `.venv/bin/python benchmarks/run_gpu.py [--recipe params/qwen2.5-7b-grpo.yaml] [--dry-run]` on a CUDA
 machine with the GPU extra (`pip install -e '.[gpu,dev]'`).
 """
@@ -107,13 +111,16 @@ def count_parameters(cfg: dict[str, Any]) -> int:
 # --------------------------------------------------------------------------------------------------
 
 
-def bench_params(recipe: str, *, model_dir: str, backend: str, steps: int, tokens: str | int, vllm: str):
-    """(Params, overrides) for one backend's benchmark run of `recipe`."""
+def bench_params(recipe: str, *, model_dir: str, backend: str, steps: int, tokens: str | int, vllm: str,
+                 device: str = "cuda"):
+    """(Params, overrides) for one backend's benchmark run of `recipe` (`device` "cpu": the acceptance
+    run's CPU rehearsal, fp32)."""
     from medr1.config import load_params
 
     base = load_params(REPO / recipe)
     overrides = {
-        "model": model_dir, "device": "cuda", "backend": backend, "torch_dtype": "bfloat16",
+        "model": model_dir, "device": device, "backend": backend,
+        "torch_dtype": "bfloat16" if device == "cuda" else "float32",
         "max_steps": steps, "save_steps": max(steps, 1), "force": True, "run_name": f"bench-{backend}",
         "train_sources": [DATA_NAME], "data_dir": DATA_DIR, "decontaminate_against": [], "train_limit": None,
         "num_processes": 1, "deepspeed": "none", "merge_adapter": False,
@@ -217,8 +224,10 @@ def grpo_child(args) -> dict[str, Any]:
             "grpo_config_set_back": changed, "overrides": overrides}
 
 
-def bench_generation(model_dir: str, prompts_n: int, tokens: int) -> dict[str, Any]:
-    """Greedy: model.generate vs compact loop vs static cache + torch.compile (+ vLLM when installed)."""
+def bench_generation(model_dir: str, prompts_n: int, tokens: int, *, device: str = "cuda",
+                     decodes: tuple[str, ...] = ("hf", "compact", "static"), vllm: bool | None = None) -> dict[str, Any]:
+    """Greedy: model.generate vs compact loop vs static cache + torch.compile (+ vLLM when installed, or
+    when `vllm` says so)."""
     import torch
 
     from medr1.data import load_benchmark
@@ -227,23 +236,27 @@ def bench_generation(model_dir: str, prompts_n: int, tokens: int) -> dict[str, A
     from medr1.models.load import load_model
     from medr1.task.prompts import build_messages
 
+    cuda = device == "cuda"
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+
     qs = list(load_benchmark(DATA_NAME, split="train", data_dir=REPO / DATA_DIR))[:prompts_n]
     prompts = [build_messages(q, "letter") for q in qs]
-    model, tok = load_model(model_dir, device="cuda", torch_dtype="bfloat16")
+    model, tok = load_model(model_dir, device=device, torch_dtype="bfloat16" if cuda else "float32")
     out: dict[str, Any] = {"prompts": len(prompts), "tokens": tokens}
     texts = {}
     with suppress_eos(model, eos_ids(model, tok)):
-        for decode in ("hf", "compact", "static"):
+        for decode in decodes:
             generate(model, tok, prompts, max_new_tokens=8, batch_size=len(prompts), decode=decode)  # warm-up/compile
-            torch.cuda.synchronize()
+            sync()
             t0 = time.perf_counter()
             gens = generate(model, tok, prompts, max_new_tokens=tokens, batch_size=len(prompts), decode=decode)
-            torch.cuda.synchronize()
+            sync()
             out[f"{decode}_s"] = time.perf_counter() - t0
             out[f"{decode}_tok_s"] = sum(sum(g.completion_tokens) for g in gens) / out[f"{decode}_s"]
             texts[decode] = [g.text for g in gens]
-    out["static_same_texts_as_hf"] = texts["static"] == texts["hf"]
-    if vllm_available():
+    if "static" in texts and "hf" in texts:
+        out["static_same_texts_as_hf"] = texts["static"] == texts["hf"]
+    if vllm_available() if vllm is None else vllm:
         del model
         torch.cuda.empty_cache()
         t0 = time.perf_counter()
@@ -286,7 +299,8 @@ def run_children(args, model_dir: str, deadline: float) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--recipe", default=DEFAULT_RECIPE, help="params file whose architecture and GRPO settings run")
+    parser.add_argument("--recipe", help="params file whose architecture and GRPO settings run (default "
+                        f"{DEFAULT_RECIPE}; with --acceptance the 7B recipe)")
     parser.add_argument("--architecture", help="configs/architectures/<name>.json instead of the recipe's model's")
     parser.add_argument("--backends", default="trl,unsloth")
     parser.add_argument("--only", default="grpo", help="grpo and/or generation, comma-separated")
@@ -296,10 +310,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--vllm", choices=["off", "recipe"], default="off",
                         help="'recipe' keeps the recipe's use_vllm (needs vLLM installed)")
     parser.add_argument("--budget-s", type=int, default=480, help="wall-clock budget of the whole run")
-    parser.add_argument("--dry-run", action="store_true", help="print what would run (JSON line); no GPU")
+    parser.add_argument("--dry-run", action="store_true", help="print what would run (JSON line); no GPU. "
+                        "With --acceptance: rehearse the acceptance run on CPU with a tiny model")
+    parser.add_argument("--acceptance", action="store_true",
+                        help="device acceptance run (benchmarks/acceptance.py): both backends at the recipe's "
+                             "architecture, stale-weights check, static vs HF generation; one JSON")
+    parser.add_argument("--out", help="--acceptance: where the JSON goes (default benchmarks/results/)")
     parser.add_argument("--child", choices=["trl", "unsloth"], help=argparse.SUPPRESS)
     parser.add_argument("--child-model", help=argparse.SUPPRESS)
+    parser.add_argument("--device", default="cuda", choices=["cuda", "cpu"], help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.acceptance:
+        import acceptance
+
+        args.recipe = args.recipe or acceptance.ACCEPTANCE_RECIPE
+        if args.child:
+            print("RESULT " + json.dumps(acceptance.child(args.child, args.child_model, args.recipe, args.device,
+                                                          args.vllm == "recipe"), default=str))
+            return 0
+        return acceptance.run(args)
+    args.recipe = args.recipe or DEFAULT_RECIPE
     if args.tokens != "recipe" and not args.tokens.isdigit():
         parser.error(f"--tokens must be a number or 'recipe', got {args.tokens!r}")
 

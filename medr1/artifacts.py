@@ -12,6 +12,8 @@ table and the figures count the same rows. One rule per file:
 - metrics.csv: one row per step, in step order; a step logged twice (a resume that re-logged it) keeps
   its last row; a row whose step does not parse (a line cut by a kill) is dropped. TRL's renamed keys
   (`completions/mean_length`, ...) get one canonical name.
+- train/validation.csv (the validation monitor's rows): metrics.csv's rule; `train/best_adapter/best.json`
+  (which validated step the kept adapter is): written with the adapter, so it parses or is absent.
 - summary.json: written atomically, so it parses or is absent; read as the dict evaluation wrote.
 - reference_results.yaml: a mapping with `citation` and a list `models` of {model, accuracy: {benchmark:
   percent}}; anything else raises, naming the file.
@@ -35,6 +37,9 @@ log = logging.getLogger(__name__)
 PREDICTIONS = "predictions.jsonl"
 SUMMARY = "summary.json"
 SETTINGS = "settings.json"
+VALIDATION_CSV = "validation.csv"  # in train/: one row per validated step (medr1.train.validation)
+BEST_ADAPTER = "best_adapter"  # in train/: the adapter of the best validated step so far
+BEST_FILE = "best.json"  # inside BEST_ADAPTER: which step it is and its validation row
 # TRL's logged names for the same quantity, newest first; the first present becomes the canonical name.
 METRIC_ALIASES = {
     "completion_length": ("completion_length", "completions/mean_length"),
@@ -281,6 +286,18 @@ def truncate_metrics(path: str | Path, step: int, columns: Iterable[str]) -> int
         writer.writerow(rows[s])
     atomic_write_text(path, buf.getvalue())
     return len(rows)
+
+
+def read_validation(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """Rows of `train/validation.csv` as numbers, `step` an int (empty list when absent); read under
+    metrics.csv's rule (`read_metrics`: one row per step, a row cut by a kill dropped)."""
+    return [{**row, "step": int(row["step"])} for row in read_metrics(path)]
+
+
+def read_best(train_dir: str | Path) -> dict[str, Any] | None:
+    """{"step", "row"} of the kept best adapter (`train/best_adapter/best.json`), or None."""
+    path = Path(train_dir) / BEST_ADAPTER / BEST_FILE
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
 
 def metrics_frame(path: str | Path):

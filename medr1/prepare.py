@@ -237,10 +237,19 @@ def load_prepared(params: Params) -> tuple[list[Question], dict[str, Any]]:
         prepare_data(params)
         if _checked_record(params) is None:
             raise PreparedDataError(f"preparing {params.run_dir / 'data'} did not leave a matching {PREPARED_FILE}")
-    out = RunDir(params.run_dir).path / "data"
-    pool = [Question.from_dict(json.loads(line))
-            for line in (out / "train_pool.jsonl").read_text(encoding="utf-8").splitlines() if line.strip()]
-    return pool, json.loads((out / "decontamination.json").read_text())
+    decontamination = RunDir(params.run_dir).path / "data" / "decontamination.json"
+    return read_pool(params.run_dir), json.loads(decontamination.read_text())
+
+
+def read_pool(run_dir: str | Path) -> list[Question]:
+    """The training pool preparation wrote (`<run>/data/train_pool.jsonl`), [] when absent. Unchecked: for
+    readers of a finished run (the report's figures); training reads it through `load_prepared`, which first
+    checks it against the hash preparation recorded."""
+    path = RunDir(run_dir).path / "data" / "train_pool.jsonl"
+    if not path.is_file():
+        return []
+    lines = path.read_text(encoding="utf-8").splitlines()
+    return [Question.from_dict(json.loads(line)) for line in lines if line.strip()]
 
 
 def load_validation(params: Params) -> list[Question]:

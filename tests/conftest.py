@@ -5,25 +5,6 @@ import pytest
 import torch
 
 
-class ByteTokenizer:
-    """Bytes + 3 as ids; 0 pad, 1 bos, `eos` configurable. Enough of the HF tokenizer API for generate()."""
-
-    pad_token_id = 0
-
-    def __init__(self, eos=2):
-        self.eos_token_id = eos
-
-    def __call__(self, text, add_special_tokens=True):
-        return {"input_ids": ([1] if add_special_tokens else []) + [b + 3 for b in text.encode()]}
-
-    def apply_chat_template(self, messages, add_generation_prompt, tokenize):
-        assert add_generation_prompt and not tokenize
-        return "".join(f"<{m['role']}>{m['content']}" for m in messages) + "<assistant>"
-
-    def decode(self, ids, skip_special_tokens=True):
-        return " ".join(str(i) for i in ids if not (skip_special_tokens and i in (0, 1, self.eos_token_id)))
-
-
 @pytest.fixture(scope="module")
 def tiny():
     """A randomly initialised 2-layer Llama over the byte vocabulary."""
@@ -94,12 +75,3 @@ def tiny_checkpoint(tmp_path_factory):
     LlamaForCausalLM(config).save_pretrained(path)
     tok.save_pretrained(path)
     return str(path)
-
-
-def run_eval(model, benchmarks, out, **kw):
-    """`evaluate_model` with settings given as keywords: the package defaults (`Params`), seed 0, and `kw`
-    (EvalSettings fields; adapter, progress, generate_fn and question_sets go to the call itself)."""
-    from medr1.evaluation.evaluate import EvalSettings, evaluate_model
-
-    runtime = {k: kw.pop(k) for k in ("adapter", "progress", "generate_fn", "question_sets") if k in kw}
-    return evaluate_model(model, benchmarks, out, EvalSettings.from_params(None, **{"seed": 0, **kw}), **runtime)

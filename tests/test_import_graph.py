@@ -153,3 +153,24 @@ def test_subpackage_files_import_siblings_not_their_face():
     offenders = [(m, t) for m in MODULES for t in GRAPH[m]
                  if m.count(".") >= 2 and t == m.rpartition(".")[0]]
     assert not offenders
+
+
+TESTS = PACKAGE.parent / "tests"
+
+
+def test_no_test_module_imports_another():
+    # shared test code lives in tests/helpers.py, tests/strategies.py, tests/api_contract.py and conftest.py fixtures
+    offenders = []
+    for path in TESTS.rglob("test_*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            offenders += [f"{path.relative_to(TESTS)}: {n}" for n in names
+                          if n.split(".")[-1].startswith("test_") or n.startswith("tests") or n == "conftest"]
+    assert not offenders
+
+
+def test_test_basenames_are_unique():
+    # pytest's default (prepend) import mode imports each test file by its basename
+    names = [p.name for p in TESTS.rglob("test_*.py")]
+    assert len(names) == len(set(names))

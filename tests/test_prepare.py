@@ -5,19 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from helpers import FIXTURES, small_params
 
 from medr1.config import Params
 from medr1.data import load_benchmark
 from medr1.prepare import prepare_data, training_pool
 
-FIXTURES = Path(__file__).parent / "fixtures" / "train"
-
 
 def _params(tmp_path, **changes) -> Params:
-    values = dict(run_name="p", runs_dir=str(tmp_path / "runs"), data_dir=str(FIXTURES), train_sources=["toymed"],
-                  decontaminate_against=["toyeval"], eval_benchmarks=["toyeval"], seed=3)
-    values.update(changes)
-    return Params(**values)
+    return small_params(tmp_path, training=False, run_name="p", seed=3, **changes)
 
 
 def test_validation_split_is_disjoint_from_training_and_readable_as_a_benchmark(tmp_path):
@@ -46,7 +42,7 @@ def test_validation_cannot_take_the_whole_pool(tmp_path):
 
 
 def test_validation_split_of_visual_questions_keeps_images_and_modality(tmp_path):
-    toyvqa = Path(__file__).parent / "fixtures" / "toyvqa"
+    toyvqa = FIXTURES / "toyvqa"
     params = Params(run_name="v", runs_dir=str(tmp_path / "runs"), data_dir=str(toyvqa), train_sources=["vqa_train"],
                     decontaminate_against=["vqa_test"], eval_benchmarks=["vqa_test"], validation_size=3, seed=1)
     prepare_data(params)
@@ -72,7 +68,7 @@ def test_training_reads_the_prepared_pool_and_evaluation_the_prepared_sets(tmp_p
     train, _, expected = training_pool(params)
     assert questions_hash(pool) == questions_hash(train) and report["n_kept"] == expected.n_kept
     evals = prepared_eval_sets(params)
-    assert questions_hash(evals["toyeval"]) == questions_hash(load_benchmark("toyeval", "test", FIXTURES,
+    assert questions_hash(evals["toyeval"]) == questions_hash(load_benchmark("toyeval", "test", FIXTURES / "train",
                                                                             sample_seed=params.seed))
 
 

@@ -371,7 +371,5 @@ def evaluate_model(model_spec: str, benchmarks: Sequence[str], out_dir: str | Pa
     return summary
 
 
-evaluate = evaluate_model  # the name in docs/ARCHITECTURE.md
 
-
-__all__ = ["EvalSettings", "EvalSettingsError", "evaluate", "evaluate_model", "prompt_hash"]
+__all__ = ["EvalSettings", "EvalSettingsError", "evaluate_model", "prompt_hash"]

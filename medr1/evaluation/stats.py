@@ -124,9 +124,6 @@ def accuracy_ci(
     return CI(p, low, high, n, "bootstrap")
 
 
-# ARCHITECTURE.md lists the interval under this name; both names are the same function.
-bootstrap_ci = accuracy_ci
-
 
 def wilson_ci(k: int, n: int, *, level: float = 0.95) -> CI:
     """Wilson score interval for k successes out of n: the closed-form cross-check of `accuracy_ci`.

@@ -1,5 +1,5 @@
-"""Generation backends: which one runs an evaluation (HF on CPU, vLLM on a CUDA GPU), the vLLM path, and
-the generate functions evaluation calls, each loading its model on first use.
+"""Generation backends: which one runs an evaluation (HF on CPU, vLLM on a CUDA GPU), and the generate
+functions evaluation calls, each loading its model on first use (the vLLM engine path is `generation.vllm`).
 
 `pick_backend("auto")` chooses vLLM only when CUDA and vLLM are both there; asking for vLLM without them
 raises, so a GPU recipe never silently falls back to a 50x slower path. vLLM is imported lazily so that

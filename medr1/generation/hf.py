@@ -18,7 +18,7 @@ Generation dominates evaluation time, so this module is built for throughput on 
   our own: once a quarter of a batch has emitted EOS it drops those rows from the batch and from the KV
   cache, so a batch whose answers have mostly finished stops paying for them (HF `generate` keeps
   computing finished rows to the end). Not at every EOS: dropping rows copies the whole cache. `decode="hf"` calls `model.generate` instead; both are greedy when
-  temperature == 0 and give the same greedy texts (tests/test_generation.py checks it on the embedded
+  temperature == 0 and give the same greedy texts (tests/generation/test_generation.py checks it on the embedded
   model). The compact loop applies temperature and top-p only; logits processors a model's
   generation_config may carry (repetition penalty, ...) are not applied, so every setting that shapes a
   completion is one we record.
@@ -340,7 +340,7 @@ def generate(
             guaranteed; use `.index`), so callers can stream results to disk.
         decode: "compact" (own KV-cache loop that drops finished rows), "hf" (`model.generate`), or "static"
             (`model.generate` with a static KV cache, compiled with torch.compile on CUDA; the GPU path for
-            evaluation without vLLM; greedy outputs equal "hf", tests/test_generation.py checks it on CPU).
+            evaluation without vLLM; greedy outputs equal "hf", tests/generation/test_generation.py checks it on CPU).
         compile: for decode="static": "auto" (compile on CUDA only), True, or False (`static_cache_kwargs`).
         share_prefixes: decode="compact": prompts sharing most of their tokens (one question's option
             rotations) are batched together and their common beginning prefilled once

@@ -5,7 +5,7 @@ are the same tokens up to the first option (chat template, instruction, the ques
 200 of 270 tokens). Prefill is most of an evaluation's time on CPU (it is compute-bound; decoding reads
 the weights once per step for the whole batch), so computing that shared part once per question instead
 of K times is most of the gain left. The K rows then get copies of the shared KV cache and only their own
-endings are prefilled. Greedy outputs equal the unshared path's (tests/test_generation.py checks it on
+endings are prefilled. Greedy outputs equal the unshared path's (tests/generation/test_generation.py checks it on
 the embedded model); vLLM does the same on GPU with its automatic prefix caching.
 
 `prefix_groups` finds the groups (prompts sharing `MIN_OWN_SHARED` tokens beyond the beginning that all

@@ -7,7 +7,7 @@ Why it is built this way:
 - A VLM is `(model, processor)` where a text model is `(model, tokenizer)`; TRL's GRPOTrainer takes the
   processor as `processing_class` and an `images` column, and inserts the images into the first user
   message itself. `vision_messages` builds exactly that message layout for evaluation, so a model is
-  scored on the prompt format it was trained on (tests/test_vision.py compares it with TRL's).
+  scored on the prompt format it was trained on (tests/models/test_vision.py compares it with TRL's).
 - LoRA goes on the language model only by default (the vision tower stays frozen, as in MedVLM-R1's
   GRPO, which changed no visual weights); `lora_vision: true` adds the vision blocks' projections.
   Target modules are a regex excluding `visual`, because Qwen2.5-VL's vision MLP reuses the names
@@ -239,6 +239,15 @@ def load_vision_model(spec: str, *, adapter: str | None = None, device: str = "a
 # --------------------------------------------------------------------------------------------------
 # Prompts
 # --------------------------------------------------------------------------------------------------
+
+
+def vision_prompt_text(spec: str, messages: list[dict], *, image_max_pixels: int | None = None) -> str:
+    """The prompt text a VLM's processor makes of `messages` (`medr1.task.prompts.vision_messages`): its chat
+    template with the image placeholders where the images go, as training and evaluation feed it. For
+    showing a reader the prompt (notebook 06): loads the processor, not the model (an embedded spec is built
+    once and cached, as for training)."""
+    processor = load_processor(resolve_vision_path(spec), image_max_pixels=image_max_pixels)
+    return processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -5,7 +5,8 @@ A figure that can only be made inside a training process cannot be checked by a 
 anyone holding the run directory, months later, on a laptop. So `make_figure(run_dir, name)` draws one
 figure from the run's files (read through `medr1.artifacts`, the one reader of each), saves it, and says
 why when the run lacks what it needs; `make_all_figures` makes every one. The plots themselves live in
-`medr1.report.training_figures` and `medr1.report.eval_figures` and take frames.
+`medr1.report.training_figures` and `medr1.report.eval_figures` and take frames; the two image figures of
+a vision run (`medr1.report.image_figures`) take questions and prediction rows, and are skipped for text runs.
 
 One style (`use_style`) for every figure: seaborn "whitegrid", a "talk"-sized context and the colour-blind
 palette, set by every plot function so that a figure looks the same from the notebook, the CLI or a test.
@@ -25,6 +26,7 @@ from matplotlib.figure import Figure
 
 from medr1.artifacts import ArtifactError, eval_predictions, metrics_frame, predictions_frame, read_run_params
 from medr1.paths import FIGURES_DIR, PARAMS_DIR, resolve_repo_path
+from medr1.prepare import read_pool
 from medr1.report.eval_figures import (
     chance_levels,
     normalise_results,
@@ -33,6 +35,7 @@ from medr1.report.eval_figures import (
     plot_letter_recall,
     plot_paired,
 )
+from medr1.report.image_figures import plot_image_predictions, plot_training_images, shown_predictions
 from medr1.report.results import paired_comparison, results_table
 from medr1.report.style import save_figure
 from medr1.report.training_figures import has_kl, plot_completion_length, plot_kl, plot_training_curves
@@ -164,11 +167,37 @@ def _letter_recall(run_dir: Path, reference, beta) -> Figure:
     return plot_letter_recall(_predictions(run_dir))
 
 
-# name -> builder(run_dir, reference file, beta), in the order of the report. The plot modules import
-# `use_style` from here, so they are imported where used.
+def _images_present(paths: list[str]) -> None:
+    if missing := [p for p in paths if not Path(p).is_file()]:
+        raise FigureSkipped(f"image(s) not found (was the data moved?): {missing}")
+
+
+def _training_images(run_dir: Path, reference, beta) -> Figure:
+
+    questions = [q for q in read_pool(run_dir) if q.images]
+    if not questions:
+        raise FigureSkipped(f"no training question with an image in {run_dir / 'data' / 'train_pool.jsonl'}")
+    _images_present([q.images[0] for q in questions[:4]])
+    return plot_training_images(questions)
+
+
+def _image_predictions(run_dir: Path, reference, beta) -> Figure:
+
+    preds = {label: [r for r in rows if r.get("images")] for label, rows in eval_predictions(run_dir).items()}
+    preds = {label: rows for label, rows in preds.items() if rows}
+    if not preds:
+        raise FigureSkipped(f"no prediction with an image in {RunDir(run_dir).eval_dir}/<label>/predictions.jsonl")
+    label = "trained" if "trained" in preds else sorted(preds)[0]
+    _images_present([r["images"][0] for r in shown_predictions(preds[label])])
+    return plot_image_predictions(preds[label], label)
+
+
+# name -> builder(run_dir, reference file, beta), in the order of the report.
 _BUILDERS = {"training_curves": _training_curves, "completion_length": _completion_length, "kl": _kl,
              "accuracy": _accuracy, "extraction_rules": _extraction_rules, "letter_recall": _letter_recall,
-             "paired_base_vs_trained": _paired}
+             "paired_base_vs_trained": _paired,
+             # vision runs only (skipped, saying so, for text runs)
+             "training_images": _training_images, "image_predictions": _image_predictions}
 FIGURE_NAMES = tuple(_BUILDERS)
 
 

@@ -16,6 +16,7 @@ implementation; the paired figure draws its output.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -352,6 +353,22 @@ def write_results(run_dir: str | Path, reference_yaml: str | Path | None = "para
         md += [f"- {k}: {v}" for k, v in ref.get("eval_sets", {}).items()] + [""]
     atomic_write_text(run.path / "results.md", "\n".join(md))
     return table
+
+
+def results_section(run_dir: str | Path, heading: str) -> str:
+    """The sections of the run's `results.md` whose `## ` heading starts with `heading` (caption and table
+    included, headings demoted to `###`), so that a notebook shows `write_results`' tables one idea at a
+    time under its own captions; a line saying so when the run has no such section.
+
+    >>> import tempfile; from pathlib import Path; d = Path(tempfile.mkdtemp())
+    >>> _ = (d / "results.md").write_text("# Results: x\\n\\n## Letter bias\\n\\ntext\\n\\n## Answer distribution\\n")
+    >>> results_section(d, "Letter")
+    '### Letter bias\\n\\ntext'
+    """
+    path = RunDir(run_dir).path / "results.md"
+    sections = re.split(r"(?m)^(?=## )", path.read_text(encoding="utf-8"))
+    found = ["#" + part.strip() for part in sections if part.startswith(f"## {heading}")]
+    return "\n\n".join(found) or f"*No \"{heading}\" section in {path.name}: not measured in this run.*"
 
 
 def answer_examples(run_dir: str | Path, label: str,

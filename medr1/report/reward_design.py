@@ -14,6 +14,7 @@ import pandas as pd
 
 from medr1.config import Params
 from medr1.data import Question
+from medr1.generation.hf import generate
 from medr1.generation.vision import generate_vision
 from medr1.models.load import load_model
 from medr1.models.vision import is_processor
@@ -88,15 +89,15 @@ def sample_rewards(params: Params, questions: list[Question], *, num_samples: in
     model, tokenizer = load_model(params.model, device=params.device, torch_dtype=params.torch_dtype,
                                   trust_remote_code=params.trust_remote_code)
 
-    if is_processor(tokenizer):  # a vision-language model: images through its processor (medr1.models.vision)
-        generate = generate_vision  # noqa: F811
+    # a vision-language model: images through its processor (medr1.models.vision)
+    generate_fn = generate_vision if is_processor(tokenizer) else generate
     rows = []
     for template in templates or [params.prompt_template]:
         names, weights = rewards_for(params, template)
         prompts = [vision_messages(q, template) if q.images else build_messages(q, template) for q in questions]
-        outputs = generate(model, tokenizer, prompts, max_new_tokens=max_new_tokens or params.max_completion_length,
-                           temperature=params.temperature, top_p=params.top_p, num_samples=num_samples,
-                           seed=params.seed, batch_size=params.eval_batch_size)
+        outputs = generate_fn(model, tokenizer, prompts, max_new_tokens=max_new_tokens or params.max_completion_length,
+                              temperature=params.temperature, top_p=params.top_p, num_samples=num_samples,
+                              seed=params.seed, batch_size=params.eval_batch_size)
         for q, out in zip(questions, outputs, strict=True):
             texts = out.texts
             kwargs = {"answer": [q.answer] * len(texts), "options_json": [json.dumps(q.options)] * len(texts)}

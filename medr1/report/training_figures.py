@@ -17,7 +17,8 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from medr1.report.style import use_style
-from medr1.task.letter_bias import COLLAPSE_PATIENCE, COLLAPSE_THRESHOLD, collapse_spans
+from medr1.report.training_checks import collapse_episodes
+from medr1.task.letter_bias import COLLAPSE_PATIENCE, COLLAPSE_THRESHOLD
 
 
 def reward_columns(metrics: pd.DataFrame) -> dict[str, str]:
@@ -118,11 +119,10 @@ def _mark_collapse(axes, panels: list[str], metrics: pd.DataFrame, colors) -> No
     ax.axhline(100 * COLLAPSE_THRESHOLD, color="0.4", linestyle="--", linewidth=1, label="collapse threshold")
     ax.set_ylabel("answers that are the\nstep's top letter (%)")
     ax.set_ylim(-2, 102)
-    steps = metrics["step"].to_numpy()
-    spans = collapse_spans(metrics["answer_top_share"].tolist())
+    spans = collapse_episodes(metrics)
     for start, end in spans:
         for a in axes:
-            a.axvspan(steps[start] - 0.5, steps[end] + 0.5, color="red", alpha=0.12, linewidth=0)
+            a.axvspan(start - 0.5, end + 0.5, color="red", alpha=0.12, linewidth=0)
     ax.legend(loc="best", fontsize="small", title=(f"red: > {100 * COLLAPSE_THRESHOLD:.0f}% for "
                                                    f">= {COLLAPSE_PATIENCE} steps (collapse)") if spans else None)
 

@@ -105,7 +105,7 @@ TEMPLATES: dict[str, PromptTemplate] = {
         # HuatuoGPT-o1 evaluation/eval.py (FreedomIntelligence/HuatuoGPT-o1, `--format huatuo` without
         # `--strict_prompt`): query_prompt "Please answer the following multiple-choice question:\n
         # {question}\n{option_str}", option_str = "\n".join(f"{letter}. {text}"), sent as the only
-        # (user) message through the model's chat template. Reproduced byte for byte (tests/test_protocols.py);
+        # (user) message through the model's chat template. Reproduced byte for byte (tests/task/test_protocols.py);
         # the prompt is one part of their protocol, with their sets and sampling (medr1.task.protocols).
         PromptTemplate(
             name="huatuo",

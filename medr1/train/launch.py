@@ -50,7 +50,7 @@ def die_with_parent() -> bool:
     Why: torch.distributed.run (which `accelerate launch` runs) starts each worker in a session of its own,
     so killing the launch (kill -9 of `medr1 train`, a notebook interrupt, a lost node's job step) left the
     workers running, still writing checkpoints and metrics into the run directory that the resumed run was
-    writing too (found by tests/test_multiprocess.py: a step logged twice after resume). Called by every
+    writing too (found by tests/robustness/test_multiprocess.py: a step logged twice after resume). Called by every
     worker before it trains. Returns whether the death signal is armed.
     """
     import ctypes

@@ -34,7 +34,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from medr1.artifacts import read_metrics, truncate_metrics
+from medr1.artifacts import (
+    BEST_ADAPTER,
+    BEST_FILE,
+    VALIDATION_CSV,
+    read_best,
+    read_validation,
+    truncate_metrics,
+)
 from medr1.data.option_order import cyclic_shift, eval_shifts, vary_option_counts
 from medr1.generation.hf import generate
 from medr1.task.answers import extract_choice
@@ -43,9 +50,6 @@ from medr1.task.prompts import build_messages
 
 log = logging.getLogger(__name__)
 
-VALIDATION_CSV = "validation.csv"
-BEST_ADAPTER = "best_adapter"
-BEST_FILE = "best.json"  # inside BEST_ADAPTER: which step it is and its validation row
 TOP_SHARE_LIMIT = 0.6  # a checkpoint whose most frequent answer covers more of the rows counts as collapsed
 COLUMNS = ["step", "accuracy", "consistent_accuracy", "answer_top_share", "answer_entropy", "parse_rate",
            "letter_recall_std", "n_rows", "n_questions", "seconds"]
@@ -102,12 +106,6 @@ def selection_key(row: dict[str, Any], base_parse_rate: float) -> tuple:
             float(row["consistent_accuracy"] or 0.0), float(row["accuracy"]), -top)
 
 
-def read_validation(path: str | os.PathLike) -> list[dict[str, Any]]:
-    """Rows of `train/validation.csv` as numbers, `step` an int (empty list when absent); read under
-    metrics.csv's rule (`medr1.artifacts.read_metrics`: one row per step, a row cut by a kill dropped)."""
-    return [{**row, "step": int(row["step"])} for row in read_metrics(path)]
-
-
 def truncate_validation(train_dir: Path, step: int) -> None:
     """After a resume from the checkpoint at `step`: drop validation rows of later steps, and the best
     adapter when it came from a step the interrupted session got past (its weights are not reproducible
@@ -118,12 +116,6 @@ def truncate_validation(train_dir: Path, step: int) -> None:
     best = read_best(train_dir)
     if best is not None and best["step"] > step:
         shutil.rmtree(train_dir / BEST_ADAPTER, ignore_errors=True)
-
-
-def read_best(train_dir: Path) -> dict[str, Any] | None:
-    """{"step", "row"} of the kept best adapter, or None."""
-    path = train_dir / BEST_ADAPTER / BEST_FILE
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
 
 def adopt_best(train_dir: Path, adapter_dir: Path) -> dict[str, Any] | None:

@@ -1,7 +1,7 @@
 """Hostile or broken input at the entry points: data files, params, model outputs, and what may be written
 where.
 
-tests/test_data.py, tests/test_config.py and tests/test_rewards.py check each validator on its own; this
+tests/data/test_data.py, tests/test_config.py and tests/task/test_rewards.py check each validator on its own; this
 file checks what a user meets: `medr1 train | eval | pipeline` given a broken file, a typo'd key or a
 model that does not exist must exit 2 with one line naming the file and line (or the key and the allowed
 values) before any weights load or notebook runs; a model that writes garbage must never crash a reward
@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import run_eval
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -113,7 +114,6 @@ def test_training_pool_drops_a_question_repeated_in_two_sources(tmp_path):
 def test_eval_keeps_benchmarks_sharing_ids_apart(tmp_path):
     # Predictions are keyed by (benchmark, id): two files with the same ids give one row each, and a
     # resumed run recognises both as done.
-    from conftest import run_eval
 
     from medr1.generation.hf import Generation
 
@@ -286,7 +286,6 @@ HUGE = "A patient presents with " + "fever and cough " * 6_000 + "; which drug?"
 
 @pytest.mark.slow
 def test_huge_questions_are_counted_not_crashed_in_eval_and_training(tmp_path):
-    from conftest import run_eval
 
     from medr1.models.base import load_tokenizer
     from medr1.models.load import resolve_model_path

@@ -10,17 +10,11 @@ two processes and one process on the same global batch log the same first step.
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 
 import pytest
-from test_train import tiny_params  # the shared tiny settings
+from helpers import kill_training_after_first_checkpoint, small_params
 
 from medr1.artifacts import read_metrics
-from medr1.paths import REPO_ROOT
 from medr1.train import train
 from medr1.train.checkpoints import last_complete_checkpoint
 
@@ -33,7 +27,7 @@ def _two(tmp_path, **changes):
     values = dict(num_processes=2, per_device_train_batch_size=2, num_generations=4, max_completion_length=4,
                   max_steps=2, save_steps=1, top_p=1e-9)
     values.update(changes)
-    return tiny_params(tmp_path, **values)
+    return small_params(tmp_path, **values)
 
 
 def test_two_processes_write_once_with_the_global_batch_of_params(tmp_path):
@@ -75,22 +69,8 @@ def test_one_and_two_processes_log_the_same_first_step(tmp_path):
 
 def test_a_killed_launch_resumes_at_its_last_checkpoint(tmp_path):
     params = _two(tmp_path, max_steps=3)
-    params_file = tmp_path / "params.yaml"
-    params_file.write_text(params.to_yaml())
-    train_dir = params.run_dir / "train"
     # its own session: killing the group takes down the parent, accelerate and both workers, like a node loss
-    proc = subprocess.Popen([sys.executable, "-m", "medr1.train", "-f", str(params_file), "--no-progress"],
-                            cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
-    try:
-        deadline = time.time() + 400
-        while last_complete_checkpoint(train_dir) is None:
-            assert proc.poll() is None, "the launch exited before its first checkpoint"
-            assert time.time() < deadline, "no checkpoint within 400 s"
-            time.sleep(0.5)
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+    train_dir = kill_training_after_first_checkpoint(params, timeout=400, process_group=True)
     killed_at = int(last_complete_checkpoint(train_dir).name.split("-")[1])
     assert killed_at < 3
 

@@ -14,6 +14,7 @@ from medr1.report.results import (
     answer_distribution,
     category_breakdown,
     paired_comparison,
+    results_section,
     results_table,
     write_results,
 )
@@ -101,6 +102,15 @@ def test_write_results(run):
     assert "Paired comparison: trained vs base" in md and "Qwen2.5-7B-Instruct" in md
     csv = (run / "results.csv").read_text()
     assert MEASURED in csv and REPORTED in csv
+
+
+def test_results_section_shows_one_idea_of_results_md(run):
+    write_results(run, REFERENCE)
+    paired = results_section(run, "Paired comparison")  # one section per scorer: both, in file order
+    assert paired.startswith("### Paired comparison: trained vs base (strict scorer)")
+    assert "### Paired comparison: trained vs base (huatuo scorer)" in paired and "## Letter bias" not in paired
+    assert results_section(run, "Letter bias").count("###") == 1
+    assert results_section(run, "Accuracy per") == '*No "Accuracy per" section in results.md: not measured in this run.*'
 
 
 def test_answer_distribution_exposes_a_constant_answer(tmp_path):

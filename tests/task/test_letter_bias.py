@@ -9,7 +9,7 @@ import re
 from types import SimpleNamespace
 
 import pytest
-from conftest import run_eval
+from helpers import run_eval
 
 from medr1.artifacts import read_predictions
 from medr1.generation.hf import Generation

@@ -2,7 +2,7 @@
 and property tests (never raises, stays in its range, a conflicting answer never helps).
 
 Cases are tables with one comment each (TRL tests/test_rewards.py style). The extraction the rewards read
-is tested in tests/test_answers.py.
+is tested in tests/task/test_answers.py.
 """
 
 import json
@@ -13,6 +13,7 @@ import sys
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from strategies import PROPERTY_SETTINGS, options_dicts, texts
 
 from medr1.data import Question
 from medr1.task.prompts import ANSWER_FORMATS, TEMPLATES, build_messages
@@ -29,7 +30,6 @@ from medr1.task.rewards import (
     register,
     validate_reward_config,
 )
-from tests.test_answers import PROPERTY_SETTINGS, options_dicts, texts
 
 DRUGS = {"A": "Aspirin", "B": "Warfarin", "C": "Beta blocker", "D": "Aspirin and clopidogrel"}
 
@@ -319,7 +319,7 @@ def test_rewards_answers_prompts_and_data_do_not_import_torch():
 # Properties
 # --------------------------------------------------------------------------------------------------
 
-# The text and option generators are the extraction tests' (tests/test_answers.py): one grammar, one fuzzing diet.
+# The text and option generators are the extraction tests' (tests/task/test_answers.py): one grammar, one fuzzing diet.
 
 
 @PROPERTY_SETTINGS

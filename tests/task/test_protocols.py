@@ -8,7 +8,6 @@ format_map), independently of medr1.task.prompts, so a drift in either shows up 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
@@ -18,11 +17,12 @@ from medr1.data.published import huatuo_set_name, load_eval_data_file, set_finge
 from medr1.evaluation.evaluate import EvalSettings
 from medr1.evaluation.protocol_eval import decoding, dry_run, evaluate_protocol, load_protocol_set
 from medr1.generation.hf import Generation
+from medr1.paths import REPO_ROOT
 from medr1.report.results import results_table
 from medr1.task.prompts import build_messages
 from medr1.task.protocols import COMPARABLE, comparability, get_protocol
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "benchmarks"
+SHARED = REPO_ROOT.parent / "shared" / "benchmarks"
 needs_shared = pytest.mark.skipif(not (SHARED / "medqa" / "test.jsonl").is_file(), reason="no shared benchmarks")
 
 # HuatuoGPT-o1 evaluation/eval.py, commit dc6e08a: the two query prompts and the option layout.

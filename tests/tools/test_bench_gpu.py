@@ -17,6 +17,7 @@ import pytest
 from medr1.paths import REPO_ROOT
 
 sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
+import acceptance  # noqa: E402
 import run_gpu  # noqa: E402
 
 
@@ -146,3 +147,81 @@ def test_no_gpu_exits_with_a_message(capsys):
         pytest.skip("checks the no-GPU refusal")
     assert run_gpu.main(["--recipe", "params/qwen2.5-7b-grpo.yaml"]) == 2
     assert "needs a CUDA GPU" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------------------------------
+# The device acceptance run (benchmarks/acceptance.py): its CPU rehearsal and its checks
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_acceptance_dry_run_rehearses_every_section_on_cpu(tmp_path):
+    """`run_gpu.py --acceptance --dry-run`: the TRL child trains two steps on a tiny model of the 7B recipe's
+    family, the log-probability probe sees the policy move after one step, static and HF generation are
+    timed and agree; the GPU-only sections say why they were skipped; one JSON."""
+    out = tmp_path / "acceptance.json"
+    p = subprocess.run([sys.executable, "benchmarks/run_gpu.py", "--acceptance", "--dry-run", "--out", str(out)],
+                       cwd=REPO_ROOT, capture_output=True, text=True, timeout=600,
+                       env={**__import__("os").environ, "PYTHONPATH": str(REPO_ROOT)})
+    assert p.returncode == 0, p.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert result["acceptance"] is True and result["recipe"] == "params/qwen2.5-7b-grpo.yaml"
+    assert result["architecture"] == "qwen2.5-7b" and result["device"].startswith("cpu")
+    trl = result["backends"]["trl"]
+    assert "error" not in trl, trl
+    assert [s["step"] for s in trl["steps"]] == [1, 2] and trl["warmup_steps"] == 1 and trl["measured_steps"] == 1
+    assert trl["grpo_config_differences"] == {}
+    assert {"learning_rate", "warmup_ratio", "reward_funcs", "max_completion_length"} <= set(trl["overrides"])
+    probe = trl["logprob_probe"]
+    assert [r["step"] for r in probe["records"]] == [0, 1]  # before any update, after one optimizer step
+    assert probe["engine_changed"] is True and probe["stale_weights"] is False
+    assert "CUDA" in result["backends"]["unsloth"]["skipped"] and "CUDA" in result["vllm"]
+    gen = result["generation"]
+    assert gen["hf_s"] > 0 and gen["static_s"] > 0 and gen["static_same_texts_as_hf"] is True
+    assert result["checks"]["passed"] is True and result["within_budget"] is True
+
+
+def test_acceptance_flags_an_engine_that_kept_stale_weights():
+    """The verdict: the policy moved, the engine's number did not -> stale weights, and the run fails."""
+    probe = object.__new__(acceptance.LogprobProbe)
+    probe.engine = "vllm"
+    probe.records = [{"step": 0, "engine": -50.0, "policy": -50.01}, {"step": 1, "engine": -50.0, "policy": -49.2}]
+    verdict = probe.verdict()
+    assert verdict["stale_weights"] is True and verdict["engine_changed"] is False
+    result = {"backends": {"trl": {"steps": [{}, {}], "logprob_probe": verdict},
+                           "unsloth": {"skipped": "Unsloth imports only with CUDA"}},
+              "generation": {"static_same_texts_as_hf": True, "static_s": 1.0, "hf_s": 2.0}}
+    checks = acceptance.checks(result, cuda=True)
+    assert checks["trl_engine_not_stale"] is False and checks["passed"] is False
+    probe.records = [{"step": 0, "error": "RuntimeError: engine asleep"}]
+    assert probe.verdict()["engine_changed"] is None  # undecided, and `checks` does not count it as passed
+
+
+def test_acceptance_engine_logprob_calls_fit_vllm(monkeypatch):
+    """The probe's vLLM calls (SamplingParams with prompt_logprobs, generate with lora_request) checked
+    against the pinned vLLM's signatures; the completion's log-probability is summed from prompt_logprobs."""
+    import types
+
+    from api_contract import fake_vllm
+
+    class Engine:
+        def generate(self, prompts, sampling_params=None, **kwargs):
+            ids = prompts[0]["prompt_token_ids"]
+            rows = [None] + [{t: types.SimpleNamespace(logprob=-0.5)} for t in ids[1:]]
+            return [types.SimpleNamespace(prompt_logprobs=rows)]
+
+    modules = fake_vllm(lambda *a, **k: Engine())
+    for name, module in modules.items():
+        monkeypatch.setitem(sys.modules, name, module)
+    llm = modules["vllm"].LLM(model="m")
+    lora = modules["vllm.lora.request"].LoRARequest("adapter", 1, "/a")
+    assert acceptance.engine_logprob(llm, [1, 2, 3], [7, 8], lora_request=lora) == pytest.approx(-1.0)
+
+
+def test_acceptance_sections_keep_time_for_the_later_ones():
+    import time
+
+    deadline = time.time() + acceptance.BUDGET_S
+    left = {s: acceptance.time_left_for(s, deadline) for s in acceptance.SECTION_S}
+    assert abs(left["trl"] - (acceptance.BUDGET_S - 180 - 90)) <= 1
+    assert abs(left["unsloth"] - (acceptance.BUDGET_S - 90)) <= 1 and abs(left["generation"] - acceptance.BUDGET_S) <= 1

@@ -12,7 +12,7 @@ import os
 import socket
 
 import pytest
-from conftest import run_eval
+from helpers import run_eval
 
 from medr1.artifacts import ArtifactError, read_predictions
 from medr1.evaluation.evaluate import EvalSettingsError, prompt_hash

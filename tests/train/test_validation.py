@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from helpers import small_params
 
 from medr1.data import Question
 from medr1.train.validation import (
@@ -24,7 +25,6 @@ from medr1.train.validation import (
     validation_counts,
     validation_rows,
 )
-from tests.test_train import tiny_params
 
 
 def _q(i, n=4, answer="A"):
@@ -94,17 +94,17 @@ def test_truncate_validation_drops_later_rows_and_a_lost_best(tmp_path):
 def test_validation_counts_default_to_the_trainings(tmp_path):
     from medr1.config import ParamsError
 
-    assert validation_counts(tiny_params(tmp_path, train_option_counts=[3, 4, 5])) == [3, 4, 5]
-    assert validation_counts(tiny_params(tmp_path, train_option_counts=[3, 4, 5], validation_option_counts=[4])) == [4]
-    assert validation_counts(tiny_params(tmp_path)) == []  # [] = as written
+    assert validation_counts(small_params(tmp_path, train_option_counts=[3, 4, 5])) == [3, 4, 5]
+    assert validation_counts(small_params(tmp_path, train_option_counts=[3, 4, 5], validation_option_counts=[4])) == [4]
+    assert validation_counts(small_params(tmp_path)) == []  # [] = as written
     with pytest.raises(ParamsError, match="validation_option_counts"):
-        tiny_params(tmp_path, validation_option_counts=[1])
+        small_params(tmp_path, validation_option_counts=[1])
 
 
 def test_training_validates_and_adopts_the_selected_adapter(tmp_path):
     from medr1.train import train
 
-    params = tiny_params(tmp_path, validation_size=4, validation_every=1, select_checkpoint="validation")
+    params = small_params(tmp_path, validation_size=4, validation_every=1, select_checkpoint="validation")
     result = train(params, progress=False)
     train_dir = result.run_dir / "train"
     rows = read_validation(train_dir / VALIDATION_CSV)

@@ -11,41 +11,20 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import re
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import FIXTURES, kill_training_after_first_checkpoint, small_params
 
 from medr1.artifacts import read_metrics, truncate_metrics, truncate_samples
 from medr1.config import Params
-from medr1.paths import REPO_ROOT
 from medr1.train import train
 from medr1.train.callbacks import metrics_columns
 from medr1.train.checkpoints import is_complete_checkpoint, last_complete_checkpoint
 from medr1.train.recipe import select_backend
 from medr1.train.trainer import build_grpo_config
-
-FIXTURES = Path(__file__).parent / "fixtures" / "train"
-
-
-def tiny_params(tmp_path: Path, **changes) -> Params:
-    """Settings small enough for a few CPU steps; toyeval repeats one toymed question (decontaminated)."""
-    values = dict(run_name="t", runs_dir=str(tmp_path / "runs"), data_dir=str(FIXTURES), train_sources=["toymed"],
-                  decontaminate_against=["toyeval"], eval_benchmarks=["toyeval"], model="embedded:smollm2-135m",
-                  backend="trl", device="cpu",
-                  prompt_template="letter", reward_funcs=["accuracy", "answer_parsable"], num_generations=4,
-                  per_device_train_batch_size=4, max_prompt_length=256, max_completion_length=8, lora_r=8,
-                  lora_alpha=16, learning_rate=1e-4, max_steps=2, save_steps=1, logging_steps=1, sample_every=1,
-                  seed=0)
-    values.update(changes)
-    return Params(**values)
-
 
 # --------------------------------------------------------------------------------------------------
 # Fast
@@ -53,7 +32,7 @@ def tiny_params(tmp_path: Path, **changes) -> Params:
 
 
 def test_grpo_config_on_cpu(tmp_path):
-    params = tiny_params(tmp_path, reward_weights=[1.0, 0.5], beta=0.04, loss_type="dr_grpo", warmup_ratio=0.1,
+    params = small_params(tmp_path, reward_weights=[1.0, 0.5], beta=0.04, loss_type="dr_grpo", warmup_ratio=0.1,
                          lr_scheduler_type="cosine", save_total_limit=2, max_steps=7)
     cfg = build_grpo_config(params, tmp_path / "train", cuda=False)
     # CPU: no mixed precision (bf16 on CPU is slower and fp16 unsupported), use_cpu on.
@@ -103,7 +82,7 @@ def test_select_backend_unsloth_refused(cuda, importable, message):
 
 @pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks the no-GPU refusal")
 def test_train_refuses_unsloth_before_touching_anything(tmp_path):
-    params = tiny_params(tmp_path, backend="unsloth", device="auto")
+    params = small_params(tmp_path, backend="unsloth", device="auto")
     with pytest.raises(RuntimeError, match=r"backend 'unsloth' needs a CUDA GPU"):
         train(params, progress=False)
     assert not (tmp_path / "runs").exists()  # no run dir, no lock, no params.yaml
@@ -172,7 +151,7 @@ def test_truncate_samples(tmp_path):
 
 @pytest.mark.slow
 def test_smoke_run_writes_all_artifacts_and_skips_when_done(tmp_path):
-    params = tiny_params(tmp_path, merge_adapter=True)
+    params = small_params(tmp_path, merge_adapter=True)
     result = train(params, progress=False)
     run = result.run_dir
     assert (result.steps, result.skipped, result.n_questions) == (2, False, 15)  # 16 minus 1 contaminated
@@ -219,7 +198,7 @@ def test_training_draws_count_and_resume_check(tmp_path, caplog):
     from medr1.train.checkpoints import check_same_draws as _check_same_draws
     from medr1.train.recipe import n_training_draws, prompts_per_step
 
-    params = tiny_params(tmp_path, per_device_train_batch_size=8, num_generations=4, gradient_accumulation_steps=2)
+    params = small_params(tmp_path, per_device_train_batch_size=8, num_generations=4, gradient_accumulation_steps=2)
     assert prompts_per_step(params) == 4
     assert n_training_draws(params, 15) == params.max_steps * 4
     epochs = params.replace(max_steps=-1, num_train_epochs=1.5)
@@ -233,27 +212,10 @@ def test_training_draws_count_and_resume_check(tmp_path, caplog):
     assert "different training draws" in caplog.text
 
 
-def _run_cli(params_file: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "medr1.train", "-f", str(params_file), "--no-progress"],
-                            cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-
 @pytest.mark.slow
 def test_kill_and_resume_continues_without_gaps_or_duplicates(tmp_path):
-    params = tiny_params(tmp_path, max_steps=3)
-    params_file = tmp_path / "params.yaml"
-    params_file.write_text(params.to_yaml())
-    train_dir = params.run_dir / "train"
-    proc = _run_cli(params_file)
-    try:
-        deadline = time.time() + 240
-        while last_complete_checkpoint(train_dir) is None:
-            assert proc.poll() is None, "training exited before its first checkpoint"
-            assert time.time() < deadline, "no checkpoint within 240 s"
-            time.sleep(0.5)
-    finally:
-        os.kill(proc.pid, signal.SIGKILL)  # no cleanup: the lock and any half-written checkpoint stay
-        proc.wait()
+    params = small_params(tmp_path, max_steps=3)
+    train_dir = kill_training_after_first_checkpoint(params, timeout=240)
     killed_at = int(re.search(r"\d+$", last_complete_checkpoint(train_dir).name).group())
     assert killed_at < 3 and (params.run_dir / ".lock").exists()
     manifest = params.run_dir / "manifest.json"
@@ -291,7 +253,7 @@ def _first_token_letter_probability(model_spec: str, params: Params) -> float:
     from medr1.task.prompts import build_messages
 
     model, tok = load_model(model_spec)
-    questions = load_jsonl(FIXTURES / "toymed" / "train.jsonl", "toymed")[:4]
+    questions = load_jsonl(FIXTURES / "train" / "toymed" / "train.jsonl", "toymed")[:4]
     texts = [tok.apply_chat_template(build_messages(q, params.prompt_template), add_generation_prompt=True,
                                      tokenize=False) for q in questions]
     batch = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
@@ -312,7 +274,7 @@ def test_grpo_learns_what_the_reward_pays_for(tmp_path):
     # Only the first token matters, so completions are 2 tokens long, which keeps each step cheap. Measured
     # with 8 steps of 2 questions at lr 2e-3: P(letter first) 0.54 -> 0.999, reward 1.0 from step 2 on; the
     # settings below (half the batch, half the rate, 5 steps) leave room between that and the thresholds.
-    params = tiny_params(tmp_path, max_completion_length=2, per_device_train_batch_size=4, max_steps=5,
+    params = small_params(tmp_path, max_completion_length=2, per_device_train_batch_size=4, max_steps=5,
                          save_steps=5, learning_rate=1e-3, lr_scheduler_type="constant", sample_every=100)
     before = _first_token_letter_probability(params.model, params)
     result = train(params, progress=False, reward_funcs=[starts_with_letter])

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import importlib.util
 import sys
-from pathlib import Path
 
 import pytest
-from conftest import ByteTokenizer  # the tiny model fixture lives there too
+from helpers import ByteTokenizer
 
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "run_cpu.py"
+from medr1.paths import REPO_ROOT
+
+BENCH = REPO_ROOT / "benchmarks" / "run_cpu.py"
 
 
 @pytest.fixture(scope="module")

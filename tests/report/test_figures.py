@@ -30,6 +30,7 @@ from medr1.report import (
 )
 from medr1.report import (  # noqa: E402
     figures,
+    training_checks,
 )
 from medr1.report import (
     training_figures as figures_training,
@@ -307,7 +308,8 @@ def test_make_all_figures_skips_missing_artifacts(tmp_path, caplog, kwargs, made
     with caplog.at_level(logging.WARNING, logger="medr1.report.figures"):
         paths = figures.make_all_figures(run, tmp_path / "out", reference=tmp_path / "absent.yaml")
     assert sorted({p.stem for p in paths}) == sorted(made)
-    assert sorted(r.args[0] for r in caplog.records) == sorted(skipped)
+    # a text run has no images: the two vision figures are skipped too, each saying so
+    assert sorted(r.args[0] for r in caplog.records) == sorted([*skipped, "training_images", "image_predictions"])
 
 
 def test_make_all_figures_skips_pairing_without_trained(tmp_path, caplog):
@@ -325,6 +327,85 @@ def test_make_all_figures_survives_an_empty_metrics_file(tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="medr1.report.figures"):
         assert figures.make_all_figures(run) == []
     assert "has no rows yet" in caplog.text
+
+
+# --- vision runs: images ---------------------------------------------------------------------------
+
+
+def _vision_run(tmp_path: Path) -> Path:
+    """A fake vision run: three training questions (one without an image) and base/trained predictions naming
+    PNGs drawn here; the trained model answers the first question right and leaves the second unparsed."""
+    from PIL import Image
+
+    from medr1.data import Question
+
+    run = make_fake_run(tmp_path, train=False, results_csv=False)
+    images = []
+    for i, colour in enumerate(("red", "green")):
+        images.append(str(tmp_path / f"img{i}.png"))
+        Image.new("RGB", (8, 8), colour).save(images[-1])
+    pool = [Question(f"t{i}", "Which colour?", {"A": "red", "B": "green"}, "AB"[i], "vqa_train",
+                     meta={"modality": "CT"}, images=(path,)) for i, path in enumerate(images)]
+    pool.insert(1, Question("text", "No image here?", {"A": "yes", "B": "no"}, "A", "vqa_train"))
+    _write_jsonl(run / "data" / "train_pool.jsonl", [q.to_dict() for q in pool])
+    for label, answers in (("base", ["B", "B"]), ("trained", ["A", None])):
+        rows = [{"id": f"q{i}", "benchmark": "vqa_test", "shift": 0, "gold": "AB"[i], "extracted": x,
+                 "correct": x == "AB"[i], "rule": "answer_tag" if x else "none", "options": {"A": "red", "B": "green"},
+                 "completion": f"Answer: {x}", "images": [images[i]], "modality": "MRI"}
+                for i, x in enumerate(answers)]
+        rows.insert(1, {**rows[0], "shift": 1, "gold": "B", "extracted": "B"})  # another rotation: not shown again
+        _write_jsonl(run / "eval" / label / "predictions.jsonl", rows)
+    return run
+
+
+def test_image_figures_of_a_vision_run(tmp_path):
+    run = _vision_run(tmp_path)
+    fig = figures.make_figure(run, "training_images")
+    # the question without an image is not shown; each panel says modality, gold letter and its text
+    assert [ax.get_title() for ax in fig.axes] == ["CT: gold A\n(red)", "CT: gold B\n(green)"]
+    assert [tuple(ax.images[0].get_array()[0, 0]) for ax in fig.axes] == [(255, 0, 0), (0, 128, 0)]
+    fig = figures.make_figure(run, "image_predictions")
+    assert fig.get_suptitle() == "Evaluated questions and the answers of 'trained'"  # trained before base
+    assert [ax.get_title() for ax in fig.axes] == ["MRI: gold A,\nanswered A", "MRI: gold B,\nanswered unparsed"]
+    assert sorted(p.name for p in (run / "figures").glob("*.png")) == ["image_predictions.png", "training_images.png"]
+
+
+def test_image_figures_skip_text_runs_and_moved_images(tmp_path, caplog):
+    run = _vision_run(tmp_path)
+    (tmp_path / "img0.png").unlink()
+    text_run = make_fake_run(tmp_path, "text")
+    with caplog.at_level(logging.WARNING, logger="medr1.report.figures"):
+        assert figures.make_figure(run, "training_images") is None
+        assert figures.make_figure(text_run, "image_predictions") is None
+    assert "image(s) not found (was the data moved?)" in caplog.text and "img0.png" in caplog.text
+    assert "no prediction with an image" in caplog.text
+
+
+# --- training checks (notebook 03) ----------------------------------------------------------------
+
+
+def test_collapse_episodes_are_the_steps_the_training_figure_shades():
+    metrics = _metrics(12).assign(step=lambda m: 5 * m["step"],  # logged every 5 steps
+                                  answer_top_share=[0.5, 0.9, 0.95, 0.9, 0.85, 0.9, 0.4, 0.9, 0.9, 0.9, 0.9, 0.5])
+    assert training_checks.collapse_episodes(metrics) == [(10, 30)]  # 5 in a row from the 2nd; 4 is too short
+    fig = figures_training.plot_training_curves(metrics)
+    bands = [p.get_x() for p in fig.axes[0].patches]  # one red band per episode, on every panel
+    assert bands == [9.5] and fig.axes[0].patches[0].get_width() == pytest.approx(21)
+    assert training_checks.collapse_episodes(_metrics(3)) == []  # column not logged
+
+
+@pytest.mark.parametrize("best_step, select, expected", [
+    (10, "validation", 10), (10, "last", "last"), (None, "validation", "last")])
+def test_selected_step_and_validation_table(tmp_path, best_step, select, expected):
+    train = tmp_path / "train"
+    train.mkdir()
+    assert training_checks.validation_table(tmp_path).empty  # validation_every: 0
+    (train / "validation.csv").write_text("step,accuracy,answer_top_share\n0,0.25,0.5\n10,0.5,0.4\n20,0.3,0.9\n")
+    if best_step is not None:
+        (train / "best_adapter").mkdir()
+        (train / "best_adapter" / "best.json").write_text(json.dumps({"step": best_step, "row": {}}))
+    assert training_checks.validation_table(tmp_path)["step"].tolist() == [0, 10, 20]
+    assert training_checks.selected_step(tmp_path, select) == expected
 
 
 def test_save_and_copy_to_report(tmp_path):

@@ -29,6 +29,7 @@ from collections import Counter, namedtuple
 from pathlib import Path
 
 import pytest
+from helpers import SMALLER_TRAINING, kill_training_after_first_checkpoint, run_eval, small_params
 
 from medr1.artifacts import read_metrics, read_predictions
 from medr1.cli import main
@@ -44,15 +45,7 @@ SMOKE = str(PARAMS_DIR / "smoke.yaml")
 
 def train_params(tmp_path: Path, **changes) -> Params:
     """params/smoke.yaml made smaller: one question of 2 completions per step."""
-    values = dict(run_name="f", runs_dir=str(tmp_path / "runs"), data_dir=str(FIXTURES), train_sources=["mini_train"],
-                  decontaminate_against=["mini_test"], eval_benchmarks=["mini_test"], model="embedded:smollm2-135m",
-                  backend="trl", device="cpu",
-                  prompt_template="letter", reward_funcs=["accuracy", "answer_parsable"], num_generations=2,
-                  per_device_train_batch_size=2, max_prompt_length=384, max_completion_length=8, lora_r=2,
-                  lora_alpha=4, lora_target_modules=["q_proj", "v_proj"], learning_rate=1e-4, max_steps=2,
-                  save_steps=1, logging_steps=1, sample_every=1, seed=0)
-    values.update(changes)
-    return Params(**values)
+    return small_params(tmp_path, fixture="toyqa", run_name="f", **{**SMALLER_TRAINING, **changes})
 
 
 def _eval_argv(out: Path, *extra: str) -> list[str]:
@@ -210,7 +203,6 @@ def test_eval_process_killed_mid_stream_resumes_exactly_once(tmp_path):
         calls.append(len(prompts))
         return answer_first_option(prompts, **kwargs)
 
-    from conftest import run_eval
 
     kwargs = dict(template="letter", max_new_tokens=8, batch_size=1, data_dir=FIXTURES, progress=False)
     summary = run_eval("org/fake", ["mini_test"], out, generate_fn=counting, **kwargs)
@@ -360,23 +352,16 @@ def test_kill_after_the_last_checkpoint_finishes_without_an_extra_step(tmp_path)
 @pytest.mark.slow
 def test_kill_at_a_seeded_random_moment_resumes_cleanly(tmp_path):
     params = train_params(tmp_path, max_steps=2)
-    params_file = tmp_path / "params.yaml"
-    params_file.write_text(params.to_yaml())
-    train_dir = params.run_dir / "train"
-    proc = subprocess.Popen([sys.executable, "-m", "medr1.train", "-f", str(params_file), "--no-progress"],
-                            cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.time() + 300
-        while last_complete_checkpoint(train_dir) is None:
-            assert proc.poll() is None, "training exited before its first checkpoint"
-            assert time.time() < deadline, "no checkpoint within 300 s"
-            time.sleep(0.2)
+    delays = []
+
+    def into_step_two(train_dir):
         # Anywhere in step 2 (sampling, loss, optimizer, logging, checkpoint-2) or just after it.
         step_time = read_metrics(train_dir / "metrics.csv")[0]["step_time"]
-        delay = random.Random(20261125).uniform(0.0, 1.2 * step_time)
-        time.sleep(delay)
-    finally:
-        _kill(proc)
+        delays.append((random.Random(20261125).uniform(0.0, 1.2 * step_time), step_time))
+        time.sleep(delays[0][0])
+
+    train_dir = kill_training_after_first_checkpoint(params, timeout=300, poll=0.2, before_kill=into_step_two)
+    delay, step_time = delays[0]
     print(f"killed {delay:.1f} s into step 2 (step 1 took {step_time:.1f} s); "
           f"last complete checkpoint: {last_complete_checkpoint(train_dir).name}")
 

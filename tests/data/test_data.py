@@ -32,8 +32,9 @@ from medr1.data import (
     sources,
     without_placeholder_options,
 )
+from medr1.paths import REPO_ROOT
 
-FIXTURES = Path(__file__).parent / "fixtures" / "data"
+FIXTURES = REPO_ROOT / "tests" / "fixtures" / "data"
 TOY_DIR = FIXTURES / "toy_dir"
 HUB_FILES = {
     "GBaker/MedQA-USMLE-4-options": FIXTURES / "hub" / "medqa.jsonl",

@@ -6,12 +6,12 @@ the rule name, because evaluation reports parse rates per rule.
 """
 
 import json
-import string
 import time
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
+from strategies import PROPERTY_SETTINGS, options_dicts, texts
 
 from medr1.task.answers import EXPLICIT_RULES, RULES, Extraction, extract_choice, extract_choice_with_rule
 from medr1.task.rewards import accuracy
@@ -197,23 +197,6 @@ def test_answer_at_the_end_of_a_long_text_is_found():
 # Properties
 # --------------------------------------------------------------------------------------------------
 
-FRAGMENTS = [
-    "<think>", "</think>", "<answer>", "</answer>", "Answer: ", "the answer is ", "\\boxed{", "}",
-    "## Final Response\n", "A", "b", "C", "E", "a ", "I ", "(", ")", ".", ",", " or ", " and ", "\n", " ",
-    "yes", "no", "maybe", "Aspirin", "warfarin", "Option ", " is correct", "\x00", "\u00e9", "答案",
-]
-texts = st.lists(st.one_of(st.sampled_from(FRAGMENTS), st.text(max_size=8)), max_size=30).map("".join)
-
-
-@st.composite
-def options_dicts(draw):
-    n = draw(st.integers(2, 26))
-    words = st.one_of(st.sampled_from(["yes", "no", "maybe", "Aspirin", "Warfarin", "a", "B", ""]),
-                      st.text(max_size=12))
-    return {L: draw(words) for L in string.ascii_uppercase[:n]}
-
-
-PROPERTY_SETTINGS = settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 @PROPERTY_SETTINGS
