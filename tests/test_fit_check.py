@@ -177,8 +177,8 @@ def test_results_carry_the_fit_label_and_the_paired_p_value(tmp_path):
 
 def _letter_answerer(path: Path, prompt_ids: list[list[int]], tok) -> str:
     """A random 2-layer Llama taught, in a few dozen Adam steps on the fixed prompts, to answer one option letter
-    (A-D uniformly, whatever the question) and stop: the answer format without any content, so that the accuracy
-    reward starts at 1/4 with mixed groups and only GRPO can move it."""
+    (A-D uniformly, whatever the question): the answer format without any content, so that the accuracy reward
+    starts at 1/4 with mixed groups and only GRPO can move it."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -191,10 +191,8 @@ def _letter_answerer(path: Path, prompt_ids: list[list[int]], tok) -> str:
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
     for _ in range(40):
         loss = 0.0
-        for row in prompt_ids:
-            # logits at the answer position (uniform over the letters) and after it (EOS)
-            logits = model(torch.tensor([row + [letters[0]]]), logits_to_keep=2).logits[0].log_softmax(-1)
-            loss = loss - logits[0, letters].mean() - logits[1, tok.eos_token_id]
+        for row in prompt_ids:  # the answer position only: uniform over the letters
+            loss = loss - model(torch.tensor([row]), logits_to_keep=1).logits[0, -1].log_softmax(-1)[letters].mean()
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -204,25 +202,24 @@ def _letter_answerer(path: Path, prompt_ids: list[list[int]], tok) -> str:
 
 
 def _expected_accuracy(spec: str, prompt_ids: list[list[int]], gold: str) -> float:
-    """The policy's expected accuracy reward on the fixed prompts, exactly (no sampling): the mean probability of
-    the two-token completion "<gold letter><EOS>". `spec` is a model or adapter directory, loaded as evaluation
-    loads it (`medr1.models.load.load_model`), so an adapter that does not load reads as the untrained model."""
+    """The policy's expected accuracy reward on the fixed prompts, exactly (no sampling): with one-token
+    completions, the mean probability of the gold letter. `spec` is a model or adapter directory, loaded as
+    evaluation loads it (`medr1.models.load.load_model`), so an adapter that does not load reads as the untrained
+    model."""
     import torch
 
     from medr1.models.load import load_model
 
     model, tok = load_model(spec, device="cpu")
-    letter = tok.convert_tokens_to_ids(gold)
     with torch.inference_mode():
-        out = []
-        for row in prompt_ids:
-            logits = model(torch.tensor([row + [letter]]), logits_to_keep=2).logits[0].softmax(-1)
-            out.append(logits[0, letter].item() * logits[1, tok.eos_token_id].item())
-    return sum(out) / len(out)
+        probs = [model(torch.tensor([row]), logits_to_keep=1).logits[0, -1].softmax(-1) for row in prompt_ids]
+    return sum(p[tok.convert_tokens_to_ids(gold)].item() for p in probs) / len(probs)
 
 
-def test_grpo_raises_the_accuracy_reward_on_a_fixed_set(tmp_path):
-    import numpy as np
+def fit_tiny_model(tmp_path: Path, reward_funcs=None) -> tuple[float, float, list[float]]:
+    """GRPO through `medr1.train.train` on the toyfit set from a primed letter answerer: (expected accuracy reward
+    before, after, sampled accuracy reward per step). `reward_funcs` replaces the accuracy reward (the negative
+    controls of the issue 26 report flip its sign)."""
     import torch
 
     from medr1.artifacts import read_metrics
@@ -233,14 +230,15 @@ def test_grpo_raises_the_accuracy_reward_on_a_fixed_set(tmp_path):
     from medr1.train import train
 
     # toyfit: 4 questions, every gold "B", options as written (no shuffling): what is learnable in a few steps by
-    # a model that knows nothing is the letter its reward pays for on these prompts.
+    # a model that knows nothing is the letter its reward pays for on these prompts. One-token completions: the
+    # letter is the whole answer ("B" reads as B), so nothing after it can earn or lose reward.
     params = load_params(None, dict(
         run_name="fit", runs_dir=str(tmp_path / "runs"), data_dir=str(FIXTURES), train_sources=["toyfit"],
         decontaminate_against=["toyeval"], eval_benchmarks=["toyeval"], backend="trl", device="cpu", seed=0,
         shuffle_options=False, prompt_template="letter", reward_funcs=["accuracy"], num_generations=8,
-        per_device_train_batch_size=32, max_prompt_length=256, max_completion_length=2, lora_r=4, lora_alpha=64,
-        lora_target_modules=["down_proj"],
-        learning_rate=LEARNING_RATE, lr_scheduler_type="constant", max_steps=STEPS, save_steps=100, sample_every=100))
+        per_device_train_batch_size=32, max_prompt_length=256, max_completion_length=1, lora_r=4, lora_alpha=64,
+        lora_target_modules=["down_proj"], learning_rate=LEARNING_RATE, lr_scheduler_type="constant",
+        max_steps=STEPS, save_steps=100, sample_every=100))
     questions, _, _ = training_pool(params)
     assert len(questions) == 4 and {q.answer for q in questions} == {"B"}
     tok = load_tokenizer(resolve_model_path("embedded:smollm2-135m"))
@@ -251,13 +249,20 @@ def test_grpo_raises_the_accuracy_reward_on_a_fixed_set(tmp_path):
     try:
         model = _letter_answerer(tmp_path / "letter-answerer", prompt_ids, tok)
         before = _expected_accuracy(model, prompt_ids, "B")
-        result = train(params.replace(model=model), progress=False)
+        result = train(params.replace(model=model), progress=False, reward_funcs=reward_funcs)
         after = _expected_accuracy(str(result.adapter_dir), prompt_ids, "B")
     finally:
         torch.set_num_threads(threads)
-    rewards = [r["reward/accuracy"] for r in read_metrics(result.run_dir / "train" / "metrics.csv")]
+    rows = read_metrics(result.run_dir / "train" / "metrics.csv")
+    return before, after, [r["reward"] for r in rows]
+
+
+def test_grpo_raises_the_accuracy_reward_on_a_fixed_set(tmp_path):
+    import numpy as np
+
+    before, after, rewards = fit_tiny_model(tmp_path)
     # The sampled reward per step (32 completions) is printed, not asserted: its sampling noise (about 0.08) is
     # the size of the gain; the exact expected reward before and after is the measurement.
     print(f"expected accuracy reward {before:.3f} -> {after:.3f}; sampled per step {np.round(rewards, 2).tolist()}")
-    assert 0.2 < before < 0.3  # the premise: a letter answerer at chance, well formed (P(letter, EOS) near 1)
+    assert 0.2 < before < 0.3  # the premise: a letter answerer at chance
     assert after > before + MIN_GAIN
