@@ -19,9 +19,9 @@ from typing import Any
 
 import yaml
 
+from medr1.data import FIT_BENCHMARK
 from medr1.models.vision import is_vision_spec
 from medr1.paths import resolve_repo_path
-from medr1.runs import RunDir, recorded_training_settings
 from medr1.task.prompts import TEMPLATES, check_rewards_fit
 from medr1.task.protocols import PROTOCOLS
 from medr1.task.rewards import GOLD_READING_REWARDS, validate_reward_config
@@ -85,6 +85,10 @@ class Params:
     select_checkpoint: str = _f("last", "Which adapter the run keeps: the last step's, or the best validated step's "
                                 "(rule in medr1.train.validation.selection_key; validation questions only).",
                                 "data", choices=("last", "validation"))
+    fit_check: bool = _f(False, "Positive control: evaluate the training questions themselves (benchmark 'fit', "
+                         "labelled 'fit check: training questions, not generalization') under option rotations "
+                         "0..eval_permutations-1, which training then never uses (medr1.option_order); questions "
+                         "that cannot be reordered are left out of the pool.", "data")
     train_option_counts: list = _f([], "Cut each training draw to an option count dealt from this list (gold kept, "
                                    "distractors dropped at random; medr1.data.option_order.vary_option_counts), so the "
                                    "letter ranges the evaluation asks with are trained too; [] = as written.", "data")
@@ -192,7 +196,8 @@ class Params:
                                        "again, as HuatuoGPT-o1's SGLang server did (Llama-3: a second BOS); the "
                                        "huatuo-o1 protocols set it.", "eval")
     # --- report ----------------------------------------------------------------------------------
-    reference_results: str = _f("params/reference_results.yaml", "Published numbers shown beside ours.", "report")
+    reference_results: str | None = _f("params/reference_results.yaml", "Published numbers shown beside ours; null: "
+                                       "none (the fit check, whose set no paper reports on).", "report")
     compare_run: str | None = _f(None, "run_name of the other arm (true vs random reward), paired with this run in "
                                  "results.md (medr1.report.results.compare_arms).", "report")
 
@@ -274,6 +279,7 @@ class Params:
         need(option_counts(self.train_option_counts), "train_option_counts", "must be option counts between 2 and 26")
         need(self.validation_option_counts is None or option_counts(self.validation_option_counts),
              "validation_option_counts", "must be None or option counts between 2 and 26")
+        self._check_fit_check(need)
         need(self.max_steps == -1 or self.max_steps > 0, "max_steps", "must be > 0, or -1 to use num_train_epochs")
         need(self.num_train_epochs > 0, "num_train_epochs", "must be > 0")
         need(self.temperature > 0, "temperature", "must be > 0 (GRPO needs diverse samples)")
@@ -320,6 +326,20 @@ class Params:
         need(not (self.validation_every and self.deepspeed == "zero3"), "validation_every",
              "validation during training decodes on the main process alone, and under ZeRO-3 each forward needs "
              "every process's shard; set validation_every: 0 (evaluate the checkpoints afterwards) or deepspeed: zero2")
+
+    def _check_fit_check(self, need) -> None:
+        """The fit check's set is the training pool under held-out rotations: it needs those rotations (K >= 2,
+        shuffled training draws), the questions as written (no option cuts) and protocol medr1 only."""
+        listed = FIT_BENCHMARK in self.eval_benchmarks
+        need(listed or not self.fit_check, "fit_check", f"needs {FIT_BENCHMARK!r} in eval_benchmarks")
+        if not (listed or self.fit_check):
+            return
+        need(self.fit_check, "eval_benchmarks", f"{FIT_BENCHMARK!r} is the fit check's set: set fit_check: true")
+        need(self.eval_permutations >= 2, "eval_permutations", "must be >= 2 with fit_check (the held-out rotations)")
+        need(self.shuffle_options, "shuffle_options", "must be true with fit_check (unshuffled draws are rotation 0)")
+        need(not self.train_option_counts, "train_option_counts",
+             "must be [] with fit_check (a cut question is another question than the one evaluated)")
+        need(self.eval_protocol == ["medr1"], "eval_protocol", "must be [medr1] with fit_check")
 
     def _check_template_and_rewards(self):
         """Template and reward names, and whether they fit together, checked here: before any model loads."""
@@ -375,39 +395,6 @@ class Params:
     def run_dir(self) -> Path:
 
         return resolve_repo_path(self.runs_dir) / self.run_name
-
-
-# Params that may change between an interrupted run and its resumption without changing what is trained.
-RESUME_SAFE_KEYS = {"resume", "force", "max_steps", "num_train_epochs", "save_steps", "save_total_limit",
-                    "logging_steps", "sample_every", "merge_adapter", "reference_results"}
-# Params that do not shape the trained adapter either: where the run and its data live, the device, and
-# switches that trade memory for compute. Every other param (and no `eval_*` one) shapes the model, so a
-# training found under other values of any of them is not this training (`changed_training_settings`).
-NOT_SHAPING_KEYS = RESUME_SAFE_KEYS | {"run_name", "runs_dir", "data_dir", "device", "gradient_checkpointing",
-                                       "vllm_mode", "vllm_gpu_memory_utilization"}
-
-
-def training_settings(params: Params) -> dict:
-    """The params that shape the trained model (all but `NOT_SHAPING_KEYS` and the `eval_*` ones)."""
-    return {k: v for k, v in params.to_dict().items() if k not in NOT_SHAPING_KEYS and not k.startswith("eval_")}
-
-
-def changed_training_settings(run: RunDir, params: Params) -> dict[str, tuple]:
-    """{key: (recorded, now)} for each model-shaping param whose value differs from the one `run`'s training
-    was started with (`medr1.runs.recorded_training_settings`); {} when they agree or no training is there.
-    A key the record lacks (a param added since) counts as changed only when `params` gives it a value
-    other than its default."""
-    before = recorded_training_settings(run)
-    if before is None:
-        return {}
-    defaults = Params().to_dict()
-    now = training_settings(params)
-    return {k: (before.get(k, defaults.get(k)), v) for k, v in now.items() if before.get(k, defaults.get(k)) != v}
-
-
-def describe_changes(changed: dict[str, tuple]) -> str:
-    """"learning_rate: 0.0005 then, 0.001 now; ..." for an error message."""
-    return "; ".join(f"{k}: {a!r} then, {b!r} now" for k, (a, b) in sorted(changed.items()))
 
 
 def _allowed_types(hint) -> list[type]:

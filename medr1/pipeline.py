@@ -6,7 +6,7 @@ the same values. A finished notebook leaves a marker holding the params hash: re
 the params changed or `force` is set, so an interrupted pipeline continues from the notebook that failed.
 A forced rerun deletes the run's old artifacts first, so nothing from an earlier run is mixed in. A run
 whose training was started with other model-shaping params is refused before any notebook runs, naming
-the changed keys (`medr1.config.changed_training_settings`); evaluation refuses predictions made
+the changed keys (`medr1.training_settings.changed_training_settings`); evaluation refuses predictions made
 from another adapter or model (`medr1.evaluation.evaluate`), so no stale result is reported under new params.
 """
 
@@ -24,11 +24,12 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from medr1.config import Params, changed_training_settings, describe_changes, load_params
+from medr1.config import Params, load_params
 from medr1.models.load import check_model_spec
 from medr1.models.vision import is_vision_spec
 from medr1.paths import NOTEBOOKS_DIR, REPO_ROOT
 from medr1.runs import LOCK_TOKEN_ENV, RunDir, atomic_write_json, atomic_write_text, check_writable
+from medr1.training_settings import changed_training_settings, describe_changes
 
 NOTEBOOKS = ("01_data_preparation", "02_reward_design", "03_grpo_training", "04_evaluation", "05_figures")
 # Run after the others only when the params ask for a vision-language model (`default_notebooks`).

@@ -21,6 +21,7 @@ from typing import Any
 
 from medr1.config import Params
 from medr1.data import (
+    FIT_BENCHMARK,
     DecontaminationReport,
     Question,
     build_training_pool,
@@ -28,7 +29,7 @@ from medr1.data import (
     load_benchmark,
     questions_hash,
 )
-from medr1.data.option_order import shuffle_report
+from medr1.data.option_order import refers_to_other_options, shuffle_report
 from medr1.paths import resolve_repo_path
 from medr1.runs import RunDir, atomic_write_json, atomic_write_text, write_manifest
 from medr1.task.protocols import decontamination_sets
@@ -38,8 +39,8 @@ log = logging.getLogger(__name__)
 PREPARED_FILE = "prepared.json"  # written last by `prepare_data`: which params made the files, and their hashes
 # The params the prepared files are a function of (data section, plus what decides the evaluation sets).
 PREPARED_KEYS = ("seed", "data_dir", "train_sources", "train_limit", "validation_size", "decontaminate_against",
-                 "ngram_size", "shuffle_options", "eval_benchmarks", "eval_split", "eval_limit", "eval_protocol",
-                 "eval_data_file", "eval_subset_seed")
+                 "ngram_size", "shuffle_options", "fit_check", "eval_permutations", "eval_benchmarks", "eval_split",
+                 "eval_limit", "eval_protocol", "eval_data_file", "eval_subset_seed")
 
 
 class PreparedDataError(ValueError):
@@ -77,7 +78,15 @@ def training_pool(params: Params) -> tuple[list[Question], list[Question], Decon
         raise ValueError(f"validation_size={params.validation_size} leaves no training question (the pool has "
                          f"{len(pool)} after decontamination)")
     validation, train = pool[:params.validation_size], pool[params.validation_size:]
+    if params.fit_check:  # the fit check asks each question in orders training never uses: it needs some
+        train = [q for q in train if len(q.options) >= 3 and not refers_to_other_options(q)]
     return (train if params.train_limit is None else train[:params.train_limit]), validation, report
+
+
+def avoided_rotations(params: Params) -> int:
+    """Option rotations (0..K-1 of each question as written) training must not use: the fit check's
+    evaluation orders, K = eval_permutations; 0 (none) otherwise."""
+    return params.eval_permutations if params.fit_check else 0
 
 
 def write_validation(run: RunDir, validation: list[Question]) -> None:
@@ -121,12 +130,14 @@ def prepare_data(params: Params, *, write: bool = True) -> PreparedData:
     data_dir = data_dir_of(params)
     # The pool first: a bad training record is reported as such, before any evaluation set is read.
     pool, validation, report = training_pool(params)
-    evals = {name: load_benchmark(name, params.eval_split, data_dir, limit=params.eval_limit,
-                                 sample_seed=params.eval_sample_seed)
+    # The fit check's set is the training pool itself (asked in held-out option orders at evaluation).
+    evals = {name: list(pool) if name == FIT_BENCHMARK else
+             load_benchmark(name, params.eval_split, data_dir, limit=params.eval_limit,
+                            sample_seed=params.eval_sample_seed)
              for name in params.eval_benchmarks}
     card = data_card([*pool, *(q for qs in evals.values() for q in qs)])
     shuffle = shuffle_report(pool, seed=params.seed, shuffle_options=params.shuffle_options,
-                             option_counts=params.train_option_counts)
+                             option_counts=params.train_option_counts, avoid_rotations=avoided_rotations(params))
     card["training gold letters, before and after option shuffling (first pass)"] = shuffle_table(shuffle)
     hashes = {"train_pool": questions_hash(pool), **({"validation": questions_hash(validation)} if validation else {}),
               **{f"eval:{k}": questions_hash(v) for k, v in evals.items()}}

@@ -280,7 +280,7 @@ TRAIN_SETTINGS_FILE = "settings.json"  # train/settings.json: the model-shaping 
 def recorded_training_settings(run: RunDir) -> dict | None:
     """The model-shaping params `run`'s training was started with: train/settings.json, else (a run from
     before that file) the params of the manifest's train job; None when no training is there (an empty or
-    deleted train/ holds none, whatever the manifest says). Compared by `medr1.config.changed_training_settings`."""
+    deleted train/ holds none, whatever the manifest says). Compared by `medr1.training_settings.changed_training_settings`."""
     if not run.train_dir.is_dir() or not any(run.train_dir.iterdir()):
         return None
     try:

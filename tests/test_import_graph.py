@@ -20,6 +20,7 @@ LAYERS = [
     {"data", "models", "runs"},
     {"task", "generation", "artifacts"},
     {"config"},
+    {"training_settings"},
     {"prepare", "pipeline"},
     {"train", "evaluation"},
     {"report", "cli"},

@@ -98,9 +98,10 @@ SHARED = Path(__file__).resolve().parents[2] / "shared" / "benchmarks"
 
 
 def test_eval_subset_seed_draws_other_questions_without_changing_training(tmp_path):
-    from medr1.config import load_params, training_settings
+    from medr1.config import load_params
     from medr1.data.benchmarks import sample_questions
     from medr1.paths import REPO_ROOT
+    from medr1.training_settings import training_settings
 
     data = REPO_ROOT / "tests" / "fixtures" / "toyqa"
     base = Params(data_dir=str(data), train_sources=["mini_train"], decontaminate_against=["mini_test"],

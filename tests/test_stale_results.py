@@ -19,7 +19,7 @@ import json
 import pytest
 
 from medr1.cli import main
-from medr1.config import Params, changed_training_settings, load_params, training_settings
+from medr1.config import Params, load_params
 from medr1.evaluation.evaluate import EvalSettingsError
 from medr1.evaluation.run import evaluate_params
 from medr1.generation.hf import Generation
@@ -29,6 +29,7 @@ from medr1.runs import TRAIN_SETTINGS_FILE as SETTINGS_FILE
 from medr1.runs import RunDir, atomic_write_json
 from medr1.train import TrainSetupError, train
 from medr1.train.checkpoints import COMPLETE_FILE
+from medr1.training_settings import changed_training_settings, training_settings
 
 TOYQA = REPO_ROOT / "tests" / "fixtures" / "toyqa"
 

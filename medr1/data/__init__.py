@@ -13,7 +13,7 @@ way in. No torch, no pandas, no `datasets` at import time: `prompts`, `answers`,
 import this package, and `datasets` is only needed on the hub path.
 """
 
-from medr1.data.benchmarks import load_benchmark, sample_questions
+from medr1.data.benchmarks import FIT_BENCHMARK, FIT_LABEL, benchmark_title, load_benchmark, sample_questions
 from medr1.data.hub import (
     KNOWN_BENCHMARKS,
     MEDVLM_TRAIN_ROWS,
@@ -67,4 +67,5 @@ __all__ = [
     "convert_pubmedqa_row", "data_card", "decontaminate", "load_benchmark", "load_from_hub", "load_jsonl",
     "load_pubmedqa_pqal", "normalize_text", "pubmedqa_official_test_ids", "question_identity", "questions_hash",
     "resolve_data_dir", "sample_questions", "without_placeholder_options",
+    "FIT_BENCHMARK", "FIT_LABEL", "benchmark_title",
 ]

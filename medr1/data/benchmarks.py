@@ -28,6 +28,20 @@ from medr1.data.sources import (
 
 log = logging.getLogger(__name__)
 
+# The fit check's set (params `fit_check`): a run's own training questions, asked in option orders training
+# never used. Not a benchmark on disk: preparation writes it; every table and figure shows it with FIT_LABEL.
+FIT_BENCHMARK = "fit"
+FIT_LABEL = "fit check: training questions, not generalization"
+
+
+def benchmark_title(name: str, sep: str = " ") -> str:
+    """How tables and figures name a benchmark: the fit check's set always with FIT_LABEL beside it.
+
+    >>> benchmark_title("fit")
+    'fit (fit check: training questions, not generalization)'
+    """
+    return f"{name}{sep}({FIT_LABEL})" if name == FIT_BENCHMARK else name
+
 
 def load_benchmark(
     name: str,
@@ -67,6 +81,9 @@ def load_benchmark(
     >>> len(load_benchmark("medqa"))  # doctest: +SKIP
     1273
     """
+    if name == FIT_BENCHMARK:
+        raise DataError(f"{FIT_BENCHMARK!r} is the fit check's set, a run's own training questions: preparation "
+                        f"writes it (runs/<run>/data/eval/{FIT_BENCHMARK}.jsonl) when params set fit_check: true")
     if limit is not None and (not isinstance(limit, int) or limit < 0):
         raise ValueError(f"limit must be a non-negative int or None, got {limit!r}")
     if name.endswith(".json") and Path(name).expanduser().is_file():

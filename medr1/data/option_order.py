@@ -138,12 +138,17 @@ def _balanced_targets(n_free: int, fixed: Counter, letters: str) -> list[str]:
     return out
 
 
-def balanced_permutations(questions: Sequence[Question], rng: random.Random) -> list[Question]:
+def balanced_permutations(questions: Sequence[Question], rng: random.Random, *,
+                          avoid_rotations: int = 0) -> list[Question]:
     """One pass of the pool with options permuted so that gold letters are balanced per option count.
 
     Questions whose options refer to other options keep their order (and their gold letter, which the
     others then balance around). For the rest a gold position is dealt from a balanced, shuffled deck and
-    the other options are placed in random order around it.
+    the other options are placed in random order around it. With `avoid_rotations` = K, no question is
+    given an order that is a rotation by 0..K-1 of its written order (the orders evaluation asks with
+    `eval_permutations` = K), so that those orders stay unseen (the fit check); given the gold position
+    only one arrangement of the others is such a rotation, so questions of 3 or more options always have
+    another. Questions that must keep their order, or have 2 options, cannot avoid it: ValueError.
     """
     by_count: dict[int, list[int]] = defaultdict(list)
     for i, q in enumerate(questions):
@@ -152,6 +157,11 @@ def balanced_permutations(questions: Sequence[Question], rng: random.Random) -> 
     for n, indices in sorted(by_count.items()):
         letters = LETTERS[:n]
         fixed = [i for i in indices if refers_to_other_options(questions[i])]
+        if avoid_rotations and (fixed or n < 3):
+            q = questions[fixed[0] if fixed else indices[0]]
+            raise ValueError(f"question {q.id!r} cannot be trained in an order other than the {avoid_rotations} "
+                             f"rotations evaluation asks: " + ("its options refer to each other" if fixed else
+                                                               f"it has {n} options"))
         fixed_set = set(fixed)
         free = [i for i in indices if i not in fixed_set]
         for i in fixed:
@@ -163,9 +173,14 @@ def balanced_permutations(questions: Sequence[Question], rng: random.Random) -> 
             q = questions[i]
             gold_index = list(q.options).index(q.answer)
             others = [j for j in range(n) if j != gold_index]
-            rng.shuffle(others)
             position = letters.index(target)
-            order = others[:position] + [gold_index] + others[position:]
+            while True:
+                rng.shuffle(others)
+                order = others[:position] + [gold_index] + others[position:]
+                # order is the rotation by s when order[i] == (i + s) % n; s is set by the gold's place
+                if (gold_index - position) % n >= avoid_rotations or \
+                        order != [(k + gold_index - position) % n for k in range(n)]:
+                    break
             out[i] = permute_options(q, order)
     return out  # type: ignore[return-value]
 
@@ -208,7 +223,7 @@ def vary_option_counts(questions: Sequence[Question], counts: Sequence[int], rng
 
 
 def training_draws(questions: Sequence[Question], n_draws: int, *, seed: int, shuffle_options: bool = True,
-                   option_counts: Sequence[int] = ()) -> list[Question]:
+                   option_counts: Sequence[int] = (), avoid_rotations: int = 0) -> list[Question]:
     """The sequence of questions GRPO trains on, one per prompt group, materialised in advance.
 
     Passes over the pool are concatenated until `n_draws` questions: pass p visits the pool in an order
@@ -224,12 +239,16 @@ def training_draws(questions: Sequence[Question], n_draws: int, *, seed: int, sh
         shuffle_options: permute options; False keeps every question as written.
         option_counts: when given, each pass first cuts every question to a count dealt from these
             (`vary_option_counts`), then balances gold letters per resulting count.
+        avoid_rotations: K > 0: no draw is a rotation by 0..K-1 of its question's written order (the fit
+            check's held-out orders; `balanced_permutations`). Needs `shuffle_options`.
 
     Returns:
         `n_draws` questions; each has `meta["draw_pass"]` and, when shuffled, `meta["option_order"]`.
     """
     if not questions:
         raise ValueError("no training questions to draw from")
+    if avoid_rotations and not shuffle_options:
+        raise ValueError("avoid_rotations needs shuffle_options: unshuffled draws are rotation 0")
     draws: list[Question] = []
     p = 0
     while len(draws) < n_draws:
@@ -239,7 +258,7 @@ def training_draws(questions: Sequence[Question], n_draws: int, *, seed: int, sh
             rng.shuffle(order)
         if option_counts:
             order = vary_option_counts(order, option_counts, rng)
-        batch = balanced_permutations(order, rng) if shuffle_options else order
+        batch = balanced_permutations(order, rng, avoid_rotations=avoid_rotations) if shuffle_options else order
         draws += [dataclasses.replace(q, meta={**q.meta, "draw_pass": p}) for q in batch]
         p += 1
     return draws[:n_draws]
@@ -254,15 +273,16 @@ def gold_letter_shares(questions: Sequence[Question]) -> dict[int, dict[str, flo
 
 
 def shuffle_report(pool: Sequence[Question], *, seed: int, shuffle_options: bool = True,
-                   option_counts: Sequence[int] = ()) -> dict[str, Any]:
+                   option_counts: Sequence[int] = (), avoid_rotations: int = 0) -> dict[str, Any]:
     """What option shuffling does to one pass over `pool`: gold-letter shares before and after (per
     option count) and how many questions keep their order because an option refers to others."""
     after = training_draws(pool, len(pool), seed=seed, shuffle_options=shuffle_options,
-                           option_counts=option_counts) if pool else []
+                           option_counts=option_counts, avoid_rotations=avoid_rotations) if pool else []
     return {
         "shuffle_options": shuffle_options,
         "n_questions": len(pool),
         "n_fixed_order": sum(refers_to_other_options(q) for q in pool),
+        **({"avoided_rotations": avoid_rotations} if avoid_rotations else {}),
         "gold_shares_before": gold_letter_shares(pool),
         "gold_shares_after": gold_letter_shares(after),
     }

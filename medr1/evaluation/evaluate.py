@@ -50,7 +50,7 @@ from medr1.artifacts import (
     write_summary,
 )
 from medr1.config import Params, ParamsError
-from medr1.data import load_benchmark, questions_hash
+from medr1.data import FIT_BENCHMARK, FIT_LABEL, load_benchmark, questions_hash
 from medr1.data.option_order import cyclic_shift, eval_shifts
 from medr1.evaluation.scoring import SCORERS, score
 from medr1.evaluation.summary import generation_stats, modality_scores, score_predictions
@@ -396,6 +396,7 @@ def evaluate_model(model_spec: str, benchmarks: Sequence[str], out_dir: str | Pa
             "questions_per_s_now": round(len(todo) / elapsed, 3) if todo and elapsed > 0 else None,
             "generation": generation_stats(rows),
             "scores": score_predictions(rows, cfg.scorers, seed=cfg.seed),
+            **({"notes": {FIT_BENCHMARK: FIT_LABEL}} if FIT_BENCHMARK in benchmarks else {}),
         }
 
         if by_modality := modality_scores(rows, cfg.scorers, seed=cfg.seed):

@@ -11,6 +11,7 @@ import contextlib
 import re
 from pathlib import Path
 
+from medr1.data import benchmark_title
 from medr1.evaluation.evaluate import EvalSettings, evaluate_model
 from medr1.evaluation.protocol_eval import evaluate_params_protocols
 from medr1.generation.backends import GenerateFn
@@ -108,7 +109,7 @@ def evaluate_cli(params, *, model: str | None = None, adapter: str | None = None
             consistent = "" if s.get("permutations", 1) <= 1 or s.get("consistent_accuracy") is None else \
                 f"  consistent={100 * s['consistent_accuracy']:.1f}% over {s['n_questions']} questions"
             top = "" if s.get("answer_top_share") is None else f"  top_answer_share={100 * s['answer_top_share']:.0f}%"
-            print(f"{bench:>16} {scorer:>7}: {acc}{ci}  n={s['n']}  unparsed={s['unparsed']}{consistent}{top}")
+            print(f"{benchmark_title(bench):>16} {scorer:>7}: {acc}{ci}  n={s['n']}  unparsed={s['unparsed']}{consistent}{top}")
             for modality, m in summary.get("by_modality", {}).get(scorer, {}).get(bench, {}).items():
                 print(f"{'':>16} {'':>7}  {modality}: {100 * m['accuracy']:.1f}% [{100 * m['ci_low']:.1f}, "
                       f"{100 * m['ci_high']:.1f}]  n={m['n']}")

@@ -23,6 +23,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
+from medr1.data import FIT_BENCHMARK, FIT_LABEL, benchmark_title
 from medr1.evaluation.stats import wilson_ci
 from medr1.report.style import use_style
 
@@ -126,7 +127,7 @@ def plot_letter_recall(predictions: Mapping[str, pd.DataFrame]) -> Figure:
         sub = table[table["benchmark"] == bench]
         sns.barplot(sub, x="gold", y="recall", hue="label", ax=ax, palette="colorblind",
                     order=sorted(sub["gold"].unique()))
-        ax.set_title(bench)
+        ax.set_title(benchmark_title(bench, "\n"))
         ax.set_xlabel("gold letter")
         ax.set_ylabel("recall of the letter (%)")
         ax.set_ylim(0, 100)
@@ -259,7 +260,7 @@ def plot_accuracy(results: pd.DataFrame, chance: Mapping[str, float] | None = No
         ax.invert_yaxis()
         ax.set_xlim(0, 100)
         n = ours["n"].dropna()
-        ax.set_title(f"{bench}" + (f" (n = {int(n.iloc[0])})" if len(n) else ""))
+        ax.set_title(benchmark_title(bench, "\n") + (f" (n = {int(n.iloc[0])})" if len(n) else ""))
         ax.set_xlabel("accuracy (%)")
 
     handles = [Patch(color=palette[s], label=f"{MEASURED}, {s} scorer") for s in scorers] or \
@@ -321,7 +322,8 @@ def plot_extraction_rules(predictions: Mapping[str, pd.DataFrame]) -> Figure:
     ax.invert_yaxis()
     ax.set_xlim(0, 100)
     ax.set_xlabel("share of answers (%)")
-    ax.set_title("How answers were extracted")
+    benches = {b for df in predictions.values() if "benchmark" in df for b in df["benchmark"].unique()}
+    ax.set_title("How answers were extracted" + (f" ({FIT_LABEL} included)" if FIT_BENCHMARK in benches else ""))
     ax.legend(title="extraction rule", loc="upper left", bbox_to_anchor=(1.01, 1), fontsize="small")
     fig.tight_layout()
     return fig
@@ -365,7 +367,8 @@ def plot_paired(table: pd.DataFrame) -> Figure:
     for yi, (_, r) in zip(y, table.iterrows(), strict=True):
         ax.annotate(f"{r['acc_a']:.1f}% → {r['acc_b']:.1f}%\nMcNemar p = {r['p_value']:.3g}",
                     xy=(1.01, yi), xycoords=("axes fraction", "data"), va="center", fontsize="x-small")
-    ax.set_yticks(y, [f"{bn} (n = {n})" for bn, n in zip(table["benchmark"], table["n"], strict=True)])
+    ax.set_yticks(y, [f"{benchmark_title(bn, chr(10))} (n = {n})" for bn, n in zip(table["benchmark"], table["n"],
+                                                                                      strict=True)])
     ax.invert_yaxis()
     ax.set_xlim(0, 100)
     ax.set_xlabel("share of paired questions (%)  ·  numbers in bars: questions")

@@ -23,6 +23,7 @@ from pathlib import Path
 import pandas as pd
 
 from medr1.artifacts import eval_predictions, read_predictions, read_reference, read_summaries, row_key
+from medr1.data import FIT_BENCHMARK, FIT_LABEL, benchmark_title
 from medr1.evaluation.scoring import score
 from medr1.evaluation.stats import breakdown, mcnemar_exact, paired_bootstrap_diff
 from medr1.paths import resolve_repo_path
@@ -35,7 +36,11 @@ MEASURED = "measured here"
 REPORTED = "reported by"
 COLUMNS = ["provenance", "model", "label", "benchmark", "scorer", "accuracy", "ci_low", "ci_high", "n",
            "unparsed", "consistent_accuracy", "n_questions", "permutations", "answer_top_share", "letter_recall_std",
-           "eval_set", "source", "n_dropped", "protocol", "set_size", "seed_std", "n_seeds", "comparability"]
+           "eval_set", "source", "n_dropped", "protocol", "set_size", "seed_std", "n_seeds", "comparability",
+           "paired_with", "paired_difference", "paired_diff_low", "paired_diff_high", "paired_p_value"]
+# The paired test of a label against another (`write_results`' pairs), on the row of the later model.
+PAIRED_INTO_TABLE = {"paired_difference": "difference", "paired_diff_low": "diff_low",
+                     "paired_diff_high": "diff_high", "paired_p_value": "p_value"}
 
 
 def _pct(x) -> float:
@@ -77,7 +82,7 @@ def results_table(run_dirs_or_summaries: Iterable | str | Path | dict,
                              "n_questions": s.get("n_questions"), "permutations": s.get("permutations"),
                              "answer_top_share": _pct(s.get("answer_top_share")),
                              "letter_recall_std": _pct(s.get("letter_recall_std")),
-                             "eval_set": set_info.get("title") or
+                             "eval_set": FIT_LABEL if bench == FIT_BENCHMARK else set_info.get("title") or
                              f"{bench} {summary.get('settings', {}).get('split', '')}".strip(),
                              "source": source, "n_dropped": s.get("n_dropped", 0),
                              "protocol": (record or {}).get("protocol", "medr1"), "set_size": set_info.get("set_size"),
@@ -337,10 +342,27 @@ def write_results(run_dir: str | Path, reference_yaml: str | Path | None = "para
     run = RunDir(run_dir)
     ref_path = resolve_repo_path(reference_yaml) if reference_yaml is not None else None
     table = results_table([run.path] if run.eval_dir.is_dir() else [], ref_path)
+    ours = table[table.provenance == MEASURED]
+    paired = {(a, b, scorer): paired_comparison(run.path, a, b, scorer)
+              for a, b in pairs if all((run.eval_dir / x / "predictions.jsonl").is_file() for x in (a, b))
+              for scorer in dict.fromkeys(ours.scorer) or ["strict"]}
+    table = table.astype({"paired_with": object})
+    for (a, b, scorer), frame in paired.items():  # the p-value beside the accuracy it is about, in results.csv
+        for r in frame.itertuples():
+            at = (table.provenance == MEASURED) & (table.label == b) & (table.benchmark == r.benchmark) & \
+                (table.scorer == scorer) & (table.protocol == "medr1")
+            table.loc[at, "paired_with"] = a
+            for column, field in PAIRED_INTO_TABLE.items():
+                table.loc[at, column] = getattr(r, field)
     atomic_write_text(run.path / "results.csv", table.to_csv(index=False))
 
     md = [f"# Results: {run.path.name}", ""]
-    ours = table[table.provenance == MEASURED]
+    ours = table[table.provenance == MEASURED].assign(benchmark=lambda t: t.benchmark.map(benchmark_title))
+    if FIT_BENCHMARK in set(table.benchmark):
+        md += [f"**{FIT_LABEL}.** Benchmark `{FIT_BENCHMARK}` holds this run's own training questions, asked under "
+               "option rotations that training never used (`fit_check`): a positive control that the training "
+               "learns what its reward pays for. Its accuracy says nothing about questions the model was not "
+               "trained on.", ""]
     if len(ours):
         shown = ours.assign(**{"accuracy (95% CI)": [
             (f"{r.accuracy:.1f} [{r.ci_low:.1f}, {r.ci_high:.1f}]" if not math.isnan(r.ci_low) else _fmt(r.accuracy))
@@ -366,22 +388,21 @@ def write_results(run_dir: str | Path, reference_yaml: str | Path | None = "para
                                "consistent_accuracy", "answer_top_share", "letter_recall_std"]]), ""]
     else:
         md += ["No evaluation summaries found under eval/.", ""]
-    for a, b in pairs:
-        if all((run.eval_dir / x / "predictions.jsonl").is_file() for x in (a, b)):
-            for scorer in dict.fromkeys(ours.scorer) or ["strict"]:
-                md += [f"## Paired comparison: {b} vs {a} ({scorer} scorer)", "",
-                       "Same questions; a question is right when it is right under every option rotation it was asked "
-                       "with (the accuracy itself when K = 1); difference = accuracy(b) - accuracy(a) in points with a "
-                       "paired-bootstrap 95 % interval; exact McNemar p-value over the discordant questions (b01: a "
-                       "wrong, b right).",
-                       "", _markdown(paired_comparison(run.path, a, b, scorer).drop(columns=["both_right", "both_wrong"])), ""]
+    for (a, b, scorer), frame in paired.items():
+        md += [f"## Paired comparison: {b} vs {a} ({scorer} scorer)", "",
+               "Same questions; a question is right when it is right under every option rotation it was asked "
+               "with (the accuracy itself when K = 1); difference = accuracy(b) - accuracy(a) in points with a "
+               "paired-bootstrap 95 % interval; exact McNemar p-value over the discordant questions (b01: a "
+               "wrong, b right). Also in results.csv (`paired_*` columns, on the rows of the later model).",
+               "", _markdown(frame.drop(columns=["both_right", "both_wrong"])
+                             .assign(benchmark=lambda t: t.benchmark.map(benchmark_title))), ""]
     passk = pass_at_k_table([run.path] if run.eval_dir.is_dir() else [])
     if len(passk):
         atomic_write_text(run.path / "results_pass_at_k.csv", passk.to_csv(index=False))
         md += _pass_at_k_markdown(passk)
     if compare_run is not None:
         md += _arms_markdown(run, Path(compare_run), ours.scorer if len(ours) else [])
-    spread = answer_distribution(run.path)
+    spread = answer_distribution(run.path).assign(benchmark=lambda t: t.benchmark.map(benchmark_title))
     if len(spread):
         md += ["## Answer distribution", "",
                "Most frequent extracted answer and its share (%); `constant_answer_baseline` is the accuracy of always "

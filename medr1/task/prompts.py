@@ -22,6 +22,11 @@ Templates:
   tags in 3 GRPO steps, so every reward was 0 and GRPO had nothing to compare; asked plainly for
   "Answer: X", about 1 in 4 of its answers parse, which gives the group reward variance to climb from.
 - `letter_think`: the same statement format after a few sentences of reasoning (small, not tiny, models).
+- `option_text`: the options as unlettered lines, the answer as the chosen option's text ("Answer: <text>";
+  `medr1.answers` reads an option's text as its letter). The fit check (params/control-fit.yaml) trains with
+  it: with letters on screen, the cheapest way up a letter reward is a letter habit, which shuffled gold
+  letters turn into noise; an option's text is the same under every order, so the only way to earn reward
+  is to know which text is right.
 
 No torch or transformers here: the data pipeline and the CLI import this module.
 """
@@ -59,6 +64,7 @@ class PromptTemplate:
         description: one line for listings and error messages.
         verbatim: the question text goes in unstripped, and a `meta["context"]` in HuatuoGPT-o1's document
             layout instead of ours ("Context: ...\nQuestion: ..."), so their prompts are reproduced exactly.
+        lettered: options as "A. text" lines; False: "- text" lines, in the same order (`option_text`).
     """
 
     name: str
@@ -67,6 +73,7 @@ class PromptTemplate:
     answer_format: str
     description: str
     verbatim: bool = False
+    lettered: bool = True
 
     def __post_init__(self) -> None:
         if self.answer_format not in ANSWER_FORMATS:
@@ -136,6 +143,15 @@ TEMPLATES: dict[str, PromptTemplate] = {
                   "is the letter of the correct option ({letters})."),
             answer_format="statement",
             description="small models: brief reasoning, then a final line 'Answer: X'",
+        ),
+        PromptTemplate(
+            name="option_text",
+            system=None,
+            user=("{question}\n{options}\n\n"
+                  "Reply with one short line: \"Answer: \" followed by the correct option, copied exactly."),
+            answer_format="statement",
+            description="fit check: unlettered options, answer with the option's text ('Answer: <text>')",
+            lettered=False,
         ),
     )
 }
@@ -278,7 +294,7 @@ def build_messages(q: Any, template: str | PromptTemplate = "r1") -> list[dict[s
     options = _check_options(q.options)
     user = tpl.user.format(
         question=render_stem_verbatim(q) if tpl.verbatim else render_stem(q),
-        options=render_options(options),
+        options=render_options(options) if tpl.lettered else "\n".join(f"- {text}" for text in options.values()),
         letters=_letters_phrase([str(k) for k in options]),
     )
     messages = [{"role": "system", "content": tpl.system}] if tpl.system else []

@@ -48,6 +48,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from medr1.data import FIT_BENCHMARK
 from medr1.models.base import sampling_record
 
 log = logging.getLogger(__name__)
@@ -158,6 +159,8 @@ def decontamination_sets(params: Any) -> list[str]:
     out = list(params.decontaminate_against)
     for name in params.eval_protocol:
         for bench in params.eval_benchmarks:
+            if bench == FIT_BENCHMARK:  # the fit check's set is the training pool itself
+                continue
             spec = get_protocol(name).sets.get(bench)
             out += spec.decontaminate if spec else [f"{bench}:{params.eval_split}"]
             if spec and getattr(params, "eval_data_file", None):

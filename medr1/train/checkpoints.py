@@ -22,11 +22,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from medr1.artifacts import truncate_metrics, truncate_samples
-from medr1.config import Params, training_settings
+from medr1.config import Params
 from medr1.data import questions_hash
 from medr1.models.load import load_model
 from medr1.runs import TRAIN_SETTINGS_FILE, RunDir, atomic_write_json, write_manifest
 from medr1.train.validation import adopt_best, truncate_validation
+from medr1.training_settings import training_settings
 
 log = logging.getLogger(__name__)
 

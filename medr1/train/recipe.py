@@ -44,13 +44,13 @@ from pathlib import Path
 from typing import Any
 
 from medr1.artifacts import read_metrics
-from medr1.config import Params, changed_training_settings, describe_changes, load_params
+from medr1.config import Params, load_params
 from medr1.data import questions_hash
 from medr1.data.option_order import shuffle_report, training_draws
 from medr1.models.base import pick_device
 from medr1.models.load import check_model_spec, resolve_model_path
 from medr1.models.vision import is_vision_spec
-from medr1.prepare import load_prepared, load_validation
+from medr1.prepare import avoided_rotations, load_prepared, load_validation
 from medr1.runs import RunDir, atomic_write_text, check_writable, write_manifest
 from medr1.task.prompts import build_messages
 from medr1.task.rewards import control_labels, get_reward_funcs
@@ -65,6 +65,7 @@ from medr1.train.trainer import (  # noqa: F401  (re-exported: tests and callers
     check_effective_config,
 )
 from medr1.train.validation import adopt_best, make_validation_monitor
+from medr1.training_settings import changed_training_settings, describe_changes
 
 log = logging.getLogger(__name__)
 # transformers 5 renamed gradient checkpointing and TRL 1.16 still calls the old names once per step:
@@ -187,7 +188,8 @@ def train(params: Params, *, progress: bool = True, reward_funcs: list[Callable]
         # The negative control relabels after every selection, so both arms train on the same questions.
         labelled, control = control_labels(kept, params.reward_control, seed=params.seed)
         draws = training_draws(labelled, n_training_draws(params, len(kept)), seed=params.seed,
-                               shuffle_options=params.shuffle_options, option_counts=params.train_option_counts)
+                               shuffle_options=params.shuffle_options, option_counts=params.train_option_counts,
+                               avoid_rotations=avoided_rotations(params))
         dataset = draws_dataset(draws, template=params.prompt_template)
         draw_by_prompt = {prompt_key(p, q.images): {"id": q.id, "answer": q.answer, "options": q.options}
                           for p, q in zip(dataset["prompt"], draws, strict=True)}
@@ -198,7 +200,8 @@ def train(params: Params, *, progress: bool = True, reward_funcs: list[Callable]
             "n_questions": len(kept), "n_draws": len(draws), "n_dropped_long_prompts": n_dropped,
             "resumed_from": str(checkpoint or ""),
             "option_shuffle": shuffle_report(kept, seed=params.seed, shuffle_options=params.shuffle_options,
-                                             option_counts=params.train_option_counts),
+                                             option_counts=params.train_option_counts,
+                                             avoid_rotations=avoided_rotations(params)),
             "decontamination": {**{k: v for k, v in contamination.items() if k != "removed"},
                                 "n_removed": len(contamination["removed"]),
                                 "removed_first_100": contamination["removed"][:100]},
