@@ -332,15 +332,21 @@ def _decode_hf(model, input_ids, attention_mask, *, max_new_tokens, temperature,
     sampling = hf_generate_kwargs(temperature, top_p)
     seqs = model.generate(input_ids=input_ids, attention_mask=attention_mask, max_new_tokens=max_new_tokens,
                           eos_token_id=eos, pad_token_id=pad_id, use_cache=True, **sampling, **extra)
-    out = []
-    for row in seqs[:, input_ids.shape[1]:].tolist():
-        toks = []
-        for t in row:  # rows that stopped early are padded after their EOS
-            toks.append(t)
-            if t in eos:
-                break
-        out.append(toks)
-    return out
+    return [tokens_until_eos(row, eos) for row in seqs[:, input_ids.shape[1]:].tolist()]
+
+
+def tokens_until_eos(row: Sequence[int], eos) -> list[int]:
+    """A generated row up to and including its first EOS token: `generate` pads rows that stopped early.
+
+    >>> tokens_until_eos([5, 6, 2, 0, 0], eos={2})
+    [5, 6, 2]
+    """
+    toks = []
+    for t in row:
+        toks.append(t)
+        if t in eos:
+            break
+    return toks
 
 
 def generate(

@@ -24,7 +24,13 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 
-from medr1.generation.hf import PROMPT_TOO_LONG, Generation, hf_generate_kwargs, length_batches
+from medr1.generation.hf import (
+    PROMPT_TOO_LONG,
+    Generation,
+    hf_generate_kwargs,
+    length_batches,
+    tokens_until_eos,
+)
 
 log = logging.getLogger(__name__)
 
@@ -97,14 +103,8 @@ def generate_vision(model, processor, prompts: Sequence[list[dict]], *, max_new_
         latency = time.perf_counter() - start
         done = []
         for j, i in enumerate(batch):
-            samples = []
-            for row in seqs[j * num_samples:(j + 1) * num_samples, width:].tolist():
-                toks = []
-                for t in row:  # rows that stopped early are padded after their EOS
-                    toks.append(t)
-                    if t in eos:
-                        break
-                samples.append(toks)
+            rows = seqs[j * num_samples:(j + 1) * num_samples, width:].tolist()
+            samples = [tokens_until_eos(row, eos) for row in rows]
             results[i] = Generation(i, [tok.decode(t, skip_special_tokens=True) for t in samples], lengths[i],
                                     [len(t) for t in samples],
                                     ["stop" if t and t[-1] in eos else "length" for t in samples], latency)
