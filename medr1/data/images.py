@@ -26,7 +26,6 @@ MedVLM-R1 uses reach us through the file above.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections.abc import Sequence
@@ -34,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from medr1.data.schema import LETTERS, MAX_OPTIONS, DataError, LoadedQuestions, LoadReport, Question
+from medr1.paths import file_sha256
 
 # A Qwen2-VL image costs up to image_max_pixels / (28 * 28) prompt tokens; four fill a 1,024-token prompt
 # budget at the paper's resolution. MedVLM-R1's questions have one image each.
@@ -59,12 +59,6 @@ def normalize_modality(label: Any) -> str | None:
     return MODALITY_NAMES.get(label.strip().casefold(), label.strip())
 
 
-def file_sha256(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _error(problem: str, *, path, line, record_id, kind):

@@ -21,7 +21,6 @@ from medr1.models.base import (
     ModelSpecError,
     _embedded_gguf,
     embedded_checkpoint,
-    file_sha256,
     finish_loading,
     intended_pad_token,
     load_tokenizer,
@@ -39,7 +38,7 @@ from medr1.models.vision import (
     load_vision_unsloth,
     resolve_vision_path,
 )
-from medr1.paths import CACHE_DIR
+from medr1.paths import CACHE_DIR, file_sha256
 
 log = logging.getLogger(__name__)
 

@@ -37,9 +37,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from medr1.data.images import file_sha256
 from medr1.data.published import HUATUO_PUBMEDQA_REFERENCE
 from medr1.data.schema import MAX_OPTIONS, MIN_OPTIONS
+from medr1.paths import file_sha256
 
 THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
 ANSWER_OPEN, ANSWER_CLOSE = "<answer>", "</answer>"
