@@ -340,6 +340,9 @@ class Params:
         need(not self.train_option_counts, "train_option_counts",
              "must be [] with fit_check (a cut question is another question than the one evaluated)")
         need(self.eval_protocol == ["medr1"], "eval_protocol", "must be [medr1] with fit_check")
+        need(not self.prefilter_samples, "prefilter_samples",
+             "must be 0 with fit_check (the fit set is the pool as prepared: a question the pre-filter drops "
+             "would still be evaluated, untrained)")
 
     def _check_template_and_rewards(self):
         """Template and reward names, and whether they fit together, checked here: before any model loads."""

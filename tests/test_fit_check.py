@@ -105,6 +105,7 @@ def test_control_fit_params_resolve():
      "train_option_counts"),
     (["fit_check=true", "eval_benchmarks=[fit]", "eval_permutations=2", "eval_protocol=[medr1, huatuo-o1]"],
      "eval_protocol"),
+    (["fit_check=true", "eval_benchmarks=[fit]", "eval_permutations=2", "prefilter_samples=4"], "prefilter_samples"),
 ])
 def test_fit_check_params_refused(overrides, key):
     with pytest.raises(ParamsError, match=f"param '{key}'"):

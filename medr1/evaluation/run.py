@@ -98,10 +98,14 @@ def default_eval_label(params, model: str, adapter: str | None) -> str:
 
 def evaluate_cli(params, *, model: str | None = None, adapter: str | None = None, out: str | Path | None = None) -> int:
     """`medr1 eval` under protocol medr1: `model` (default `params.model`) with `adapter` on
-    `params.eval_benchmarks` into `out` (default `<run_dir>/eval/<label>`); prints the accuracies."""
+    `params.eval_benchmarks` into `out` (default `<run_dir>/eval/<label>`); prints the accuracies. With a run's
+    own params (`-f runs/<run>/params.yaml`) it asks the questions that run's preparation wrote."""
     model = model or params.model
     out = Path(out) if out else RunDir(params.run_dir).eval_dir / default_eval_label(params, model, adapter)
-    summary = evaluate_model(model, params.eval_benchmarks, out, EvalSettings.from_params(params), adapter=adapter)
+    # The sets this run's preparation wrote, when the params are the run's (a checkpoint evaluated on the questions
+    # the pipeline asked; the fit check's `fit` set exists nowhere else); otherwise the benchmarks as loaded.
+    summary = evaluate_model(model, params.eval_benchmarks, out, EvalSettings.from_params(params), adapter=adapter,
+                             question_sets=prepared_eval_sets(params))
     for scorer, per_bench in summary["scores"].items():
         for bench, s in per_bench.items():
             acc = "n/a" if s["accuracy"] is None else f"{100 * s['accuracy']:.1f}%"

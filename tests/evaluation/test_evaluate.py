@@ -307,6 +307,28 @@ def test_eval_cli_default_out_is_the_runs_eval_dir(data_dir, tmp_path, monkeypat
     assert len(read_predictions(tmp_path / "r" / "eval" / "base" / "predictions.jsonl")) == 3
 
 
+def test_eval_cli_with_a_runs_params_asks_the_sets_its_preparation_wrote(tmp_path, monkeypatch):
+    """A fit-check run's checkpoint is evaluated from the command line on the run's own `fit` set, which no
+    benchmark folder holds (without the run's params the set is refused, naming how to evaluate it)."""
+    from medr1.cli import main
+    from medr1.config import load_params
+    from medr1.paths import REPO_ROOT
+    from medr1.prepare import prepare_data
+
+    _fake_backend(monkeypatch)
+    overrides = dict(runs_dir=str(tmp_path), run_name="fit", data_dir=str(REPO_ROOT / "tests" / "fixtures" / "train"),
+                     train_sources=["toymed"], decontaminate_against=["toyeval"], train_limit=5, fit_check=True,
+                     eval_benchmarks=["fit"], eval_permutations=2, eval_backend="hf")
+    pool = prepare_data(load_params(None, overrides)).pool
+    def argv(**changed):
+        return ["eval", *(x for k, v in {**overrides, **changed}.items() for x in ("--set", f"{k}={json.dumps(v)}"))]
+
+    assert main(argv()) == 0
+    rows = read_predictions(tmp_path / "fit" / "eval" / "base" / "predictions.jsonl")
+    assert sorted({r["id"] for r in rows}) == sorted(q.id for q in pool) and {r["shift"] for r in rows} == {0, 1}
+    assert main(argv(run_name="unprepared")) == 2
+
+
 @pytest.mark.slow
 def test_eval_cli_smoke_params_with_the_embedded_model(tmp_path, capsys):
     from medr1.cli import main
