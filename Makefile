@@ -17,14 +17,14 @@ control-fit: venv
 	$(PY) -m medr1 pipeline -f params/control-fit.yaml
 
 test: venv
-	$(PY) -m ruff check medr1 tests benchmarks
+	$(PY) -m ruff check medr1 tests benchmarks notebooks
 	$(PY) -m pytest tests
 
 test-fast: venv
 	$(PY) -m pytest tests -m "not slow"
 
 lint: venv
-	$(PY) -m ruff check medr1 tests benchmarks
+	$(PY) -m ruff check medr1 tests benchmarks notebooks
 
 bench: venv
 	$(PY) benchmarks/run_cpu.py

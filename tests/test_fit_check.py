@@ -94,6 +94,7 @@ def test_control_fit_params_resolve():
     assert params.fit_check and params.eval_benchmarks == [FIT_BENCHMARK] and params.eval_permutations >= 2
     assert params.prompt_template == params.eval_prompt_template == "option_text"
     assert params.reference_results is None and params.train_option_counts == []
+    assert params.reward_funcs == ["accuracy"]  # a control of what the reward pays for pays for nothing else
 
 
 @pytest.mark.parametrize("overrides,key", [
