@@ -264,10 +264,12 @@ HOSTILE_TEXT = st.lists(st.one_of(
     st.text(max_size=20), st.characters()), max_size=60).map("".join)
 
 
+# 8,000 examples: 20,000 took 125 s on 2 cores, the longest test of the suite (2026-12-07), for a suite meant
+# to stay near 15 minutes (tests/task/test_answers.py and test_rewards.py fuzz the same functions in the fast suite).
 @pytest.mark.slow
-@settings(max_examples=20_000, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+@settings(max_examples=8_000, deadline=None, suppress_health_check=list(HealthCheck), database=None)
 @given(text=HOSTILE_TEXT, options=LETTER_OPTIONS, data=st.data())
-def test_twenty_thousand_hostile_completions_never_raise(text, options, data):
+def test_eight_thousand_hostile_completions_never_raise(text, options, data):
     gold = data.draw(st.sampled_from(sorted(options)))
     letter = extract_choice(text, options)
     assert letter is None or letter in options

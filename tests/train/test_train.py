@@ -225,6 +225,24 @@ def test_smoke_run_writes_all_artifacts_and_skips_when_done(tmp_path):
     assert (again.skipped, again.steps) == (True, 2)
 
 
+@pytest.mark.slow
+def test_smoke_run_trains_with_the_random_reward_control(tmp_path):
+    """The negative control's smoke run (`params/smoke.yaml` with `reward_control=random`) trains, its rewards
+    read the drawn letters, and the manifest says how many of them are the gold one by chance."""
+    from medr1.paths import REPO_ROOT
+
+    params = small_params(tmp_path, params_file=REPO_ROOT / "params" / "smoke.yaml", reward_control="random",
+                          max_steps=1)
+    result = train(params, progress=False)
+    job = json.loads((result.run_dir / "manifest.json").read_text())["jobs"]["train"]
+    control = job["reward_control"]
+    n = result.n_questions
+    assert (job["status"], control["reward_control"], control["n_questions"]) == ("finished", "random", n)
+    assert control["n_relabelled"] + control["n_still_gold"] == n and control["n_relabelled"] > 0
+    rows = read_metrics(result.run_dir / "train" / "metrics.csv")
+    assert [r["step"] for r in rows] == [1] and rows[0]["reward/accuracy"] is not None
+
+
 def test_training_draws_count_and_resume_check(tmp_path, caplog):
     from medr1.runs import RunDir, atomic_write_json
     from medr1.train.checkpoints import check_same_draws as _check_same_draws
