@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import math
 import re
+import textwrap
 from collections.abc import Mapping
 from typing import Any
 
@@ -122,17 +123,21 @@ def plot_letter_recall(predictions: Mapping[str, pd.DataFrame]) -> Figure:
     table = pd.concat(frames, ignore_index=True)
     table["recall"] *= 100
     benches = list(dict.fromkeys(table["benchmark"]))
-    fig, axes = plt.subplots(1, len(benches), figsize=(4.2 * len(benches), 3.6), squeeze=False, sharey=True)
+    fig, axes = plt.subplots(1, len(benches), figsize=(4.2 * len(benches) + 1.4, 3.6), squeeze=False,
+                             sharey=True)  # + the legend's column
     for ax, bench in zip(axes[0], benches, strict=True):
         sub = table[table["benchmark"] == bench]
         sns.barplot(sub, x="gold", y="recall", hue="label", ax=ax, palette="colorblind",
                     order=sorted(sub["gold"].unique()))
-        ax.set_title(benchmark_title(bench, "\n"))
+        # Wrapped to the panel's width: a one-panel figure (the fit check's) has room for ~30 characters.
+        ax.set_title("\n".join(textwrap.fill(line, 30) for line in benchmark_title(bench, "\n").split("\n")))
         ax.set_xlabel("gold letter")
         ax.set_ylabel("recall of the letter (%)")
         ax.set_ylim(0, 100)
         if ax is not axes[0][-1] and ax.get_legend() is not None:
             ax.get_legend().remove()
+    if axes[0][-1].get_legend() is not None:  # beside the panels: over them it hid the bars it names
+        sns.move_legend(axes[0][-1], "upper left", bbox_to_anchor=(1.02, 1), frameon=False)
     fig.suptitle("Per-letter recall: flat = no letter preference")
     fig.tight_layout()
     return fig
@@ -168,8 +173,6 @@ UNKNOWN_NOTE = ("protocol unknown: the source released a results image, no promp
 def _notes_and_legend(fig: Figure, handles: list, notes: list[str], unknown: bool) -> None:
     """Numbered notes (wrapped to the figure's width) at the bottom, the legend above them, the panels
     above both: measured after drawing, so nothing is printed over anything at any number of notes."""
-    import textwrap
-
     lines = [f"[{i}] {n}" for i, n in enumerate(notes, 1)] + ([UNKNOWN_NOTE] if unknown else [])
     width = int(fig.get_figwidth() * 72 / (plt.rcParams["font.size"] * 0.8 * 0.6))  # characters at "small"
     text = "\n".join(w for line in lines for w in textwrap.wrap(line, width, subsequent_indent="    "))
@@ -354,7 +357,9 @@ def plot_paired(table: pd.DataFrame) -> Figure:
     cells = {"both right": "both_right", f"only {a} right": "b10", f"only {b} right": "b01", "both wrong": "both_wrong"}
     cb = sns.color_palette("colorblind")
     colors = dict(zip(cells, (cb[2], cb[3], cb[0], "0.8"), strict=True))
-    fig, ax = plt.subplots(figsize=(11, 0.9 * len(table) + 2.0))
+    # Constrained layout with the legend outside the axes: its room is kept in inches, so a one-row figure (the
+    # fit check's) does not print the legend over the axis label as an offset in axes fractions did.
+    fig, ax = plt.subplots(figsize=(11, 0.9 * len(table) + 2.0), layout="constrained")
     y = np.arange(len(table))
     left = np.zeros(len(table))
     for cat, col in cells.items():
@@ -373,7 +378,5 @@ def plot_paired(table: pd.DataFrame) -> Figure:
     ax.set_xlim(0, 100)
     ax.set_xlabel("share of paired questions (%)  ·  numbers in bars: questions")
     ax.set_title(f"{a.capitalize()} vs {b} on the same questions")
-    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.25 - 0.1 / max(len(table), 1)), ncol=4,
-              fontsize="small")
-    fig.tight_layout()
+    fig.legend(loc="outside lower center", ncol=4, fontsize="small")
     return fig

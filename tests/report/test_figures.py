@@ -493,6 +493,28 @@ def test_every_report_figure_prints_no_text_over_another(tmp_path):
         assert text_overlaps(fig) == [], name
 
 
+@pytest.mark.parametrize("n_rows", [1, 3])
+def test_paired_figure_keeps_its_legend_off_the_axis_label(n_rows):
+    # One row is the fit check's figure (a two-line label): its legend once sat on the axis label.
+    from medr1.report.eval_figures import plot_paired
+    from medr1.report.style import text_overlaps
+
+    table = pd.DataFrame({"benchmark": ["fit", "medqa", "medmcqa"][:n_rows], "a": "base", "b": "trained", "n": 8,
+                          "both_right": 0, "b10": 0, "b01": 6, "both_wrong": 2, "acc_a": 0.0, "acc_b": 75.0,
+                          "p_value": 0.03125})
+    assert text_overlaps(plot_paired(table)) == []
+
+
+def test_letter_recall_of_the_fit_check_alone_is_legible():
+    # One panel with the fit check's long title: it once spilled over the axis label, the legend over the bars.
+    from medr1.report.eval_figures import plot_letter_recall
+    from medr1.report.style import text_overlaps
+
+    frame = pd.DataFrame({"benchmark": "fit", "id": [str(i) for i in range(10)], "gold": list("ABCDEABCDE"),
+                          "extracted": list("ABCDEEDCBA"), "correct": [True] * 5 + [False] * 5})
+    assert text_overlaps(plot_letter_recall({"base": frame, "trained": frame})) == []
+
+
 def test_accuracy_figure_notes_comparability_and_unknown_protocols(tmp_path):
     from medr1.report.style import drawn_texts
 
