@@ -23,6 +23,24 @@ from medr1.train.checkpoints import last_complete_checkpoint
 FIXTURES = REPO_ROOT / "tests" / "fixtures"
 
 
+def generate_in_batches(prompts, *, batch_size: int, num_samples: int, on_batch: Callable, texts_for: Callable,
+                        fail_after: int | None = None, latency_s: float = 0.0) -> list:
+    """What a fake generator returns, delivered as the real ones deliver it: `Generation`s in batches of
+    `batch_size`, `on_batch` after each. `texts_for(i, prompt)` gives prompt i's `num_samples` texts;
+    `fail_after` batches done, a KeyboardInterrupt stands in for a kill between two batches."""
+    from medr1.generation.hf import Generation
+
+    out = []
+    for b, start in enumerate(range(0, len(prompts), batch_size)):
+        if fail_after is not None and b >= fail_after:
+            raise KeyboardInterrupt("simulated kill")
+        gens = [Generation(i, texts_for(i, prompts[i]), 10, [5] * num_samples, ["stop"] * num_samples, latency_s)
+                for i in range(start, min(start + batch_size, len(prompts)))]
+        on_batch(gens)
+        out += gens
+    return out
+
+
 class ByteTokenizer:
     """Bytes + 3 as ids; 0 pad, 1 bos, `eos` configurable. Enough of the HF tokenizer API for generate()."""
 

@@ -83,8 +83,9 @@ def load_benchmark(
     """
     if name == FIT_BENCHMARK:
         raise DataError(f"{FIT_BENCHMARK!r} is the fit check's set, a run's own training questions: preparation "
-                        f"writes it (runs/<run>/data/eval/{FIT_BENCHMARK}.jsonl) when params set fit_check: true; evaluate a "
-                        f"checkpoint on it with that run's params: medr1 eval -f runs/<run>/params.yaml --adapter ...")
+                        f"writes it (runs/<run>/data/eval/{FIT_BENCHMARK}.jsonl) when params set fit_check: true; "
+                        f"evaluate a checkpoint on it with that run's params: medr1 eval -f runs/<run>/params.yaml "
+                        f"--adapter ...")
     if limit is not None and (not isinstance(limit, int) or limit < 0):
         raise ValueError(f"limit must be a non-negative int or None, got {limit!r}")
     if name.endswith(".json") and Path(name).expanduser().is_file():

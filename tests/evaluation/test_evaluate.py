@@ -12,7 +12,7 @@ import os
 import socket
 
 import pytest
-from helpers import run_eval
+from helpers import generate_in_batches, run_eval
 
 from medr1.artifacts import ArtifactError, read_predictions
 from medr1.evaluation.evaluate import EvalSettingsError, prompt_hash
@@ -53,19 +53,13 @@ class FakeGenerator:
 
     def __call__(self, prompts, *, max_new_tokens, batch_size, temperature, top_p, num_samples, seed, on_batch):
         self.calls.append(len(prompts))
-        out = []
-        for start in range(0, len(prompts), batch_size):
-            if self.fail_after is not None and start // batch_size >= self.fail_after:
-                raise KeyboardInterrupt("simulated kill")
-            gens = []
-            for i in range(start, min(start + batch_size, len(prompts))):
-                digest = hashlib.sha256(json.dumps(prompts[i]).encode()).digest()
-                texts = [f"<think>hm</think><answer>{LETTERS[(digest[0] + s) % 4]}</answer>"
-                         for s in range(num_samples)]
-                gens.append(Generation(i, texts, 10, [5] * num_samples, ["stop"] * num_samples, 0.01))
-            on_batch(gens)
-            out += gens
-        return out
+
+        def texts_for(i, prompt):
+            digest = hashlib.sha256(json.dumps(prompt).encode()).digest()
+            return [f"<think>hm</think><answer>{LETTERS[(digest[0] + s) % 4]}</answer>" for s in range(num_samples)]
+
+        return generate_in_batches(prompts, batch_size=batch_size, num_samples=num_samples, on_batch=on_batch,
+                                   texts_for=texts_for, fail_after=self.fail_after, latency_s=0.01)
 
 
 def _eval(data_dir, out, gen=None, **kw):

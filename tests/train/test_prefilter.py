@@ -10,10 +10,10 @@ import json
 import re
 
 import pytest
+from helpers import generate_in_batches
 
 from medr1.config import Params
 from medr1.data import Question
-from medr1.generation.hf import Generation
 from medr1.prepare import load_prepared, prepare_data
 from medr1.task.prompts import build_messages
 from medr1.train.prefilter import CARD_HEADING, PREFILTER_ROWS, informative_pool, prefilter_pool
@@ -42,21 +42,16 @@ class FakePolicy:
     def __call__(self, prompts, *, max_new_tokens, batch_size, temperature, top_p, num_samples, seed, on_batch):
         self.calls.append({"temperature": temperature, "top_p": top_p, "num_samples": num_samples, "seed": seed,
                            "max_new_tokens": max_new_tokens})
-        out = []
-        for b, start in enumerate(range(0, len(prompts), batch_size)):
-            if self.fail_after is not None and b >= self.fail_after:
-                raise KeyboardInterrupt("simulated kill")
-            gens = []
-            for j in range(start, min(start + batch_size, len(prompts))):
-                i, q = self.by_prompt[json.dumps(prompts[j])]
-                self.asked.append(q.id)
-                wrong = next(x for x in q.options if x != q.answer)
-                texts = [f"<think>t</think><answer>{q.answer if s < self.n_right(i) else wrong}</answer>"
-                         for s in range(num_samples)]
-                gens.append(Generation(j, texts, 10, [5] * num_samples, ["stop"] * num_samples, 0.0))
-            on_batch(gens)
-            out += gens
-        return out
+
+        def texts_for(_, prompt):
+            i, q = self.by_prompt[json.dumps(prompt)]
+            self.asked.append(q.id)
+            wrong = next(x for x in q.options if x != q.answer)
+            return [f"<think>t</think><answer>{q.answer if s < self.n_right(i) else wrong}</answer>"
+                    for s in range(num_samples)]
+
+        return generate_in_batches(prompts, batch_size=batch_size, num_samples=num_samples, on_batch=on_batch,
+                                   texts_for=texts_for, fail_after=self.fail_after)
 
 
 def n_right(i):  # 0, 4, 1, 0, 4, 2, 0, 4, 3 right of 4: keep q2, q5, q8
